@@ -1,0 +1,23 @@
+# One image for the web process, the Celery worker and the one-shot publisher.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+RUN useradd --create-home --uid 1000 app
+
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY . .
+# Static files (admin, browsable API, Swagger UI) are collected into the image and served by
+# whitenoise from the ASGI server. A throwaway key: collectstatic needs settings, not secrets.
+RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0
+
+USER app
+EXPOSE 8080
+# The same commands as the Procfile.
+CMD ["sh", "-c", "uvicorn viswals.asgi:application --host 0.0.0.0 --port ${PORT:-8080} --workers ${WEB_CONCURRENCY:-2} --timeout-graceful-shutdown ${WEB_GRACEFUL_TIMEOUT:-5} --no-access-log"]

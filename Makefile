@@ -1,0 +1,72 @@
+# Entry points: `make run` (set up and run everything locally), `make test` (the whole suite).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTHON ?= python3
+# Local runs use development settings; production sets its own environment (.env.example).
+LOCAL := DJANGO_DEBUG=$${DJANGO_DEBUG:-true}
+SAMPLE ?= data/users.csv
+
+.PHONY: run install services database migrate web worker publish test lint format bench \
+	system-deps clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+services:
+	bash scripts/services-up.sh
+
+database: install services
+	$(LOCAL) $(PY) scripts/ensure_database.py
+
+migrate: database
+	$(LOCAL) $(PY) manage.py migrate --noinput
+
+# Install, migrate, start web (port 8080) and worker, publish the sample users; Ctrl-C stops.
+run: migrate
+	$(LOCAL) $(PY) manage.py collectstatic --noinput --verbosity 0
+	@set -m; $(LOCAL) $(VENV)/bin/honcho start -f Procfile & honcho=$$!; \
+	trap 'kill -TERM -$$honcho 2>/dev/null; wait $$honcho' INT TERM; \
+	$(LOCAL) $(PY) manage.py publish_csv $(SAMPLE) --wait --timeout 120 \
+	  && echo "API: http://localhost:$${PORT:-8080}/users  live page: http://localhost:$${PORT:-8080}/users/live  admin: http://localhost:$${PORT:-8080}/admin/"; \
+	wait $$honcho
+
+web: migrate
+	$(LOCAL) $(VENV)/bin/honcho start -f Procfile web
+
+worker: migrate
+	$(LOCAL) $(VENV)/bin/honcho start -f Procfile worker
+
+publish: migrate
+	$(LOCAL) $(PY) manage.py publish_csv $(SAMPLE) --wait
+
+# Debian packages the tests need (headless Chromium for the live page test).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The whole suite, against real PostgreSQL, Redis and RabbitMQ (started if down).
+test: install services system-deps
+	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-insecure-test-only-key} $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Benchmarks (figures printed as ratios against baselines measured in the same run).
+bench: migrate
+	$(LOCAL) $(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,162 @@
+"""The producer side of the pipeline: stream a CSV file onto the queue in batches.
+
+Memory stays flat: one batch is held at a time. Messages are persistent and, on AMQP,
+publisher-confirmed; a broker that drops out is retried, and one that stays away fails the
+run clearly (re-running the file is idempotent, so the re-run completes the job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from celery import current_app
+from django.conf import settings
+from kombu.exceptions import OperationalError as BrokerError
+
+from ingest.models import IngestRun
+from ingest.parsing import CsvFileError, read_records
+from ingest.services import (
+    BatchReject,
+    BatchRow,
+    ingest_run_fail,
+    ingest_run_published,
+    ingest_run_start,
+    ingest_run_totals,
+)
+from ingest.tasks import store_batch
+
+logger = logging.getLogger(__name__)
+
+# Reconnect and re-publish for about a minute before giving up on the broker.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 20,
+    "interval_start": 0.2,
+    "interval_step": 0.5,
+    "interval_max": 5,
+}
+
+
+class PublishError(Exception):
+    """Publishing stopped part-way (broker unavailable); the run is marked failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    run: IngestRun
+    rows: int  # data rows read from the file (blank lines excluded)
+    batches: int
+    rejected_early: int  # rows the producer already knew were bad (structure, encoding)
+
+
+def file_checksum(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_readable(path: str) -> int:
+    """Return the file's size, or raise CsvFileError saying why it cannot be read."""
+    if not os.path.exists(path):
+        raise CsvFileError("no such file")
+    if os.path.isdir(path):
+        raise CsvFileError("is a directory, not a CSV file")
+    if not os.access(path, os.R_OK):
+        raise CsvFileError("permission denied")
+    return os.path.getsize(path)
+
+
+def publish_file(
+    *, path: str, batch_size: int, on_progress: Callable[[int], None] | None = None
+) -> PublishResult:
+    """Publish every row of the file as batches of `batch_size`; return the run."""
+    size = check_readable(path)
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+    except OSError as error:
+        raise CsvFileError(error.strerror or str(error)) from None
+    try:
+        records = read_records(stream)  # reads the header: a bad file stops here
+        run = ingest_run_start(
+            file_name=os.path.abspath(path),
+            file_size=size,
+            checksum=file_checksum(path),
+            batch_size=batch_size,
+        )
+        logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)
+        rows: list[BatchRow] = []
+        rejects: list[BatchReject] = []
+        count = batches = rejected_early = 0
+        with current_app.producer_or_acquire() as producer:
+
+            def flush() -> None:
+                nonlocal batches, rows, rejects
+                batches += 1
+                try:
+                    store_batch.apply_async(
+                        args=(run.id, batches, rows, rejects),
+                        queue=settings.INGEST_QUEUE,
+                        producer=producer,
+                        retry=True,
+                        retry_policy=PUBLISH_RETRY_POLICY,
+                    )
+                except BrokerError as error:
+                    message = (
+                        f"broker unavailable while publishing batch {batches} (up to line "
+                        f"{last_line}): {error}. Earlier batches are queued; run the command "
+                        "again to finish (ingest is idempotent)."
+                    )
+                    ingest_run_fail(run=run, error=message)
+                    raise PublishError(message) from error
+                rows, rejects = [], []
+                if on_progress:
+                    on_progress(count)
+
+            last_line = 1
+            for record in records:
+                count += 1
+                last_line = record.line
+                if record.fields is None:
+                    rejects.append([record.line, record.reason, record.raw])
+                    rejected_early += 1
+                else:
+                    rows.append([record.line, *record.fields])
+                if len(rows) + len(rejects) >= batch_size:
+                    flush()
+            if rows or rejects:
+                flush()
+    finally:
+        stream.close()
+    ingest_run_published(run=run, rows=count, batches=batches)
+    logger.info("ingest run %s: published %d rows in %d batches", run.id, count, batches)
+    return PublishResult(run=run, rows=count, batches=batches, rejected_early=rejected_early)
+
+
+def wait_for_run(
+    *,
+    run_id: int,
+    timeout: float,
+    on_progress: Callable[[int], None] | None = None,
+    poll_interval: float = 0.2,
+) -> IngestRun:
+    """Block until workers have finished every batch of the run (or the timeout passes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = IngestRun.objects.get(id=run_id)
+        if run.status in (IngestRun.Status.COMPLETED, IngestRun.Status.FAILED):
+            return run
+        if on_progress:
+            totals = ingest_run_totals(run_id=run_id)
+            on_progress(totals["stored"] + totals["rejected"])
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"run {run_id} not finished after {timeout:.0f}s: are workers running "
+                f"on queue {settings.INGEST_QUEUE!r}?"
+            )
+        time.sleep(poll_interval)

@@ -1,0 +1,52 @@
+"""Celery tasks of the ingest pipeline: thin adapters over ingest.services."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from ingest.services import BatchReject, BatchRow, ingest_batch_fail, ingest_batch_store
+
+logger = logging.getLogger(__name__)
+
+# Database hiccups are retried with backoff; past this the batch is recorded as failed.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+MAX_RETRIES = 8
+
+
+@shared_task(name="ingest.store_batch", bind=True, acks_late=True, ignore_result=True)
+def store_batch(
+    self, run_id: int, batch: int, rows: list[BatchRow], rejects: list[BatchReject]
+) -> None:
+    try:
+        outcome = ingest_batch_store(run_id=run_id, batch=batch, rows=rows, rejects=rejects)
+    except TRANSIENT_ERRORS as error:
+        if self.request.retries < MAX_RETRIES:
+            logger.warning("run %s batch %s: %s; retrying", run_id, batch, error)
+            raise self.retry(exc=error, countdown=min(2**self.request.retries, 60)) from error
+        ingest_batch_fail(
+            run_id=run_id,
+            batch=batch,
+            error=f"database error: {error}",
+            payload={"rows": rows, "rejects": rejects},
+        )
+        return
+    except Exception as error:  # a bug must not become an endless redelivery loop
+        logger.exception("run %s batch %s: unexpected error", run_id, batch)
+        ingest_batch_fail(
+            run_id=run_id,
+            batch=batch,
+            error=f"{type(error).__name__}: {error}",
+            payload={"rows": rows, "rejects": rejects},
+        )
+        return
+    logger.info(
+        "run %s batch %s: %s stored (%s written), %s rejected",
+        run_id,
+        batch,
+        outcome.stored,
+        outcome.written,
+        outcome.rejected,
+    )

@@ -1,0 +1,144 @@
+"""Shared fixtures. Every test run gets its own database, Redis key prefix, event channel and
+queue (suffixed with the process id), so runs never see each other's data and clean up after
+themselves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+RUN_ID = f"t{os.getpid()}"
+ROOT = Path(__file__).resolve().parent.parent
+
+# Read by settings.py at import, and by every subprocess (workers, web servers) tests start.
+TEST_ENV = {
+    "DJANGO_DEBUG": "true",
+    "USERS_CACHE_PREFIX": f"{RUN_ID}:users:v1",
+    "INGEST_QUEUE": f"ingest-{RUN_ID}",
+    "EVENTSTREAM_USERS_CHANNEL": f"{RUN_ID}-users",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Settings are loaded by now; these are read at call time, so overriding them here is enough.
+    settings.INGEST_QUEUE = TEST_ENV["INGEST_QUEUE"]
+    settings.USERS_CACHE_PREFIX = TEST_ENV["USERS_CACHE_PREFIX"]
+    settings.EVENTSTREAM_USERS_CHANNEL = TEST_ENV["EVENTSTREAM_USERS_CHANNEL"]
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_viswals_{RUN_ID}"
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a process that must share this test run's database, keys and queue."""
+    env = {**os.environ, **TEST_ENV, "DATABASE_URL": database_url(), **extra}
+    env.pop("DATABASE_POOL", None)
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis_and_queue():
+    """Delete this run's Redis keys and queue at the end of the session."""
+    yield
+    from django_redis import get_redis_connection
+
+    client = get_redis_connection("default")
+    keys = list(client.scan_iter(f"{RUN_ID}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    from viswals.celery import app
+
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in (TEST_ENV["INGEST_QUEUE"],):
+            channel.queue_delete(queue)
+
+
+@pytest.fixture
+def redis_client():
+    from users.cache import redis_client
+
+    return redis_client()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real Celery worker (prefork, concurrency 2) consuming this run's ingest queue."""
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "viswals",
+                "worker",
+                "-Q",
+                TEST_ENV["INGEST_QUEUE"],
+                "-c",
+                "2",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{RUN_ID}@%h",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while b"ready." not in log_path.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    process.log_path = log_path
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def write_csv(tmp_path):
+    """Write CSV text (or bytes) to a file and return its path."""
+    counter = iter(range(1_000_000))
+
+    def write(content: str | bytes, name: str | None = None) -> str:
+        path = tmp_path / (name or f"users-{next(counter)}.csv")
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return str(path)
+
+    return write
+
+
+HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+
+
+@pytest.fixture
+def csv_header() -> str:
+    return HEADER

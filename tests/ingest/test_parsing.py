@@ -1,0 +1,206 @@
+"""Every rule of the CSV contract, checked on inputs built right here."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pytest
+
+from ingest.parsing import CsvFileError, RowRejected, parse_row, read_records
+
+HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+GOOD = "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1"
+
+
+def records(content: str | bytes) -> list:
+    data = content.encode() if isinstance(content, str) else content
+    return list(read_records(io.BytesIO(data)))
+
+
+def parse(line: str):
+    (record,) = records(f"{HEADER}\n{line}\n")
+    assert record.reason is None, record.reason
+    return parse_row(record.fields)
+
+
+def rejected(line: str) -> str:
+    with pytest.raises(RowRejected) as error:
+        parse(line)
+    return error.value.reason
+
+
+# --- the file --------------------------------------------------------------------------------
+
+
+def test_good_row_is_typed_and_numbered_from_line_two():
+    (record,) = records(f"{HEADER}\n{GOOD}\n")
+    assert record.line == 2
+    row = parse_row(record.fields)
+    assert row.id == 1
+    assert (row.first_name, row.last_name, row.email_address) == ("Ann", "Lee", "ann@example.com")
+    assert row.created_at == datetime(2020, 9, 13, 12, 26, 40, 123000, tzinfo=UTC)
+    assert row.deleted_at is row.merged_at is row.parent_user_id is None
+
+
+def test_columns_are_found_by_name_in_any_order_and_extra_columns_ignored():
+    content = (
+        "email_address,extra,parent_user_id,id,last_name,first_name,merged_at,deleted_at,created_at\n"
+        "ann@example.com,zzz,7,3,Lee,Ann,-1,-1,1600000000000\n"
+    )
+    row = parse_row(records(content)[0].fields)
+    assert (row.id, row.first_name, row.last_name, row.parent_user_id) == (3, "Ann", "Lee", 7)
+
+
+def test_header_names_are_trimmed_and_case_insensitive():
+    content = (
+        " ID , First_Name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id\n"
+        + GOOD
+    )
+    assert parse_row(records(content)[0].fields).id == 1
+
+
+def test_missing_required_column_refuses_the_file():
+    with pytest.raises(CsvFileError, match="missing required column.*email_address"):
+        records("id,first_name,last_name,created_at,deleted_at,merged_at,parent_user_id\n")
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"   \n"])
+def test_empty_file_is_refused(content):
+    with pytest.raises(CsvFileError, match="empty"):
+        records(content)
+
+
+def test_binary_file_is_refused():
+    with pytest.raises(CsvFileError):
+        records(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+
+
+def test_utf8_bom_and_crlf_are_accepted():
+    content = f"\ufeff{HEADER}\r\n{GOOD}\r\n".encode()
+    (record,) = records(content)
+    assert parse_row(record.fields).email_address == "ann@example.com"
+
+
+def test_rfc4180_quoting_with_commas_and_doubled_quotes():
+    row = parse('2,"Smith, Jr.","O""Brien",a@example.com,1600000000000,-1,-1,-1')
+    assert (row.first_name, row.last_name) == ("Smith, Jr.", 'O"Brien')
+
+
+def test_whitespace_around_fields_is_trimmed():
+    row = parse(" 4 ,  Zoë , Müller ,  zoe@example.com , 1600000000000 , -1 , -1 , -1 ")
+    assert (row.id, row.first_name, row.last_name, row.email_address) == (
+        4,
+        "Zoë",
+        "Müller",
+        "zoe@example.com",
+    )
+
+
+def test_blank_lines_are_skipped_but_still_counted_in_line_numbers():
+    found = records(f"{HEADER}\n\n{GOOD}\n   \n2,B,C,b@example.com,1600000000000,-1,-1,-1\n")
+    assert [record.line for record in found] == [3, 5]
+
+
+def test_wrong_number_of_fields_is_rejected_with_its_line():
+    (record,) = records(f"{HEADER}\n1,Ann,Lee\n")
+    assert (record.line, record.fields) == (2, None)
+    assert record.reason == "expected 8 fields, found 3"
+    assert record.raw == "1,Ann,Lee"
+
+
+def test_invalid_utf8_rejects_only_that_row():
+    content = (
+        f"{HEADER}\n".encode()
+        + b"1,\xff\xfe,Lee,a@example.com,1600000000000,-1,-1,-1\n"
+        + (f"{GOOD}\n".encode())
+    )
+    bad, good = records(content)
+    assert (bad.line, bad.reason) == (2, "bytes are not valid UTF-8")
+    assert "\ufffd" in bad.raw
+    assert good.line == 3 and good.fields is not None
+
+
+def test_unterminated_quote_rejects_one_line_without_swallowing_the_next():
+    bad, good = records(f'{HEADER}\n1,"Ann,Lee,a@example.com,1600000000000,-1,-1,-1\n{GOOD}\n')
+    assert bad.line == 2 and "quoting" in bad.reason
+    assert good.line == 3 and good.fields is not None
+
+
+# --- the row ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("abc,Ann,Lee,a@example.com,1600000000000,-1,-1,-1", "id: not an integer: 'abc'"),
+        ("-5,Ann,Lee,a@example.com,1600000000000,-1,-1,-1", "id: not a positive integer: -5"),
+        ("0,Ann,Lee,a@example.com,1600000000000,-1,-1,-1", "id: not a positive integer: 0"),
+        (",Ann,Lee,a@example.com,1600000000000,-1,-1,-1", "id: is required"),
+        ("1.5,Ann,Lee,a@example.com,1600000000000,-1,-1,-1", "id: not an integer: '1.5'"),
+        ("1,Ann,Lee,a@example.com,,-1,-1,-1", "created_at: is required"),
+        ("1,Ann,Lee,a@example.com,-1,-1,-1,-1", "created_at: is required"),
+        ("1,Ann,Lee,a@example.com,2020-01-01,-1,-1,-1", "created_at: not an integer: '2020-01-01'"),
+        ("1,Ann,Lee,a@example.com,1600000000000,abc,-1,-1", "deleted_at: not an integer: 'abc'"),
+        ("1,Ann,Lee,a@example.com,1600000000000,-1,1e12,-1", "merged_at: not an integer: '1e12'"),
+        ("1,Ann,Lee,a@example.com,1600000000000,-1,-1,x9", "parent_user_id: not an integer: 'x9'"),
+        (
+            "1,Ann,Lee,a@example.com,1600000000000,-1,-1,-7",
+            "parent_user_id: not a positive integer: -7",
+        ),
+        (
+            "1,Ann,Lee,not-an-email,1600000000000,-1,-1,-1",
+            "email_address: not a valid email address: 'not-an-email'",
+        ),
+        ("1,Ann,Lee,,1600000000000,-1,-1,-1", "email_address: is required"),
+        (
+            "1,Ann,Lee,a@example.com,99999999999999999999,-1,-1,-1",
+            "created_at: timestamp out of range: 99999999999999999999",
+        ),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_column(line, reason):
+    assert rejected(line) == reason
+
+
+def test_name_longer_than_255_characters_is_rejected():
+    assert rejected(f"1,{'x' * 256},Lee,a@example.com,1600000000000,-1,-1,-1") == (
+        "first_name: longer than 255 characters (256)"
+    )
+    assert parse(f"1,{'x' * 255},Lee,a@example.com,1600000000000,-1,-1,-1").first_name == "x" * 255
+
+
+def test_ids_in_the_api_range_are_rejected():
+    assert "ids from 1000000000000000 are the API's" in rejected(
+        "1000000000000000,Ann,Lee,a@example.com,1600000000000,-1,-1,-1"
+    )
+
+
+def test_empty_or_minus_one_means_none_for_nullable_columns():
+    row = parse("1,Ann,Lee,a@example.com,1600000000000,,-1,")
+    assert row.deleted_at is row.merged_at is row.parent_user_id is None
+
+
+def test_nullable_columns_are_parsed_when_present():
+    row = parse("1,Ann,Lee,a@example.com,1600000000000,1600000001000,1600000002500,42")
+    assert row.deleted_at == datetime(2020, 9, 13, 12, 26, 41, tzinfo=UTC)
+    assert row.merged_at == datetime(2020, 9, 13, 12, 26, 42, 500000, tzinfo=UTC)
+    assert row.parent_user_id == 42
+
+
+def test_email_domain_is_lowercased_but_local_part_kept():
+    assert parse("1,Ann,Lee,Ann.Lee@Example.COM,1600000000000,-1,-1,-1").email_address == (
+        "Ann.Lee@example.com"
+    )
+
+
+def test_empty_names_are_allowed():
+    row = parse("1,,,a@example.com,1600000000000,-1,-1,-1")
+    assert row.first_name == row.last_name == ""
+
+
+def test_reading_streams_without_holding_the_file():
+    # A generator: a million-row file is never materialised.
+    content = (HEADER + "\n" + (GOOD + "\n") * 3).encode()
+    iterator = read_records(io.BytesIO(content))
+    assert next(iterator).line == 2

@@ -1,0 +1,227 @@
+"""publish_csv → RabbitMQ → a real Celery worker process → PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from ingest.models import IngestBatch, IngestRun, RejectedRow
+from ingest.tasks import store_batch
+from users.models import User
+from users.payloads import user_payload
+from users.services import user_create
+from users.validation import API_ID_START
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
+
+HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+
+
+def publish(path: str, *extra: str, report=None) -> dict:
+    args = [path, "--timeout", "60", *extra]
+    if report is not None:
+        args += ["--report", str(report)]
+        call_command("publish_csv", *args)
+        return json.loads(report.read_text())
+    call_command("publish_csv", *args, "--wait")
+    return {}
+
+
+def cached(redis_client, user_id: int) -> dict | None:
+    from users.cache import user_key
+
+    raw = redis_client.hget(user_key(user_id), "json")
+    return None if raw is None else json.loads(raw)
+
+
+def wait_for_batches(run: IngestRun, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while IngestBatch.objects.filter(run=run).exclude(status="started").count() < count:
+        assert time.monotonic() < deadline, "worker did not store the batches in time"
+        time.sleep(0.1)
+
+
+def test_publish_stores_good_rows_and_reports_bad_ones(
+    celery_worker_process, write_csv, tmp_path, redis_client
+):
+    path = write_csv(
+        f"{HEADER}\n"
+        "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1\n"
+        '2,"Smith, Jr.",Ray,Bob@Example.COM,1600000000000,1600000005000,1600000006000,1\n'
+        "\n"
+        "abc,Bad,Id,x@example.com,1600000000000,-1,-1,-1\n"
+        "3,Short,Row\n"
+        "4,Bad,Email,not-an-email,1600000000000,-1,-1,-1\n"
+        "5,Eve,Moss,eve@example.com,,-1,-1,-1\n"
+        "6,Zoë,Müller,zoe@example.com,1600000000000,-1,-1,999\n"
+    )
+    report = publish(path, "--batch-size", "2", report=tmp_path / "report.json")
+
+    assert report["published"] == 7
+    assert report["stored"] == 3
+    assert [(r["line"], r["reason"]) for r in report["rejected"]] == [
+        (5, "id: not an integer: 'abc'"),
+        (6, "expected 8 fields, found 3"),
+        (7, "email_address: not a valid email address: 'not-an-email'"),
+        (8, "created_at: is required"),
+    ]
+    assert report["rejected"][1]["raw"] == "3,Short,Row"
+
+    ann, bob, zoe = User.objects.order_by("id")
+    assert user_payload(bob) == {
+        "id": 2,
+        "first_name": "Smith, Jr.",
+        "last_name": "Ray",
+        "email_address": "Bob@example.com",
+        "created_at": "2020-09-13T12:26:40Z",
+        "deleted_at": "2020-09-13T12:26:45Z",
+        "merged_at": "2020-09-13T12:26:46Z",
+        "parent_user_id": 1,
+    }
+    assert user_payload(ann)["created_at"] == "2020-09-13T12:26:40.123000Z"
+    assert (zoe.id, zoe.first_name, zoe.parent_user_id) == (6, "Zoë", 999)
+    # The cache holds exactly what the database holds.
+    for user in (ann, bob, zoe):
+        assert cached(redis_client, user.id) == user_payload(user)
+
+    run = IngestRun.objects.get(id=report["run"])
+    assert run.status == IngestRun.Status.COMPLETED
+    assert (run.rows_published, run.rows_stored, run.rows_rejected) == (7, 3, 4)
+    assert run.batches_published == 4
+    assert RejectedRow.objects.filter(run=run).count() == 4
+
+
+def test_rerunning_a_file_changes_nothing(celery_worker_process, write_csv, redis_client):
+    path = write_csv(
+        f"{HEADER}\n"
+        "10,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n"
+        "11,Bob,Ray,bob@example.com,1600000000000,-1,-1,-1\n"
+        "10,Ann,Lee-Moss,ann@example.com,1600000000000,1600000009000,-1,-1\n"
+    )
+    publish(path, "--batch-size", "1")
+    first = [user_payload(u) for u in User.objects.order_by("id")]
+    publish(path, "--batch-size", "2")
+    second = [user_payload(u) for u in User.objects.order_by("id")]
+
+    assert first == second
+    assert [u["last_name"] for u in second] == ["Lee-Moss", "Ray"]
+    assert [cached(redis_client, u["id"]) for u in second] == second
+    assert IngestRun.objects.filter(status=IngestRun.Status.COMPLETED).count() == 2
+
+
+def test_later_line_wins_when_batches_are_consumed_out_of_order(
+    celery_worker_process, redis_client
+):
+    run = IngestRun.objects.create(
+        file_name="out-of-order.csv",
+        file_size=1,
+        checksum="x",
+        batch_size=2,
+        status=IngestRun.Status.PUBLISHING,
+    )
+    early = [
+        [2, "20", "Old", "Name", "old@example.com", "1600000000000", "-1", "-1", "-1"],
+        [3, "21", "Keep", "Me", "keep@example.com", "1600000000000", "-1", "-1", "-1"],
+    ]
+    late = [[50, "20", "New", "Name", "new@example.com", "1600000000000", "-1", "-1", "-1"]]
+    # The later batch is queued and stored first; the earlier one arrives afterwards.
+    store_batch.apply_async(args=(run.id, 2, late, []), queue=celery_worker_process_queue())
+    wait_for_batches(run, 1)
+    store_batch.apply_async(args=(run.id, 1, early, []), queue=celery_worker_process_queue())
+    wait_for_batches(run, 2)
+
+    user = User.objects.get(id=20)
+    assert (user.first_name, user.email_address, user.source_line) == ("New", "new@example.com", 50)
+    assert cached(redis_client, 20) == user_payload(user)
+    assert User.objects.get(id=21).first_name == "Keep"
+
+
+def celery_worker_process_queue() -> str:
+    from django.conf import settings
+
+    return settings.INGEST_QUEUE
+
+
+def test_api_created_users_never_collide_with_ingested_ids(celery_worker_process, write_csv):
+    created_before = user_create(first_name="Api", last_name="First", email_address="a@x.com")
+    path = write_csv(
+        f"{HEADER}\n"
+        "1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n"
+        "999999999999999,Max,Id,max@example.com,1600000000000,-1,-1,-1\n"
+    )
+    publish(path)
+    created_after = user_create(first_name="Api", last_name="Second", email_address="b@x.com")
+
+    assert created_before.id >= API_ID_START
+    assert created_after.id > created_before.id
+    assert User.objects.count() == 4
+    assert User.objects.get(id=created_before.id).last_name == "First"
+
+
+def test_a_batch_that_keeps_failing_is_recorded_as_failed(celery_worker_process):
+    run = IngestRun.objects.create(
+        file_name="broken.csv",
+        file_size=1,
+        checksum="x",
+        batch_size=2,
+        status=IngestRun.Status.PUBLISHED,
+        rows_published=1,
+        batches_published=1,
+    )
+    # A message whose rows are not lists: a bug-shaped input must not loop forever.
+    store_batch.apply_async(args=(run.id, 1, [42], []), queue=celery_worker_process_queue())
+    wait_for_batches(run, 1)
+
+    batch = IngestBatch.objects.get(run=run, number=1)
+    assert batch.status == IngestBatch.Status.FAILED
+    assert batch.payload == {"rows": [42], "rejects": []}
+    run.refresh_from_db()
+    assert run.status == IngestRun.Status.FAILED
+    assert run.batches_failed == 1
+
+
+def test_redelivered_batch_is_not_counted_twice(celery_worker_process):
+    run = IngestRun.objects.create(
+        file_name="twice.csv",
+        file_size=1,
+        checksum="x",
+        batch_size=2,
+        status=IngestRun.Status.PUBLISHED,
+        rows_published=2,
+        batches_published=1,
+    )
+    rows = [[2, "30", "Ann", "Lee", "ann@example.com", "1600000000000", "-1", "-1", "-1"]]
+    rejects = [[3, "expected 8 fields, found 2", "x,y"]]
+    for _ in range(2):  # at-least-once delivery: the same message twice
+        store_batch.apply_async(
+            args=(run.id, 1, rows, rejects), queue=celery_worker_process_queue()
+        )
+    wait_for_batches(run, 1)
+    time.sleep(1)
+
+    run.refresh_from_db()
+    assert (run.status, run.rows_stored, run.rows_rejected) == ("completed", 1, 1)
+    assert RejectedRow.objects.filter(run=run).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("", "empty file"),
+        ("id,first_name,last_name\n1,a,b\n", "missing required column(s): email_address"),
+        (b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00", "line 1"),
+    ],
+)
+def test_unusable_input_exits_2_and_publishes_nothing(write_csv, tmp_path, content, message):
+    path = str(tmp_path / "absent.csv") if content is None else write_csv(content)
+    with pytest.raises(CommandError) as error:
+        call_command("publish_csv", path)
+    assert error.value.returncode == 2
+    assert message in str(error.value)
+    assert path in str(error.value)
+    assert not IngestRun.objects.exists()

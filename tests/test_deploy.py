@@ -1,0 +1,68 @@
+"""The deployment files stay valid and agree with each other."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def _docker_compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _docker_compose_available(), reason="the docker compose CLI is missing")
+def test_docker_compose_config_is_valid():
+    result = subprocess.run(
+        ["docker", "compose", "config", "--quiet"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_runs_the_whole_stack_with_healthchecks():
+    services = compose()["services"]
+    assert {"postgres", "redis", "rabbitmq", "web", "worker", "publish"} <= set(services)
+    for name in ("postgres", "redis", "rabbitmq"):
+        assert "healthcheck" in services[name], name
+    for name in ("web", "worker", "publish"):
+        depends = services[name]["depends_on"]
+        for dependency in ("postgres", "redis", "rabbitmq"):
+            assert depends[dependency]["condition"] == "service_healthy", (name, dependency)
+    assert services["web"]["ports"] == ["${PORT:-8080}:8080"]
+    # Scalable: no fixed container name or host port on the worker.
+    assert "container_name" not in services["worker"] and "ports" not in services["worker"]
+
+
+def test_compose_and_dockerfile_run_the_procfile_commands():
+    web, worker = procfile()["web"], procfile()["worker"]
+    assert web.startswith("uvicorn viswals.asgi:application --host 0.0.0.0 --port ${PORT:-8080}")
+    assert worker.startswith("celery -A viswals worker")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert web in dockerfile
+    compose_worker = compose()["services"]["worker"]["command"][-1].replace("$$", "$")
+    assert compose_worker == worker
+
+
+def test_env_example_documents_every_variable_settings_read():
+    settings_text = (ROOT / "viswals" / "settings.py").read_text()
+    read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z_]+)"', settings_text))
+    documented = set(re.findall(r"^(?:# )?([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert read, "no variables found in settings"
+    assert read <= documented, f"undocumented: {sorted(read - documented)}"

@@ -1,0 +1,78 @@
+"""Admin for users. Saves and deletes go through users.services, so the cache is refreshed and
+the change reaches the SSE stream exactly as for API writes."""
+
+from django.contrib import admin
+
+from users.models import User
+from users.services import user_create, user_delete, user_update
+
+EDITABLE = [
+    "first_name",
+    "last_name",
+    "email_address",
+    "created_at",
+    "deleted_at",
+    "merged_at",
+    "parent_user_id",
+]
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Deleted"), ("no", "Not deleted")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(deleted_at__isnull=self.value() == "no")
+        return queryset
+
+
+class MergedFilter(DeletedFilter):
+    title = "merged"
+    parameter_name = "merged"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Merged"), ("no", "Not merged")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(merged_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(User)
+class UserAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "first_name",
+        "last_name",
+        "email_address",
+        "created_at",
+        "deleted_at",
+        "merged_at",
+        "parent_user_id",
+    ]
+    search_fields = ["first_name", "last_name", "email_address"]
+    list_filter = [DeletedFilter, MergedFilter]
+    date_hierarchy = "created_at"
+    fields = ["id", *EDITABLE]
+    readonly_fields = ["id"]
+    show_full_result_count = False  # counting 500k rows on every page load is wasted work
+    list_per_page = 50
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in EDITABLE if name in form.cleaned_data}
+        if change:
+            user_update(user=obj, fields=fields)
+        else:
+            obj.id = user_create(**fields).id
+
+    def delete_model(self, request, obj):
+        user_delete(user_id=obj.id)
+
+    def delete_queryset(self, request, queryset):
+        for user_id in queryset.values_list("id", flat=True):
+            user_delete(user_id=user_id)

@@ -1,0 +1,3 @@
+"""Routes of the users API."""
+
+urlpatterns: list = []

@@ -1,0 +1,38 @@
+"""The user, as imported from CSV files or created through the API."""
+
+from django.db import models
+
+
+class User(models.Model):
+    # The CSV's own id; API-created users get ids from a sequence starting at
+    # users.validation.API_ID_START (see migration 0001), so the two never collide.
+    id = models.BigIntegerField(primary_key=True)
+    first_name = models.CharField(max_length=255, blank=True)
+    last_name = models.CharField(max_length=255, blank=True)
+    # Not unique: real exports repeat addresses across accounts.
+    email_address = models.CharField(max_length=254)
+    created_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    merged_at = models.DateTimeField(null=True, blank=True)
+    # The account this one was merged into. It may arrive later in a file or never, so it is a
+    # plain column rather than a foreign key.
+    parent_user_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # Which ingest line last wrote this row: orders writes of the same id when batches are
+    # consumed out of order (later run, then later line, wins). Null for API/admin writes.
+    source_run_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    source_line = models.IntegerField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["created_at"], name="users_created_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.first_name} {self.last_name} <{self.email_address}> (#{self.id})"
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def is_merged(self) -> bool:
+        return self.merged_at is not None

@@ -1,0 +1,244 @@
+"""Every write to users goes through here: API, admin and ingest workers alike.
+
+Each service owns its transaction; the cache refresh and the SSE event run on commit, so a
+rolled-back write never reaches Redis or the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from users import cache, events
+from users.models import User
+from users.payloads import UserLike, to_json, user_payload
+
+logger = logging.getLogger(__name__)
+
+API_ID_SEQUENCE = "users_user_api_id_seq"
+
+_UPSERT_COLUMNS = (
+    "id, first_name, last_name, email_address, created_at, deleted_at, merged_at, "
+    "parent_user_id, source_run_id, source_line"
+)
+_UPSERT_TYPES = [
+    "int8",
+    "varchar",
+    "varchar",
+    "varchar",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "int8",
+    "int8",
+    "int4",
+]
+# A session-local staging table: batches are COPY'd in (binary), then merged in one statement.
+# Measured here: ~120k rows/s against ~58k for an unnest() INSERT and ~33k for bulk_create.
+_STAGE_SQL = (
+    "CREATE TEMP TABLE IF NOT EXISTS users_user_stage (LIKE users_user) ON COMMIT DELETE ROWS"
+)
+_MERGE_SQL = f"""
+INSERT INTO users_user AS u ({_UPSERT_COLUMNS})
+SELECT {_UPSERT_COLUMNS} FROM users_user_stage
+ON CONFLICT (id) DO UPDATE SET
+    first_name = EXCLUDED.first_name,
+    last_name = EXCLUDED.last_name,
+    email_address = EXCLUDED.email_address,
+    created_at = EXCLUDED.created_at,
+    deleted_at = EXCLUDED.deleted_at,
+    merged_at = EXCLUDED.merged_at,
+    parent_user_id = EXCLUDED.parent_user_id,
+    source_run_id = EXCLUDED.source_run_id,
+    source_line = EXCLUDED.source_line
+-- An older line (earlier run, or earlier line of the same run) never overwrites a newer one.
+WHERE u.source_run_id IS NULL
+   OR (EXCLUDED.source_run_id, EXCLUDED.source_line) >= (u.source_run_id, u.source_line)
+RETURNING u.id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedUser:
+    """A validated user with the file line it came from."""
+
+    line: int
+    user: UserLike
+
+
+def users_upsert(
+    *, run_id: int, batch: int, rows: Sequence[SourcedUser], method: str = "copy"
+) -> int:
+    """Insert or update ingested users, later lines winning; return how many rows were written.
+
+    Runs inside the caller's transaction; the cache and the stream are updated on commit.
+    `method="orm"` (bulk_create) exists to be measured against in bench/: it cannot skip older
+    lines, so only the default COPY path keeps "later line wins" across out-of-order batches.
+    """
+    latest: dict[int, SourcedUser] = {}
+    for row in rows:  # within a batch, the later line of a duplicate id wins
+        latest[row.user.id] = row
+    if not latest:
+        return 0
+    sourced = list(latest.values())
+    if method == "orm":
+        written_ids = _upsert_with_orm(run_id=run_id, rows=sourced)
+    else:
+        written_ids = _upsert_with_copy(run_id=run_id, rows=sourced)
+    written = [row for row in sourced if row.user.id in written_ids]
+    transaction.on_commit(partial(_after_upsert, run_id=run_id, batch=batch, rows=written))
+    return len(written)
+
+
+def _upsert_with_copy(*, run_id: int, rows: list[SourcedUser]) -> set[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(_STAGE_SQL)
+        with cursor.cursor.copy(
+            f"COPY users_user_stage ({_UPSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_UPSERT_TYPES)
+            for row in rows:
+                user = row.user
+                copy.write_row(
+                    (
+                        user.id,
+                        user.first_name,
+                        user.last_name,
+                        user.email_address,
+                        user.created_at,
+                        user.deleted_at,
+                        user.merged_at,
+                        user.parent_user_id,
+                        run_id,
+                        row.line,
+                    )
+                )
+        cursor.execute(_MERGE_SQL)
+        written = {row_id for (row_id,) in cursor.fetchall()}
+        # The stage is emptied at commit too; this keeps a second call in the same
+        # transaction from merging these rows again.
+        cursor.execute("DELETE FROM users_user_stage")
+    return written
+
+
+def _upsert_with_orm(*, run_id: int, rows: list[SourcedUser]) -> set[int]:
+    fields = [
+        "first_name",
+        "last_name",
+        "email_address",
+        "created_at",
+        "deleted_at",
+        "merged_at",
+        "parent_user_id",
+        "source_run_id",
+        "source_line",
+    ]
+    User.objects.bulk_create(
+        [
+            User(
+                id=row.user.id,
+                first_name=row.user.first_name,
+                last_name=row.user.last_name,
+                email_address=row.user.email_address,
+                created_at=row.user.created_at,
+                deleted_at=row.user.deleted_at,
+                merged_at=row.user.merged_at,
+                parent_user_id=row.user.parent_user_id,
+                source_run_id=run_id,
+                source_line=row.line,
+            )
+            for row in rows
+        ],
+        update_conflicts=True,
+        unique_fields=["id"],
+        update_fields=fields,
+        batch_size=1000,
+    )
+    return {row.user.id for row in rows}
+
+
+def _after_upsert(*, run_id: int, batch: int, rows: list[SourcedUser]) -> None:
+    # Each user is encoded once, for the cache and the stream alike.
+    payloads = [to_json(user_payload(row.user)) for row in rows]
+    cache.cache_users_if_newer(
+        (row.user.id, cache.ingest_version(run_id=run_id, line=row.line), payload)
+        for row, payload in zip(rows, payloads, strict=True)
+    )
+    if payloads:
+        events.users_ingested(run_id=run_id, batch=batch, users_json=payloads)
+
+
+def _next_api_id() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(%s)", [API_ID_SEQUENCE])
+        return cursor.fetchone()[0]
+
+
+def user_create(
+    *,
+    first_name: str,
+    last_name: str,
+    email_address: str,
+    created_at: datetime | None = None,
+    deleted_at: datetime | None = None,
+    merged_at: datetime | None = None,
+    parent_user_id: int | None = None,
+) -> User:
+    """Create a user with a fresh id from the API range."""
+    with transaction.atomic():
+        user = User.objects.create(
+            id=_next_api_id(),
+            first_name=first_name,
+            last_name=last_name,
+            email_address=email_address,
+            created_at=created_at or timezone.now(),
+            deleted_at=deleted_at,
+            merged_at=merged_at,
+            parent_user_id=parent_user_id,
+        )
+        payload = user_payload(user)
+        transaction.on_commit(partial(_after_write, payload, events.user_created))
+    logger.info("user %s created", user.id)
+    return user
+
+
+def user_update(*, user: User, fields: dict) -> User:
+    """Change a user's fields (admin/API); the edit becomes the newest state of the row."""
+    for name, value in fields.items():
+        setattr(user, name, value)
+    # Detach the row from ingest ordering: a manual edit is not tied to a file line.
+    user.source_run_id = None
+    user.source_line = None
+    with transaction.atomic():
+        user.save()
+        payload = user_payload(user)
+        transaction.on_commit(partial(_after_write, payload, events.user_updated))
+    logger.info("user %s updated", user.id)
+    return user
+
+
+def _after_write(payload: dict, send_event) -> None:
+    cache.cache_user(payload)
+    send_event(payload)
+
+
+def user_delete(*, user_id: int) -> bool:
+    """Delete a user; return False when there was none."""
+    with transaction.atomic():
+        deleted, _ = User.objects.filter(id=user_id).delete()
+        if deleted:
+            transaction.on_commit(partial(_after_delete, user_id))
+    if deleted:
+        logger.info("user %s deleted", user_id)
+    return bool(deleted)
+
+
+def _after_delete(user_id: int) -> None:
+    cache.forget_users([user_id])
+    events.user_deleted(user_id)
