@@ -12,7 +12,8 @@ import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from operator import itemgetter
+from typing import BinaryIO, NamedTuple
 
 from users.validation import (
     FieldError,
@@ -59,9 +60,11 @@ class RowRejected(Exception):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One data record of the file: its first physical line (1-based, header is 1)."""
+class Record(NamedTuple):
+    """One data record of the file: its line (1-based, the header is line 1).
+
+    A NamedTuple rather than a dataclass: the producer makes one per row, and tuples are cheap.
+    """
 
     line: int
     fields: tuple[str, ...] | None  # the COLUMNS values, None when rejected
@@ -94,6 +97,7 @@ def to_csv_line(fields: Sequence[str]) -> str:
 
 
 def _column_positions(header: list[str]) -> list[int]:
+    """Where each of COLUMNS sits in the file's header."""
     names = [name.strip().lower() for name in header]
     missing = [column for column in COLUMNS if column not in names]
     if missing:
@@ -148,11 +152,11 @@ def read_records(stream: BinaryIO) -> Iterator[Record]:
     if not _is_utf8(header):
         raise CsvFileError("line 1: not UTF-8 text (is this a CSV file?)")
     positions = _column_positions(header)
-    return _records(lines, positions, len(header))
+    return _records(lines, itemgetter(*positions), len(header))
 
 
 def _records(
-    lines: Iterator[tuple[int, str]], positions: list[int], width: int
+    lines: Iterator[tuple[int, str]], pick_columns: itemgetter, width: int
 ) -> Iterator[Record]:
     for number, line in lines:
         line = line.rstrip("\r\n")
@@ -170,4 +174,4 @@ def _records(
                 number, None, f"expected {width} fields, found {len(row)}", _printable(line)
             )
         else:
-            yield Record(number, tuple(row[position] for position in positions))
+            yield Record(number, pick_columns(row))

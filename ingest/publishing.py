@@ -105,6 +105,8 @@ def publish_file(
                         producer=producer,
                         retry=True,
                         retry_policy=PUBLISH_RETRY_POLICY,
+                        # Celery would otherwise repr() every row into the message headers.
+                        argsrepr=f"(run={run.id}, batch={batches}, rows={len(rows)})",
                     )
                 except BrokerError as error:
                     message = (

@@ -1,0 +1,319 @@
+"""Ingest benchmark: the PostgreSQL floor against `publish_csv --wait` end to end.
+
+On one generated 500,000-row file (data/generate_users.py) it measures:
+  (a) the floor: `psql \\copy` of the file into a text staging table plus one INSERT … SELECT
+      that turns it into a table of the users' shape (on the structurally clean lines, since
+      COPY stops at the first bad one);
+  (b) `publish_csv --wait` end to end with the default setup of this machine: one Celery
+      worker with concurrency 2 (the Procfile `worker:` line), PostgreSQL and Redis writes;
+  (c) the two write paths behind users_upsert (COPY + merge, ORM bulk_create) in one process;
+  (d) the producer's peak RSS publishing 500k and 2M rows.
+It prints rows/s for each and the ratio b/a. Everything runs in a scratch database, Redis
+prefix and queue that are removed at the end.
+
+Usage: DJANGO_DEBUG=true python bench/bench_ingest.py [--rows 500000] [--big-rows 2000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+TAG = f"bench{os.getpid()}"
+DB = f"viswals_{TAG}"
+ENV = {
+    **os.environ,
+    "DJANGO_DEBUG": "true",
+    "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
+    "USERS_CACHE_PREFIX": f"{TAG}:users:v1",
+    "INGEST_QUEUE": f"ingest-{TAG}",
+    "EVENTSTREAM_USERS_CHANNEL": f"{TAG}-users",
+    "LOG_LEVEL": "WARNING",
+}
+ENV.pop("DATABASE_POOL", None)
+
+
+def psql(sql: str, db: str = DB) -> str:
+    return subprocess.run(
+        [
+            "psql",
+            "-q",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-t",
+            "-A",
+            "-c",
+            sql,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def manage(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=ENV, check=True, **kwargs)
+
+
+def generate(rows: int, path: Path) -> None:
+    if not path.exists():
+        subprocess.run(
+            [
+                PY,
+                "data/generate_users.py",
+                "--rows",
+                str(rows),
+                "--seed",
+                "1",
+                "--output",
+                str(path),
+            ],
+            cwd=ROOT,
+            check=True,
+        )
+
+
+def clean_lines(source: Path, target: Path) -> int:
+    """Keep the lines a plain COPY accepts (UTF-8, 8 fields, integer id and created_at)."""
+    import csv
+
+    kept = 0
+    with open(source, "rb") as raw, open(target, "w", newline="") as out:
+        writer = csv.writer(out)
+        for number, line in enumerate(raw):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            try:
+                fields = next(csv.reader([text]))
+            except (csv.Error, StopIteration):
+                continue
+            if number and (
+                len(fields) != 8
+                or not fields[0].strip().isdigit()
+                or not fields[4].strip().lstrip("-").isdigit()
+            ):
+                continue
+            writer.writerow(fields)
+            kept += number > 0
+    return kept
+
+
+FLOOR_SQL = """
+DROP TABLE IF EXISTS floor_stage, floor_users;
+CREATE TABLE floor_stage (id text, first_name text, last_name text, email_address text,
+    created_at text, deleted_at text, merged_at text, parent_user_id text);
+\\copy floor_stage FROM '{path}' WITH (FORMAT csv, HEADER true)
+CREATE TABLE floor_users AS SELECT
+    trim(id)::bigint AS id, trim(first_name)::varchar(255) AS first_name,
+    trim(last_name)::varchar(255) AS last_name, trim(email_address)::varchar(254) AS email_address,
+    to_timestamp(trim(created_at)::bigint / 1000.0) AS created_at,
+    CASE WHEN trim(deleted_at) IN ('', '-1') THEN NULL
+         ELSE to_timestamp(trim(deleted_at)::bigint / 1000.0) END AS deleted_at,
+    CASE WHEN trim(merged_at) IN ('', '-1') THEN NULL
+         ELSE to_timestamp(trim(merged_at)::bigint / 1000.0) END AS merged_at,
+    CASE WHEN trim(parent_user_id) IN ('', '-1') THEN NULL
+         ELSE trim(parent_user_id)::bigint END AS parent_user_id
+FROM floor_stage WHERE trim(deleted_at) ~ '^(-?[0-9]+)?$' AND trim(merged_at) ~ '^(-?[0-9]+)?$'
+  AND trim(parent_user_id) ~ '^(-?[0-9]+)?$';
+"""
+
+
+def measure_floor(clean: Path, rows: int) -> float:
+    script = Path(tempfile.mkstemp(suffix=".sql")[1])
+    script.write_text(FLOOR_SQL.format(path=clean))
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "psql",
+            "-q",
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            DB,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            str(script),
+        ],
+        check=True,
+    )
+    seconds = time.perf_counter() - started
+    script.unlink()
+    psql("DROP TABLE floor_stage, floor_users")
+    return rows / seconds
+
+
+def measure_end_to_end(path: Path, rows: int) -> tuple[float, float]:
+    psql("TRUNCATE users_user, ingest_ingestrun CASCADE")
+    worker = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "viswals",
+            "worker",
+            "-Q",
+            ENV["INGEST_QUEUE"],
+            "-c",
+            "2",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"{TAG}@%h",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(4)  # let the worker connect before the clock starts
+    try:
+        started = time.perf_counter()
+        manage(
+            "publish_csv",
+            str(path),
+            "--wait",
+            "--timeout",
+            "600",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        seconds = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    stored = int(psql("SELECT count(*) FROM users_user"))
+    return rows / seconds, stored
+
+
+def measure_write_paths(path: Path) -> dict[str, float]:
+    code = f"""
+import os, time, django
+django.setup()
+from django.db import transaction
+from ingest.parsing import read_records, parse_row, RowRejected
+from users.services import SourcedUser, users_upsert
+rows = []
+with open({str(path)!r}, "rb") as f:
+    for r in read_records(f):
+        if r.fields:
+            try: rows.append(SourcedUser(r.line, parse_row(r.fields)))
+            except RowRejected: pass
+        if len(rows) >= 100_000: break
+for run_id, method in ((1, "orm"), (2, "copy")):
+    started = time.perf_counter()
+    for i in range(0, len(rows), 5000):
+        with transaction.atomic():
+            users_upsert(run_id=run_id, batch=i, rows=rows[i:i + 5000], method=method)
+            transaction.get_connection().run_on_commit = []  # database only
+    print(method, len(rows) / (time.perf_counter() - started))
+"""
+    psql("TRUNCATE users_user")
+    out = subprocess.run(
+        [PY, "-c", code],
+        cwd=ROOT,
+        env={**ENV, "DJANGO_SETTINGS_MODULE": "viswals.settings", "PYTHONPATH": str(ROOT)},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {line.split()[0]: float(line.split()[1]) for line in out.splitlines()}
+
+
+def producer_peak_rss_mb(path: Path) -> float:
+    """Publish without workers and read the producer's peak RSS; the queue is purged after."""
+    process = subprocess.Popen(
+        [PY, "manage.py", "publish_csv", str(path)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    purge_queue()
+    if process.returncode:
+        raise RuntimeError(f"publish_csv exited {process.returncode}")
+    return usage.ru_maxrss / 1024
+
+
+def purge_queue() -> None:
+    subprocess.run(["rabbitmqctl", "-q", "purge_queue", ENV["INGEST_QUEUE"]], capture_output=True)
+
+
+def cleanup() -> None:
+    subprocess.run(["rabbitmqctl", "-q", "delete_queue", ENV["INGEST_QUEUE"]], capture_output=True)
+    subprocess.run(["redis-cli", "--scan", "--pattern", f"{TAG}:*"], capture_output=True)
+    subprocess.run(
+        f"redis-cli --scan --pattern '{TAG}:*' | xargs -r -n 1000 redis-cli del >/dev/null",
+        shell=True,
+    )
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=500_000)
+    parser.add_argument("--big-rows", type=int, default=2_000_000)
+    parser.add_argument("--data-dir", default=tempfile.gettempdir())
+    args = parser.parse_args()
+    data = Path(args.data_dir)
+    path, big = data / f"users-{args.rows}.csv", data / f"users-{args.big_rows}.csv"
+    generate(args.rows, path)
+    clean = data / f"users-{args.rows}-clean.csv"
+    clean_rows = clean_lines(path, clean)
+
+    psql(f"CREATE DATABASE {DB}", db="postgres")
+    try:
+        manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
+        floor = measure_floor(clean, clean_rows)
+        end_to_end, stored = measure_end_to_end(path, args.rows)
+        paths = measure_write_paths(path)
+        generate(args.big_rows, big)
+        rss_small = producer_peak_rss_mb(path)
+        rss_big = producer_peak_rss_mb(big)
+    finally:
+        cleanup()
+
+    print(
+        f"rows: {args.rows:,} ({clean_rows:,} structurally clean for the floor); "
+        f"users stored: {stored:,}"
+    )
+    print(f"(a) floor, psql \\copy + INSERT…SELECT:   {floor:>10,.0f} rows/s")
+    print(f"(b) publish_csv --wait, end to end:      {end_to_end:>10,.0f} rows/s")
+    print(f"    ratio b/a (floor time / ours):       {floor / end_to_end:>10.2f}  (target <= 4)")
+    print(f"(c) users_upsert COPY + merge:           {paths['copy']:>10,.0f} rows/s")
+    print(
+        f"    users_upsert ORM bulk_create:        {paths['orm']:>10,.0f} rows/s"
+        f"  (COPY is {paths['copy'] / paths['orm']:.1f}x)"
+    )
+    print(
+        f"(d) producer peak RSS: {rss_small:.0f} MB at {args.rows:,} rows, "
+        f"{rss_big:.0f} MB at {args.big_rows:,} rows  (target <= 150 MB, flat)"
+    )
+
+
+if __name__ == "__main__":
+    main()
