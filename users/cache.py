@@ -9,9 +9,12 @@ PostgreSQL is the source of truth and reads fall back to it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Iterable
 
+import redis.asyncio as aioredis
 from django.conf import settings
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
@@ -123,3 +126,72 @@ def forget_users(user_ids: Iterable[int]) -> None:
         redis_client().delete(*keys)
     except RedisError:
         logger.exception("cache: could not delete %d users", len(keys))
+
+
+# --- Rate limiting ---------------------------------------------------------------------------
+# Fixed-window counters, one key per client and window: a single atomic INCR, shared by every
+# web process, so a limit holds across workers. Keys live under the users prefix so each
+# environment (and test run) has its own.
+
+
+def throttle_key(*, scope: str, ident: str, window: int) -> str:
+    return f"{settings.USERS_CACHE_PREFIX}:throttle:{scope}:{ident}:{window}"
+
+
+def throttle_hit(key: str, *, ttl: int) -> int | None:
+    """Count one request against a window; the count so far, or None when Redis is unavailable."""
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, ttl, nx=True)
+        return pipe.execute()[0]
+    except RedisError:
+        logger.warning("cache: Redis unavailable for rate limiting; request allowed")
+        return None
+
+
+# --- Async reads (the hot GET /users/{id} path) ----------------------------------------------
+# redis.asyncio connections belong to the event loop that opened them, so each loop gets its own
+# client (uvicorn runs one loop per worker; tests may run several). Built from the default
+# cache's settings at call time, so an override of CACHES applies here too.
+_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def async_redis_client():
+    """A redis.asyncio client for the running event loop and the default cache's location."""
+    config = settings.CACHES["default"]
+    location = config["LOCATION"]
+    url = location[0] if isinstance(location, list | tuple) else location
+    per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
+    client = per_loop.get(url)
+    if client is None:
+        options = config.get("OPTIONS", {})
+        client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT", 0.5),
+            socket_timeout=options.get("SOCKET_TIMEOUT", 1.0),
+            max_connections=64,
+        )
+        per_loop[url] = client
+    return client
+
+
+async def acached_user_json(
+    user_id: int, *, throttle: tuple[str, int] | None = None
+) -> tuple[bytes | None, int | None]:
+    """The cached JSON of a user (None on a miss or a Redis failure) and, when `throttle` is
+    a (key, ttl) pair, that window's request count (None on failure): one round trip."""
+    try:
+        client = async_redis_client()
+        if throttle is None:
+            return await client.hget(user_key(user_id), "json"), None
+        key, ttl = throttle
+        pipe = client.pipeline(transaction=False)
+        pipe.hget(user_key(user_id), "json")
+        pipe.incr(key)
+        pipe.expire(key, ttl, nx=True)
+        cached, count, _ = await pipe.execute()
+        return cached, count
+    except (RedisError, OSError):
+        logger.warning("cache: Redis unavailable reading user %s; using PostgreSQL", user_id)
+        return None, None

@@ -1,6 +1,15 @@
 """The user, as imported from CSV files or created through the API."""
 
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
+from django.db.models import Value
+from django.db.models.functions import Concat, Upper
+
+
+def _trigram_index(expression, name: str) -> GinIndex:
+    # Django's icontains is `UPPER(col::text) LIKE UPPER(%s)`: only an index on that same
+    # UPPER() expression serves it (a plain trigram index on the column is never used).
+    return GinIndex(OpClass(Upper(expression), name="gin_trgm_ops"), name=name)
 
 
 class User(models.Model):
@@ -24,7 +33,16 @@ class User(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["created_at"], name="users_created_at_idx")]
+        indexes = [
+            models.Index(fields=["created_at"], name="users_created_at_idx"),
+            # API list: keyset pagination ordered by last name (id breaks ties).
+            models.Index(fields=["last_name", "id"], name="users_last_name_id_idx"),
+            # API substring filters (users.filters.UserFilter; migration 0003 adds pg_trgm).
+            _trigram_index("first_name", "users_first_name_trgm"),
+            _trigram_index("last_name", "users_last_name_trgm"),
+            _trigram_index("email_address", "users_email_trgm"),
+            _trigram_index(Concat("first_name", Value(" "), "last_name"), "users_full_name_trgm"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.first_name} {self.last_name} <{self.email_address}> (#{self.id})"

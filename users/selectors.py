@@ -11,9 +11,13 @@ from users import cache
 from users.models import User
 from users.payloads import user_payload
 
+# Ids are PostgreSQL bigints; anything larger cannot exist (and must not reach a query).
+MAX_USER_ID = 2**63 - 1
+
 
 def user_list() -> QuerySet[User]:
-    return User.objects.all()
+    """All users in primary-key order; the API narrows it with users.filters.UserFilter."""
+    return User.objects.order_by("id")
 
 
 def user_get_payload(*, user_id: int) -> dict[str, Any] | None:
@@ -21,6 +25,13 @@ def user_get_payload(*, user_id: int) -> dict[str, Any] | None:
     cached = cache.cached_user_json(user_id)
     if cached is not None:
         return json.loads(cached)
+    return user_load_payload(user_id=user_id)
+
+
+def user_load_payload(*, user_id: int) -> dict[str, Any] | None:
+    """One user's payload read from PostgreSQL, filling the cache (the miss half of a read)."""
+    if not 0 < user_id <= MAX_USER_ID:
+        return None
     user = User.objects.filter(id=user_id).first()
     if user is None:
         return None

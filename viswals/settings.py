@@ -7,6 +7,7 @@ variable. Production sets DJANGO_DEBUG=false and a real DJANGO_SECRET_KEY.
 from pathlib import Path
 
 import environ
+import redis.connection
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -37,6 +38,11 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    # Index expressions with operator classes (the trigram indexes of users 0003).
+    "django.contrib.postgres",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_eventstream",
     "users",
     "ingest",
 ]
@@ -137,14 +143,31 @@ INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=5)
 
 # --- Django REST framework ------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Token first: an unauthenticated write gets 401 with a WWW-Authenticate header, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": [
-        "rest_framework.permissions.IsAuthenticatedOrReadOnly",
-    ],
+    "DEFAULT_PERMISSION_CLASSES": ["users.api.permissions.ReadOpenWriteAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": ["users.api.throttling.AnonRedisThrottle"],
+    "EXCEPTION_HANDLER": "users.api.exceptions.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# Reads of the users API are open unless this is on (writes always need Token or Session auth).
+API_READS_REQUIRE_AUTH = env.bool("API_READS_REQUIRE_AUTH", default=False)
+# Requests per client address for anonymous clients ("<n>/second|minute|hour|day"; empty: no
+# limit), counted in the shared Redis so the limit holds across web processes.
+API_ANON_THROTTLE_RATE = env.str("API_ANON_THROTTLE_RATE", default="1200/minute")
+SPECTACULAR_SETTINGS = {
+    "TITLE": "viswals users API",
+    "DESCRIPTION": "Users imported from CSV or created here; errors are JSON.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI assets from drf-spectacular-sidecar: /api/docs/ works without internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Static files ---------------------------------------------------------------------------
@@ -185,3 +208,24 @@ LOGGING = {
 # Channel names are prefixed per environment: Redis pub/sub ignores database numbers, so
 # environments (and test runs) sharing one Redis must not share channel names.
 EVENTSTREAM_USERS_CHANNEL = env.str("EVENTSTREAM_USERS_CHANNEL", default="users")
+# Events fan out between processes (web workers, Celery workers) through Redis pub/sub.
+# redis.Redis / redis.asyncio.Redis keyword arguments, derived from REDIS_URL.
+_redis_parts = redis.connection.parse_url(REDIS_URL)
+EVENTSTREAM_REDIS = {
+    key: _redis_parts[key]
+    for key in ("host", "port", "db", "username", "password")
+    if key in _redis_parts
+}
+if "path" in _redis_parts:  # unix:// URL
+    EVENTSTREAM_REDIS["unix_socket_path"] = _redis_parts["path"]
+if REDIS_URL.startswith("rediss://"):
+    EVENTSTREAM_REDIS["ssl"] = True
+# Event history for Last-Event-ID resume lives in Redis (one capped stream per channel), not in
+# the library's Django model storage, which holds a database connection per open stream.
+EVENTSTREAM_STORAGE_CLASS = "users.sse.RedisStreamStorage"
+# Prefix of the history keys ("<prefix>:log:<channel>", "<prefix>:id:<channel>").
+EVENTSTREAM_KEY_PREFIX = env.str("EVENTSTREAM_KEY_PREFIX", default="sse:v1")
+# Events kept per channel for resume; a client further behind gets a `stream-reset` event.
+EVENTSTREAM_HISTORY = env.int("EVENTSTREAM_HISTORY", default=1000)
+# Only the users channel is served; clients cannot pick other channels.
+EVENTSTREAM_CHANNELMANAGER_CLASS = "users.sse.UsersChannelManager"

@@ -1,9 +1,19 @@
 """URL wiring for the whole project."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from users.api.exceptions import not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("users.sse_urls")),  # before the API: users/sse, users/live
     path("", include("users.api.urls")),
 ]
+
+# Keep last: any other path under /users (a non-numeric id, say) is a JSON 404, also with
+# DEBUG on, where Django would answer with its HTML debug page.
+urlpatterns += [re_path(r"^users(/.*)?$", not_found)]
