@@ -22,6 +22,7 @@ TEST_ENV = {
     "USERS_CACHE_PREFIX": f"{RUN_ID}:users:v1",
     "INGEST_QUEUE": f"ingest-{RUN_ID}",
     "EVENTSTREAM_USERS_CHANNEL": f"{RUN_ID}-users",
+    "EVENTSTREAM_KEY_PREFIX": f"{RUN_ID}:sse",
     "LOG_LEVEL": "WARNING",
 }
 
@@ -31,6 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.INGEST_QUEUE = TEST_ENV["INGEST_QUEUE"]
     settings.USERS_CACHE_PREFIX = TEST_ENV["USERS_CACHE_PREFIX"]
     settings.EVENTSTREAM_USERS_CHANNEL = TEST_ENV["EVENTSTREAM_USERS_CHANNEL"]
+    settings.EVENTSTREAM_KEY_PREFIX = TEST_ENV["EVENTSTREAM_KEY_PREFIX"]
 
 
 @pytest.fixture(scope="session")

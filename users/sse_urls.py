@@ -1,0 +1,10 @@
+"""Routes of the users live stream: the SSE endpoint and the page that shows it."""
+
+from django.urls import path
+
+from users.sse import users_live, users_sse
+
+urlpatterns = [
+    path("users/sse", users_sse, name="users-sse"),
+    path("users/live", users_live, name="users-live"),
+]
