@@ -32,13 +32,16 @@ from ingest.tasks import store_batch
 
 logger = logging.getLogger(__name__)
 
-# Reconnect and re-publish for about a minute before giving up on the broker.
-PUBLISH_RETRY_POLICY = {
-    "max_retries": 20,
-    "interval_start": 0.2,
-    "interval_step": 0.5,
-    "interval_max": 5,
-}
+
+
+def publish_retry_policy() -> dict:
+    """Reconnect and re-publish with backoff (about a minute by default) before giving up."""
+    return {
+        "max_retries": settings.INGEST_PUBLISH_RETRIES,
+        "interval_start": 0.2,
+        "interval_step": 0.5,
+        "interval_max": 5,
+    }
 
 
 class PublishError(Exception):
@@ -104,7 +107,7 @@ def publish_file(
                         queue=settings.INGEST_QUEUE,
                         producer=producer,
                         retry=True,
-                        retry_policy=PUBLISH_RETRY_POLICY,
+                        retry_policy=publish_retry_policy(),
                         # Celery would otherwise repr() every row into the message headers.
                         argsrepr=f"(run={run.id}, batch={batches}, rows={len(rows)})",
                     )

@@ -137,6 +137,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # --- Ingest ---------------------------------------------------------------------------------
 INGEST_QUEUE = CELERY_TASK_DEFAULT_QUEUE
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", default=5000)
+# Times publish_csv reconnects to a broker that dropped out before failing the run clearly.
+INGEST_PUBLISH_RETRIES = env.int("INGEST_PUBLISH_RETRIES", default=20)
 # A batch whose task has started this many times (crashes, redeliveries) is marked failed
 # instead of being retried forever.
 INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=5)

@@ -1,0 +1,64 @@
+"""publish_csv as a user runs it: a process, its exit code and what it prints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ingest.models import IngestRun
+from tests.conftest import ROOT, subprocess_env
+
+HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_publish(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "publish_csv", *args],
+        cwd=ROOT,
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_missing_column_exits_2_with_one_line_naming_file_and_problem(write_csv):
+    path = write_csv("id,first_name,last_name\n1,Ann,Lee\n")
+    result = run_publish(path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert path in line and "missing required column(s)" in line and "line 1" in line
+    assert not IngestRun.objects.exists()
+
+
+def test_broker_that_stays_away_fails_the_run_clearly(write_csv):
+    path = write_csv(f"{HEADER}\n1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n")
+    result = run_publish(
+        path,
+        CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:1//",
+        INGEST_PUBLISH_RETRIES="1",
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "broker unavailable while publishing batch 1" in result.stderr
+    assert "run the command again" in result.stderr
+    run = IngestRun.objects.get()
+    assert run.status == IngestRun.Status.FAILED
+    assert "broker unavailable" in run.error
+
+
+def test_progress_is_plain_lines_when_not_a_terminal(write_csv, celery_worker_process):
+    rows = "".join(
+        f"{i},N{i},L{i},u{i}@example.com,1600000000000,-1,-1,-1\n" for i in range(1, 301)
+    )
+    path = write_csv(f"{HEADER}\n{rows}")
+    result = run_publish(path, "--batch-size", "100", "--wait", "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr  # no progress-bar redraws in logs
+    assert "published 300 rows in 3 batches" in result.stdout
+    assert "completed: 300 stored, 0 rejected" in result.stdout
