@@ -48,6 +48,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: time and count every response, then tag the request's logs with its id.
+    # Both are async-capable, so async views are not pushed into a thread.
+    "viswals.metrics.MetricsMiddleware",
+    "viswals.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -184,6 +188,24 @@ STORAGES = {
     },
 }
 
+# --- Security (production) ------------------------------------------------------------------
+# HTTPS-only behaviour is on whenever debug is off; each switch can be turned off for a
+# deployment whose proxy terminates TLS and talks plain HTTP to this service.
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+# Trust X-Forwarded-Proto from the proxy (only if the proxy always sets it). uvicorn also applies
+# it for proxies listed in FORWARDED_ALLOW_IPS (default 127.0.0.1).
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes and the metrics scraper talk plain HTTP to the process itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# HSTS: browsers refuse plain HTTP for this long once they have seen it; start small.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -191,18 +213,34 @@ USE_TZ = True
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# One JSON object per line in production (for log shippers), readable text in development.
+# Request ids and ingest run/batch numbers are added by viswals.logging.ContextFilter.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "context": {"()": "viswals.logging.ContextFilter"},
+    },
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "text": {
+            "()": "viswals.logging.TextFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
+        "json": {"()": "viswals.logging.json_formatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "text"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # uvicorn's worker processes log through the same handler once Django is loaded.
+        "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
 

@@ -1,0 +1,127 @@
+"""Log wiring: request ids, Celery task context and the JSON / text formatters.
+
+Every log line emitted while a request is handled carries its request id (taken from the
+`X-Request-ID` header or generated, and returned in the response header); every line emitted
+by a Celery task carries the task's ingest run id and batch number. Both travel in contextvars,
+so they follow the code through `sync_to_async` threads and never leak between concurrent
+requests (each ASGI request runs in its own asyncio task, with its own context copy).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from pythonjsonlogger.json import JsonFormatter
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client-supplied id is echoed into logs and headers: accept only short, plain tokens.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+task_context_var: ContextVar[dict[str, Any] | None] = ContextVar("task_context", default=None)
+
+# Task arguments copied onto every log line of the task when the task takes them.
+TASK_CONTEXT_ARGUMENTS = ("run_id", "batch")
+
+
+def _request_id_from(request) -> str:
+    supplied = request.headers.get(REQUEST_ID_HEADER)
+    if supplied and _VALID_REQUEST_ID.match(supplied):
+        return supplied
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Bind the request id to the request's context and return it in the response header.
+
+    Async-capable so async views stay on the event loop. The context variable is set, not reset:
+    Django's own `django.request` lines are written after the middleware chain returns, and under
+    ASGI each request has its own context, so nothing carries over to another request.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        request_id = _request_id_from(request)
+        request_id_var.set(request_id)
+        request.request_id = request_id
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+    async def __acall__(self, request):
+        request_id = _request_id_from(request)
+        request_id_var.set(request_id)
+        request.request_id = request_id
+        response = await self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+def bind_task_context(task, args: tuple | None, kwargs: dict | None) -> None:
+    """Put the task's run id and batch number (when it takes them) on its log lines."""
+    try:
+        bound = inspect.signature(task.run).bind_partial(*(args or ()), **(kwargs or {}))
+    except TypeError:
+        task_context_var.set(None)
+        return
+    context = {
+        name: bound.arguments[name] for name in TASK_CONTEXT_ARGUMENTS if name in bound.arguments
+    }
+    task_context_var.set(context or None)
+
+
+def clear_task_context() -> None:
+    task_context_var.set(None)
+
+
+class ContextFilter(logging.Filter):
+    """Copy the request id and task context onto each record (attached to handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = request_id_var.get()
+        if request_id is not None:
+            record.request_id = request_id
+        task_context = task_context_var.get()
+        if task_context:
+            for name, value in task_context.items():
+                setattr(record, name, value)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for development, with the context appended when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(
+            f"{name}={getattr(record, name)}"
+            for name in ("request_id", *TASK_CONTEXT_ARGUMENTS)
+            if hasattr(record, name)
+        )
+        return f"{line} [{context}]" if context else line
+
+
+def json_formatter() -> JsonFormatter:
+    """One JSON object per line: timestamp, level, logger, message, then any context."""
+    return JsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,  # ISO 8601 in UTC, with microseconds
+    )

@@ -1,0 +1,295 @@
+"""Prometheus metrics: the HTTP middleware, SSE gauges/counters, ingest figures and `/metrics`.
+
+Web processes. uvicorn runs several worker processes; each keeps its own counters, so they are
+written to files in a shared directory (prometheus-client's multiprocess mode) and `/metrics`
+sums them, whichever worker answers. The directory is `PROMETHEUS_MULTIPROC_DIR` when set (the
+Docker image sets it and empties it on start); otherwise a uvicorn worker (a child of uvicorn's
+supervisor) uses one per supervisor under the temp directory, and a single-process server
+keeps its metrics in memory.
+
+Ingest. The figures are read at scrape time from what the pipeline records anyway: sums over
+`IngestRun`/`IngestBatch` in PostgreSQL and the ingest queue's depth from a passive queue
+declare on the broker. A worker-side exporter was the alternative; it was not chosen because
+(1) the records are exact under at-least-once delivery (counts live per batch and are rewritten
+on redelivery), where a worker's counter would count a redelivered batch twice and lose what a
+killed worker had counted; (2) workers scale across hosts and restart freely, and a
+scrape target per prefork worker host would be needed to see them, while every web process can
+answer for the whole pipeline; (3) Celery prefork children would need their own multiprocess
+directory and cleanup. The cost is two aggregate queries and one broker round trip per scrape
+(milliseconds; scrapes come every 15-60 s).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import multiprocessing
+import os
+import re
+import tempfile
+import time
+
+logger = logging.getLogger(__name__)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _multiprocess_dir() -> str | None:
+    """Choose (and prepare) the directory shared by this server's worker processes."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    parent = multiprocessing.parent_process()
+    if not path and parent is not None and parent.pid is not None:
+        base = os.path.join(tempfile.gettempdir(), "viswals-metrics")
+        # Directories of supervisors that have exited are left-overs of earlier servers.
+        for stale in glob.glob(os.path.join(base, "*")):
+            name = os.path.basename(stale)
+            if name.isdigit() and int(name) != parent.pid and not _process_alive(int(name)):
+                _remove_tree(stale)
+        path = os.path.join(base, str(parent.pid))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    if not path:
+        return None
+    os.makedirs(path, exist_ok=True)
+    # Files named after this pid belong to an earlier process that had the same pid; live
+    # gauges of processes that are gone would otherwise be summed forever.
+    for file in glob.glob(os.path.join(path, "*.db")):
+        match = re.search(r"_(\d+)\.db$", file)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        stale_gauge = os.path.basename(file).startswith("gauge_live")
+        if pid == os.getpid() or (stale_gauge and not _process_alive(pid)):
+            try:
+                os.remove(file)
+            except FileNotFoundError:
+                pass
+    return path
+
+
+def _remove_tree(path: str) -> None:
+    for file in glob.glob(os.path.join(path, "*")):
+        try:
+            os.remove(file)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+# Must run before prometheus_client is imported: it picks its value store at import.
+MULTIPROCESS_DIR = _multiprocess_dir()
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction  # noqa: E402
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import values as _values  # noqa: E402
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
+
+# In case prometheus_client was imported before the directory was chosen.
+_values.ValueClass = _values.get_value_class()
+
+# --- HTTP -----------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "http_requests",
+    "HTTP requests answered, by route pattern, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time to produce the response (to the first byte for streams), by route, method, status.",
+    ["route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# --- Server-Sent Events ---------------------------------------------------------------------
+SSE_OPEN_STREAMS = Gauge(
+    "sse_open_streams",
+    "SSE streams currently open, summed over web processes.",
+    multiprocess_mode="livesum",
+)
+SSE_EVENTS_SENT = Counter(
+    "sse_events_sent",
+    "Events written to SSE clients (summed over open streams, control events included).",
+)
+# Both are kept by MetricsMiddleware around every text/event-stream response, so they cover
+# events from any source (API writes in web processes, ingest batches from Celery workers):
+# the web process is where they reach clients, and the only place that is scraped.
+
+
+def route_of(request) -> str:
+    """The URL pattern that served the request (bounded label values), never the raw path."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return "<unmatched>"
+    return "/" + match.route if match.route else (match.view_name or "<unnamed>")
+
+
+class MetricsMiddleware:
+    """Count and time every request by route and status. Async-capable and cheap."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        self._observe(request, response, time.perf_counter() - started)
+        return response
+
+    async def __acall__(self, request):
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        self._observe(request, response, time.perf_counter() - started)
+        if response.streaming and response.is_async and _is_event_stream(response):
+            response.streaming_content = _counted_stream(response.streaming_content)
+        return response
+
+    @staticmethod
+    def _observe(request, response, seconds: float) -> None:
+        method = request.method if request.method in _METHODS else "other"
+        labels = (route_of(request), method, str(response.status_code))
+        HTTP_REQUESTS.labels(*labels).inc()
+        HTTP_LATENCY.labels(*labels).observe(seconds)
+
+
+EVENT_STREAM = "text/event-stream"
+
+
+def _is_event_stream(response) -> bool:
+    return response.get("Content-Type", "").startswith(EVENT_STREAM)
+
+
+async def _counted_stream(chunks):
+    """Pass an SSE stream through, keeping the open-streams gauge and the events counter."""
+    SSE_OPEN_STREAMS.inc()
+    try:
+        async for chunk in chunks:
+            events = chunk.startswith(b"event:") + chunk.count(b"\nevent:")
+            if events:
+                SSE_EVENTS_SENT.inc(events)
+            yield chunk
+    finally:  # also on client disconnect and on server shutdown (the task is cancelled)
+        SSE_OPEN_STREAMS.dec()
+
+
+# --- Ingest (read at scrape time) -----------------------------------------------------------
+class IngestCollector(Collector):
+    """Ingest figures derived from the recorded runs and batches, and the queue depth."""
+
+    def collect(self):
+        yield from self._from_database()
+        depth = ingest_queue_depth()
+        queue = GaugeMetricFamily(
+            "ingest_queue_depth",
+            "Messages (batches) ready on the ingest queue; -1 when the broker cannot be read.",
+            labels=["queue"],
+        )
+        from django.conf import settings
+
+        queue.add_metric([settings.INGEST_QUEUE], -1 if depth is None else depth)
+        yield queue
+
+    @staticmethod
+    def _from_database():
+        from django.db.models import Count, F, Q, Sum
+        from django.db.models.functions import Greatest
+
+        from ingest.models import IngestBatch, IngestRun
+
+        try:
+            runs = IngestRun.objects.aggregate(published=Sum("rows_published", default=0))
+            by_status = dict(
+                IngestRun.objects.values_list("status").annotate(n=Count("id")).order_by()
+            )
+            batches = IngestBatch.objects.aggregate(
+                stored=Sum("stored", default=0),
+                rejected=Sum("rejected", default=0),
+                retries=Sum(Greatest(F("attempts") - 1, 0), default=0),
+                failed=Count("id", filter=Q(status=IngestBatch.Status.FAILED)),
+            )
+        except Exception as error:  # the scrape must still answer with the other metrics
+            logger.warning("metrics: cannot read ingest records: %s", error)
+            return
+        for name, documentation, value in (
+            ("ingest_rows_published", "Rows publish_csv put on the queue.", runs["published"]),
+            ("ingest_rows_stored", "Rows workers stored.", batches["stored"]),
+            ("ingest_rows_rejected", "Rows rejected (with a reason).", batches["rejected"]),
+            (
+                "ingest_batches_retried",
+                "Extra deliveries of batches (retries after errors, redeliveries).",
+                batches["retries"],
+            ),
+            ("ingest_batches_failed", "Batches given up on (dead letters).", batches["failed"]),
+        ):
+            family = CounterMetricFamily(name, documentation)
+            family.add_metric([], value)
+            yield family
+        runs_gauge = GaugeMetricFamily("ingest_runs", "Ingest runs by status.", labels=["status"])
+        for status in IngestRun.Status.values:
+            runs_gauge.add_metric([status], by_status.get(status, 0))
+        yield runs_gauge
+
+
+def ingest_queue_depth(timeout: float = 1.0) -> int | None:
+    """Ready messages on the ingest queue (passive declare), None if the broker is away."""
+    from django.conf import settings
+    from kombu import Connection
+    from kombu.exceptions import ChannelError
+
+    try:
+        with Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+            channel = connection.channel()
+            try:
+                return channel.queue_declare(settings.INGEST_QUEUE, passive=True).message_count
+            except ChannelError:
+                return 0  # not declared yet (AMQP) or empty (Redis lists vanish when empty)
+    except Exception as error:
+        logger.warning("metrics: cannot read the ingest queue depth: %s", error)
+        return None
+
+
+def metrics_registry() -> CollectorRegistry:
+    if MULTIPROCESS_DIR:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)
+    else:
+        registry = CollectorRegistry()
+        for collector in (HTTP_REQUESTS, HTTP_LATENCY, SSE_OPEN_STREAMS, SSE_EVENTS_SENT):
+            registry.register(collector)
+    registry.register(IngestCollector())
+    return registry
+
+
+def metrics_view(request):
+    """`GET /metrics`: Prometheus text format, for the whole server (every worker process)."""
+    from django.http import HttpResponse
+
+    return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
