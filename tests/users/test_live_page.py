@@ -1,0 +1,200 @@
+"""/users/live in headless Chromium (Debian's `chromium`), driven over the DevTools protocol, with
+the page served by a real uvicorn server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from itertools import count
+
+import httpx
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from tests.conftest import ROOT, subprocess_env
+from users.events import users_ingested
+from users.services import user_create, user_delete
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not shutil.which("chromium"), reason="needs chromium (make system-deps)"),
+]
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def web_server(django_db_setup, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "web.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "viswals.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--timeout-graceful-shutdown",
+                "5",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        try:
+            return httpx.get(f"{base}/users/live", timeout=1).status_code == 200
+        except httpx.TransportError:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            return False
+
+    try:
+        wait_until(ready, 30, "server did not start")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+class Page:
+    """A Chromium tab, evaluated into over the DevTools protocol."""
+
+    def __init__(self, websocket) -> None:
+        self._ws = websocket
+        self._ids = count(1)
+
+    def evaluate(self, expression: str):
+        message_id = next(self._ids)
+        self._ws.send(
+            json.dumps(
+                {
+                    "id": message_id,
+                    "method": "Runtime.evaluate",
+                    "params": {"expression": expression, "returnByValue": True},
+                }
+            )
+        )
+        while True:
+            reply = json.loads(self._ws.recv(timeout=10))
+            if reply.get("id") == message_id:
+                return reply["result"]["result"].get("value")
+
+
+@pytest.fixture
+def browser_page(web_server, tmp_path):
+    profile = tmp_path / "chromium-profile"
+    process = subprocess.Popen(
+        ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"{web_server}/users/live"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: its helpers go with it
+    )
+    try:
+        active_port = profile / "DevToolsActivePort"
+        wait_until(active_port.exists, 30, "chromium did not start")
+        port = wait_until(lambda: active_port.read_text().split("\n")[0], 5, "no DevTools port")
+        targets = wait_until(
+            lambda: [
+                target
+                for target in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+                if target["type"] == "page" and "/users/live" in target["url"]
+            ],
+            15,
+            "page did not open",
+        )
+        with ws_connect(targets[0]["webSocketDebuggerUrl"], max_size=None) as websocket:
+            yield Page(websocket)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def row_text(page: Page, user_id: int) -> str | None:
+    return page.evaluate(
+        f"(document.querySelector('tr[data-user-id=\"{user_id}\"]') || {{}}).textContent || null"
+    )
+
+
+def test_live_page_shows_users_as_they_come_and_go(browser_page):
+    page = browser_page
+    wait_until(
+        lambda: page.evaluate("document.body.dataset.stream") == "open",
+        15,
+        "the page's EventSource did not open",
+    )
+
+    user = user_create(first_name="Lia", last_name="Live", email_address="lia@example.com")
+    text = wait_until(lambda: row_text(page, user.id), 10, "created user not shown")
+    assert "Lia" in text and "lia@example.com" in text
+    assert page.evaluate("document.getElementById('count-created').textContent") == "1"
+
+    user_delete(user_id=user.id)
+    wait_until(lambda: row_text(page, user.id) is None, 10, "deleted user still shown")
+    assert page.evaluate("document.getElementById('count-deleted').textContent") == "1"
+
+    # An import batch: counted in full, only the latest rows are kept on screen.
+    batch = [
+        json.dumps({"id": 80000 + n, "first_name": f"Imp{n}", "last_name": "Ort",
+                    "email_address": f"imp{n}@example.com", "created_at": None})
+        for n in range(120)
+    ]  # fmt: skip
+    users_ingested(run_id=7, batch=1, users_json=batch)
+    wait_until(
+        lambda: page.evaluate("document.getElementById('count-imported').textContent") == "120",
+        10,
+        "import batch not counted",
+    )
+    assert page.evaluate("document.querySelectorAll('#users tr').length") == 50
+    assert "Imp119" in row_text(page, 80119)
+    assert row_text(page, 80000) is None
