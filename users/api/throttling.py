@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
+from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from users import cache
@@ -23,29 +24,45 @@ def anon_rate() -> tuple[int, int] | None:
     return int(count), _PERIODS[period.strip()[0]]
 
 
+def client_ident(*, forwarded_for: str | None, remote_addr: str | None) -> str:
+    """The client address a limit applies to, as DRF's throttles identify it (NUM_PROXIES)."""
+    num_proxies = api_settings.NUM_PROXIES
+    if num_proxies is not None:
+        if num_proxies == 0 or forwarded_for is None:
+            return remote_addr or ""
+        addrs = forwarded_for.split(",")
+        return addrs[-min(num_proxies, len(addrs))].strip()
+    return "".join(forwarded_for.split()) if forwarded_for else (remote_addr or "")
+
+
+def anon_window(ident: str) -> tuple[str, int, int, float] | None:
+    """(key, ttl, limit, seconds left) of the current window for a client, None if unlimited."""
+    rate = anon_rate()
+    if rate is None:
+        return None
+    limit, period = rate
+    now = time.time()
+    window = int(now // period)
+    key = cache.throttle_key(scope="anon", ident=ident, window=window)
+    return key, period, limit, (window + 1) * period - now
+
+
 class AnonRedisThrottle(BaseThrottle):
     """Fixed-window limit per client address for unauthenticated requests."""
-
-    scope = "anon"
 
     def __init__(self) -> None:
         self.wait_seconds: float | None = None
 
-    def window(self, request) -> tuple[str, int, int, float] | None:
-        """(key, ttl, limit, seconds left) for this request's window, or None if unlimited."""
-        rate = anon_rate()
-        if rate is None:
-            return None
-        limit, period = rate
-        now = time.time()
-        window = int(now // period)
-        key = cache.throttle_key(scope=self.scope, ident=self.get_ident(request), window=window)
-        return key, period, limit, (window + 1) * period - now
+    def get_ident(self, request) -> str:
+        return client_ident(
+            forwarded_for=request.headers.get("x-forwarded-for"),
+            remote_addr=request.META.get("REMOTE_ADDR"),
+        )
 
     def allow_request(self, request, view) -> bool:
         if request.user and request.user.is_authenticated:
             return True
-        window = self.window(request)
+        window = anon_window(self.get_ident(request))
         if window is None:
             return True
         key, ttl, limit, left = window

@@ -13,7 +13,8 @@ import logging
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.db import close_old_connections
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -26,7 +27,7 @@ from users.api.exceptions import NOT_FOUND, SERVER_ERROR
 from users.api.pagination import UserCursorPagination
 from users.api.permissions import reads_require_auth
 from users.api.serializers import ErrorSerializer, UserSerializer
-from users.api.throttling import AnonRedisThrottle
+from users.api.throttling import AnonRedisThrottle, anon_window
 from users.filters import UserFilter
 from users.payloads import to_json
 
@@ -102,47 +103,78 @@ class UserViewSet(
 
 
 _drf_detail = UserViewSet.as_view({"get": "retrieve", "delete": "destroy"})
-_JSON_HEADERS = {"Vary": "Accept, Authorization, Cookie"}
+# Same headers as the DRF path would vary on; nosniff as SecurityMiddleware would add.
+JSON_HEADERS = {"Vary": "Accept, Authorization, Cookie", "X-Content-Type-Options": "nosniff"}
 
 
-def _fast_path_serves(request: HttpRequest) -> bool:
+def fast_path_serves(
+    *, method: str, has_query: bool, accept: str, authorization: bool, session: bool
+) -> bool:
     """Anonymous JSON GETs without options; the browsable API and the rest go to DRF."""
-    if request.method != "GET" or request.GET or reads_require_auth():
-        return False
-    if "authorization" in request.headers or settings.SESSION_COOKIE_NAME in request.COOKIES:
-        return False
-    return "text/html" not in request.headers.get("accept", "")
+    return (
+        method == "GET"
+        and not has_query
+        and not authorization
+        and not session
+        and "text/html" not in accept
+        and not reads_require_auth()
+    )
 
 
-async def _fast_get(request: HttpRequest, user_id: int) -> HttpResponse:
-    throttle = AnonRedisThrottle()
-    window = throttle.window(request)
+def _load_user_json(user_id: int) -> bytes | None:
+    try:
+        payload = selectors.user_load_payload(user_id=user_id)
+    finally:
+        # Hand the pooled connection back: outside Django's request cycle nobody else will.
+        close_old_connections()
+    return None if payload is None else to_json(payload).encode()
+
+
+async def read_user_json(user_id: int, *, ident: str) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and extra headers of an anonymous GET /users/{id}: cached JSON bytes as
+    they are, PostgreSQL (filling the cache) on a miss or when Redis is down."""
+    window = anon_window(ident)
     cached, count = await cache.acached_user_json(user_id, throttle=window[:2] if window else None)
     if window and count is not None and count > window[2]:
         wait = max(int(window[3]) + 1, 1)
-        return JsonResponse(
-            {"detail": f"Request was throttled. Expected available in {wait} seconds."},
-            status=429,
-            headers={"Retry-After": str(wait)},
-        )
+        body = to_json({"detail": f"Request was throttled. Expected available in {wait} seconds."})
+        return 429, body.encode(), {"Retry-After": str(wait)}
     if cached is None:
-        payload = await sync_to_async(selectors.user_load_payload)(user_id=user_id)
-        if payload is None:
-            return JsonResponse({"detail": NOT_FOUND}, status=404, headers=_JSON_HEADERS)
-        cached = to_json(payload).encode()
-    return HttpResponse(cached, content_type="application/json", headers=_JSON_HEADERS)
+        cached = await sync_to_async(_load_user_json)(user_id)
+        if cached is None:
+            return 404, _NOT_FOUND_BODY, {}
+    return 200, cached, {}
+
+
+_NOT_FOUND_BODY = to_json({"detail": NOT_FOUND}).encode()
+_SERVER_ERROR_BODY = to_json({"detail": SERVER_ERROR}).encode()
 
 
 @csrf_exempt  # like every DRF view: SessionAuthentication enforces CSRF itself
 async def user_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """GET/DELETE /users/{id}."""
-    if not _fast_path_serves(request):
+    """GET/DELETE /users/{id}. (users.api.asgi serves the same fast path ahead of Django.)"""
+    serves = fast_path_serves(
+        method=request.method,
+        has_query=bool(request.GET),
+        accept=request.headers.get("accept", ""),
+        authorization="authorization" in request.headers,
+        session=settings.SESSION_COOKIE_NAME in request.COOKIES,
+    )
+    if not serves:
         return await sync_to_async(_drf_detail)(request, pk=pk)
     try:
-        return await _fast_get(request, pk)
+        status_code, body, headers = await read_user_json(
+            pk, ident=AnonRedisThrottle().get_ident(request)
+        )
     except Exception:
         logger.exception("api: unhandled error reading user %s", pk)
-        return JsonResponse({"detail": SERVER_ERROR}, status=500)
+        status_code, body, headers = 500, _SERVER_ERROR_BODY, {}
+    return HttpResponse(
+        body,
+        status=status_code,
+        content_type="application/json",
+        headers={**JSON_HEADERS, **headers},
+    )
 
 
 # Let schema generation and the browsable API see the viewset behind this route.

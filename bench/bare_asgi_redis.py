@@ -1,0 +1,35 @@
+"""The baseline of bench_http_read.py: a minimal ASGI app doing one Redis GET per request.
+
+`GET /users/<id>` returns the `json` field of the user's cache hash (users.cache layout) with no
+framework in between: the ceiling any Django view serving the same read is compared against.
+Run: uvicorn bench.bare_asgi_redis:app --workers 2 (REDIS_URL, USERS_CACHE_PREFIX from the env).
+"""
+
+import os
+
+import redis.asyncio as aioredis
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+PREFIX = os.environ.get("USERS_CACHE_PREFIX", "users:v1")
+_client = None
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+async def app(scope, receive, send):
+    global _client
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if _client is None:
+        _client = aioredis.Redis.from_url(REDIS_URL, max_connections=64)
+    user_id = scope["path"].rsplit("/", 1)[-1]
+    body = await _client.hget(f"{PREFIX}:{user_id}", "json") if user_id.isdigit() else None
+    status = 200 if body is not None else 404
+    await send({"type": "http.response.start", "status": status, "headers": _JSON})
+    await send({"type": "http.response.body", "body": body or b'{"detail":"Not found."}'})
