@@ -37,6 +37,19 @@ def _allowed_hosts() -> list[str]:
     return hosts
 
 
+def _secure_enough(scope, headers: dict[bytes, bytes]) -> bool:
+    """False when SecurityMiddleware would redirect this request to HTTPS: Django answers it."""
+    if not settings.SECURE_SSL_REDIRECT or scope.get("scheme") == "https":
+        return True
+    proxy_header = settings.SECURE_PROXY_SSL_HEADER
+    if proxy_header:
+        name, secure_value = proxy_header
+        header = name.removeprefix("HTTP_").replace("_", "-").lower().encode()
+        value = headers.get(header, b"").decode("latin-1").split(",")[0].strip()
+        return value == secure_value
+    return False
+
+
 def fast_user_reads(django_app, *, observe: Callable[[str, str, int, float], None] | None = None):
     """Wrap Django's ASGI application; `observe(route, method, status, seconds)` is called
     for each request answered here (metrics), since Django's middleware never sees them."""
@@ -56,6 +69,7 @@ def fast_user_reads(django_app, *, observe: Callable[[str, str, int, float], Non
             0 < user_id <= MAX_USER_ID
             and domain
             and validate_host(domain, _allowed_hosts())
+            and _secure_enough(scope, headers)
             and fast_path_serves(
                 method="GET",
                 has_query=False,
@@ -64,7 +78,7 @@ def fast_user_reads(django_app, *, observe: Callable[[str, str, int, float], Non
                 session=session_cookie in headers.get(b"cookie", b""),
             )
         )
-        if not serves:  # Django answers: browsable API, auth, bad hosts, 404s
+        if not serves:  # Django answers: browsable API, auth, bad hosts, HTTPS redirects
             return await django_app(scope, receive, send)
         started = time.perf_counter()
         client = scope.get("client")
@@ -74,7 +88,9 @@ def fast_user_reads(django_app, *, observe: Callable[[str, str, int, float], Non
             remote_addr=client[0] if client else None,
         )
         try:
-            status, body, extra = await read_user_json(user_id, ident=ident)
+            status, body, extra = await read_user_json(
+                user_id, ident=ident, release_connection=True
+            )
         except Exception:
             logger.exception("api: unhandled error reading user %s", user_id)
             status, body, extra = 500, b'{"detail":"Internal server error."}', {}

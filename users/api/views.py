@@ -121,18 +121,22 @@ def fast_path_serves(
     )
 
 
-def _load_user_json(user_id: int) -> bytes | None:
+def _load_user_json(user_id: int, release_connection: bool) -> bytes | None:
     try:
         payload = selectors.user_load_payload(user_id=user_id)
     finally:
-        # Hand the pooled connection back: outside Django's request cycle nobody else will.
-        close_old_connections()
+        if release_connection:
+            # Outside Django's request cycle nobody else hands the pooled connection back.
+            close_old_connections()
     return None if payload is None else to_json(payload).encode()
 
 
-async def read_user_json(user_id: int, *, ident: str) -> tuple[int, bytes, dict[str, str]]:
+async def read_user_json(
+    user_id: int, *, ident: str, release_connection: bool = False
+) -> tuple[int, bytes, dict[str, str]]:
     """Status, body and extra headers of an anonymous GET /users/{id}: cached JSON bytes as
-    they are, PostgreSQL (filling the cache) on a miss or when Redis is down."""
+    they are, PostgreSQL (filling the cache) on a miss or when Redis is down.
+    `release_connection`: called outside Django's request cycle (users.api.asgi)."""
     window = anon_window(ident)
     cached, count = await cache.acached_user_json(user_id, throttle=window[:2] if window else None)
     if window and count is not None and count > window[2]:
@@ -140,7 +144,7 @@ async def read_user_json(user_id: int, *, ident: str) -> tuple[int, bytes, dict[
         body = to_json({"detail": f"Request was throttled. Expected available in {wait} seconds."})
         return 429, body.encode(), {"Retry-After": str(wait)}
     if cached is None:
-        cached = await sync_to_async(_load_user_json)(user_id)
+        cached = await sync_to_async(_load_user_json)(user_id, release_connection)
         if cached is None:
             return 404, _NOT_FOUND_BODY, {}
     return 200, cached, {}

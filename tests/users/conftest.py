@@ -1,0 +1,72 @@
+"""Fixtures for the users API tests: API clients, a token user and user rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import factory
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from users.models import User
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+
+    id = factory.Sequence(lambda n: 1000 + n)
+    first_name = factory.Faker("first_name")
+    last_name = factory.Faker("last_name")
+    email_address = factory.LazyAttribute(
+        lambda u: f"{u.first_name}.{u.last_name}{u.id}@example.com".lower()
+    )
+    created_at = factory.Sequence(lambda n: datetime(2020, 1, 1, tzinfo=UTC) + timedelta(hours=n))
+
+
+@pytest.fixture(autouse=True)
+def _api_test_settings(settings):
+    """Tests share the client address 127.0.0.1: no rate limit unless a test sets one; and
+    plain-HTTP test requests are not redirected to HTTPS (production default, debug off)."""
+    settings.API_ANON_THROTTLE_RATE = ""
+    settings.SECURE_SSL_REDIRECT = False
+
+
+@pytest.fixture
+def user_factory(db):
+    return UserFactory
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def staff_user(db, django_user_model):
+    return django_user_model.objects.create_user("operator", password="pw")
+
+
+@pytest.fixture
+def token_client(staff_user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user).key}")
+    return client
+
+
+@pytest.fixture
+def clean_user_cache(redis_client):
+    """Forget the cache entries of the ids a test hands in, before and after it."""
+    used: list[int] = []
+
+    def track(*user_ids: int) -> None:
+        from users.cache import forget_users
+
+        used.extend(user_ids)
+        forget_users(user_ids)
+
+    yield track
+    from users.cache import forget_users
+
+    forget_users(used)

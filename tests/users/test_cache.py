@@ -1,0 +1,151 @@
+"""The Redis cache behind GET /users/{id}: cache-aside, coherence with writes of every kind,
+and reads that survive Redis being unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+
+import pytest
+from django.test import override_settings
+
+from ingest.parsing import UserRow
+from users import cache
+from users.services import SourcedUser, user_update, users_upsert
+
+pytestmark = pytest.mark.django_db
+
+DEAD_REDIS = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens here: connection refused
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+    }
+}
+
+
+def cached(redis_client, user_id: int) -> dict | None:
+    raw = redis_client.hget(cache.user_key(user_id), "json")
+    return None if raw is None else json.loads(raw)
+
+
+def test_miss_reads_postgres_and_fills_the_cache(
+    api_client, user_factory, clean_user_cache, redis_client
+):
+    user = user_factory()
+    clean_user_cache(user.id)
+    assert cached(redis_client, user.id) is None
+    body = api_client.get(f"/users/{user.id}").json()
+    assert cached(redis_client, user.id) == body
+
+
+def test_hit_is_served_from_redis(api_client, user_factory, clean_user_cache, redis_client):
+    user = user_factory()
+    clean_user_cache(user.id)
+    api_client.get(f"/users/{user.id}")
+    # Prove the next read does not touch PostgreSQL: change the cached copy only.
+    redis_client.hset(cache.user_key(user.id), "json", '{"id":1,"marker":true}')
+    response = api_client.get(f"/users/{user.id}")
+    assert response.content == b'{"id":1,"marker":true}'  # bytes as cached, not re-encoded
+
+
+def test_get_delete_get_is_404(
+    api_client,
+    token_client,
+    user_factory,
+    clean_user_cache,
+    django_capture_on_commit_callbacks,
+    redis_client,
+):
+    user = user_factory()
+    clean_user_cache(user.id)
+    assert api_client.get(f"/users/{user.id}").status_code == 200
+    assert cached(redis_client, user.id) is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        assert token_client.delete(f"/users/{user.id}").status_code == 204
+    assert cached(redis_client, user.id) is None
+    assert api_client.get(f"/users/{user.id}").status_code == 404
+
+
+def test_created_user_is_cached_on_commit(
+    token_client, api_client, redis_client, django_capture_on_commit_callbacks, clean_user_cache
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        body = token_client.post(
+            "/users",
+            {"first_name": "A", "last_name": "B", "email_address": "a@b.example"},
+            format="json",
+        ).json()
+    assert cached(redis_client, body["id"]) == body
+    assert api_client.get(f"/users/{body['id']}").json() == body
+    cache.forget_users([body["id"]])
+
+
+def test_update_through_services_shows_on_next_get(
+    api_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
+):
+    user = user_factory(first_name="Old")
+    clean_user_cache(user.id)
+    assert api_client.get(f"/users/{user.id}").json()["first_name"] == "Old"
+    with django_capture_on_commit_callbacks(execute=True):
+        user_update(user=user, fields={"first_name": "New"})
+    assert api_client.get(f"/users/{user.id}").json()["first_name"] == "New"
+
+
+def test_reingest_that_changes_a_cached_user_shows_on_next_get(
+    api_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
+):
+    user = user_factory(first_name="Before")
+    clean_user_cache(user.id)
+    assert api_client.get(f"/users/{user.id}").json()["first_name"] == "Before"
+    row = UserRow(
+        id=user.id,
+        first_name="After",
+        last_name=user.last_name,
+        email_address=user.email_address,
+        created_at=user.created_at,
+        deleted_at=datetime(2024, 2, 2, tzinfo=UTC),
+        merged_at=None,
+        parent_user_id=None,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        users_upsert(run_id=10**6, batch=0, rows=[SourcedUser(line=2, user=row)])
+    body = api_client.get(f"/users/{user.id}").json()
+    assert body["first_name"] == "After"
+    assert body["deleted_at"] == "2024-02-02T00:00:00Z"
+
+
+def test_reads_survive_redis_down(api_client, user_factory, caplog):
+    user = user_factory()
+    with override_settings(CACHES=DEAD_REDIS), caplog.at_level(logging.WARNING):
+        from django_redis import get_redis_connection
+
+        assert get_redis_connection("default").connection_pool.connection_kwargs["port"] == 1
+        detail = api_client.get(f"/users/{user.id}")
+        listing = api_client.get("/users")
+    assert detail.status_code == 200
+    assert detail.json()["id"] == user.id
+    assert listing.status_code == 200
+    assert "Redis unavailable" in caplog.text
+
+
+def test_async_read_falls_back_when_redis_is_down(user_factory):
+    with override_settings(CACHES=DEAD_REDIS):
+        assert asyncio.run(cache.acached_user_json(1, throttle=("k", 60))) == (None, None)
+
+
+def test_async_read_returns_cached_bytes_and_counts(
+    user_factory, redis_client, clean_user_cache, settings
+):
+    clean_user_cache(123456789)
+    redis_client.hset(cache.user_key(123456789), "json", b'{"id":123456789}')
+    key = f"{settings.USERS_CACHE_PREFIX}:throttle:test"
+    try:
+        first = asyncio.run(cache.acached_user_json(123456789, throttle=(key, 60)))
+        second = asyncio.run(cache.acached_user_json(123456789, throttle=(key, 60)))
+    finally:
+        redis_client.delete(key)
+    assert first == (b'{"id":123456789}', 1)
+    assert second == (b'{"id":123456789}', 2)
