@@ -30,11 +30,34 @@ task_context_var: ContextVar[dict[str, Any] | None] = ContextVar("task_context",
 TASK_CONTEXT_ARGUMENTS = ("run_id", "batch")
 
 
-def _request_id_from(request) -> str:
-    supplied = request.headers.get(REQUEST_ID_HEADER)
+def _valid_or_new(supplied: str | None) -> str:
     if supplied and _VALID_REQUEST_ID.match(supplied):
         return supplied
     return uuid.uuid4().hex
+
+
+def request_id_asgi(app):
+    """Outermost ASGI wrapper: give every HTTP request an id, also those answered ahead of
+    Django (users/api/asgi.py), bind it to the request's context and return it as a header."""
+    header_name = REQUEST_ID_HEADER.lower().encode()
+
+    async def application(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        supplied = next((v for k, v in scope["headers"] if k == header_name), None)
+        request_id = _valid_or_new(supplied.decode("latin-1") if supplied else None)
+        scope["request_id"] = request_id
+        request_id_var.set(request_id)
+        encoded = request_id.encode()
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (header_name, encoded)]
+            await send(message)
+
+        return await app(scope, receive, send_with_id)
+
+    return application
 
 
 class RequestIdMiddleware:
@@ -43,6 +66,7 @@ class RequestIdMiddleware:
     Async-capable so async views stay on the event loop. The context variable is set, not reset:
     Django's own `django.request` lines are written after the middleware chain returns, and under
     ASGI each request has its own context, so nothing carries over to another request.
+    Under ASGI the id comes from `request_id_asgi`, which also sets the response header.
     """
 
     sync_capable = True
@@ -57,20 +81,29 @@ class RequestIdMiddleware:
     def __call__(self, request):
         if self.is_async:
             return self.__acall__(request)
-        request_id = _request_id_from(request)
-        request_id_var.set(request_id)
-        request.request_id = request_id
+        from_asgi = self._bind(request)
         response = self.get_response(request)
-        response[REQUEST_ID_HEADER] = request_id
+        if not from_asgi:
+            response[REQUEST_ID_HEADER] = request.request_id
         return response
 
     async def __acall__(self, request):
-        request_id = _request_id_from(request)
+        from_asgi = self._bind(request)
+        response = await self.get_response(request)
+        if not from_asgi:
+            response[REQUEST_ID_HEADER] = request.request_id
+        return response
+
+    @staticmethod
+    def _bind(request) -> bool:
+        scope = getattr(request, "scope", None)
+        request_id = scope.get("request_id") if scope else None
+        from_asgi = request_id is not None
+        if not from_asgi:
+            request_id = _valid_or_new(request.headers.get(REQUEST_ID_HEADER))
         request_id_var.set(request_id)
         request.request_id = request_id
-        response = await self.get_response(request)
-        response[REQUEST_ID_HEADER] = request_id
-        return response
+        return from_asgi
 
 
 def bind_task_context(task, args: tuple | None, kwargs: dict | None) -> None:

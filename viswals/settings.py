@@ -53,7 +53,8 @@ MIDDLEWARE = [
     "viswals.metrics.MetricsMiddleware",
     "viswals.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # whitenoise, made async-capable (see viswals/static.py).
+    "viswals.static.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -239,8 +240,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
-        # uvicorn's worker processes log through the same handler once Django is loaded.
-        "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # uvicorn's worker processes log through the same handler once Django is loaded (its
+        # access log, off in the Procfile, keeps uvicorn's own format).
+        "uvicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
 

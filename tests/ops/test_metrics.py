@@ -1,0 +1,121 @@
+"""/metrics on a real two-worker uvicorn server: the numbers move as requests, an ingest and an
+SSE stream happen, summed over both worker processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from prometheus_client.parser import text_string_to_metric_families
+
+from users.services import user_create
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
+
+HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+
+
+def scrape(base: str) -> dict[tuple[str, tuple], float]:
+    response = httpx.get(f"{base}/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(metrics: dict, name: str, **labels: str) -> float:
+    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def requests_of(metrics: dict, route: str, status: str) -> float:
+    return value(metrics, "http_requests_total", route=route, method="GET", status=status)
+
+
+def wait_until(predicate, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_metrics_move_with_requests_and_an_ingest(web_server, celery_worker_process, write_csv):
+    server = web_server(workers=2)
+    before = scrape(server.base)
+
+    for _ in range(20):  # spread over both worker processes by the kernel
+        assert httpx.get(f"{server.base}/healthz").status_code == 200
+    path = write_csv(
+        f"{HEADER}\n"
+        "1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n"
+        "2,Bob,Ray,bob@example.com,1600000000000,-1,-1,-1\n"
+        "3,Bad,Email,not-an-email,1600000000000,-1,-1,-1\n"
+        "4,Cy,Moss,cy@example.com,1600000000000,-1,-1,-1\n"
+        "5,Short,Row\n"
+    )
+    call_command("publish_csv", path, "--batch-size", "2", "--wait", "--timeout", "60")
+    for user_id in (1, 2, 4):
+        assert httpx.get(f"{server.base}/users/{user_id}").status_code == 200
+    assert httpx.get(f"{server.base}/users/999").status_code == 404
+
+    after = scrape(server.base)
+    assert requests_of(after, "/healthz", "200") - requests_of(before, "/healthz", "200") == 20
+    assert requests_of(after, "/users/<int:pk>", "200") - requests_of(
+        before, "/users/<int:pk>", "200"
+    ) == 3
+    assert requests_of(after, "/users/<int:pk>", "404") - requests_of(
+        before, "/users/<int:pk>", "404"
+    ) == 1
+    # Latency histograms: one observation per request, labelled the same way.
+    count = value(
+        after, "http_request_duration_seconds_count", route="/healthz", method="GET", status="200"
+    )
+    assert count == requests_of(after, "/healthz", "200")
+    assert not any("/users/1" in dict(labels).get("route", "") for _, labels in after)
+
+    def moved(name: str) -> float:
+        return value(after, name) - value(before, name)
+
+    assert moved("ingest_rows_published_total") == 5
+    assert moved("ingest_rows_stored_total") == 3
+    assert moved("ingest_rows_rejected_total") == 2
+    assert moved("ingest_batches_failed_total") == 0
+    assert value(after, "ingest_queue_depth", queue=settings.INGEST_QUEUE) == 0
+    assert value(after, "ingest_runs", status="completed") >= 1
+
+
+def test_sse_streams_are_counted_while_open(web_server):
+    server = web_server(workers=2)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{server.base}/users/sse", timeout=10) as response:
+            for chunk in response.iter_bytes():
+                received.append(chunk)
+                if stop.is_set():
+                    return
+
+    before = scrape(server.base)
+    assert value(before, "sse_open_streams") == 0
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    wait_until(lambda: value(scrape(server.base), "sse_open_streams") == 1)
+
+    user_create(first_name="Ann", last_name="Lee", email_address="ann@example.com")
+    wait_until(lambda: any(b"user.created" in chunk for chunk in received))
+    sent = value(scrape(server.base), "sse_events_sent_total") - value(
+        before, "sse_events_sent_total"
+    )
+    assert sent >= 1
+
+    stop.set()
+    user_create(first_name="Bob", last_name="Ray", email_address="bob@example.com")
+    listener.join(timeout=10)
+    wait_until(lambda: value(scrape(server.base), "sse_open_streams") == 0)
