@@ -9,13 +9,7 @@ os.environ.setdefault("DATABASE_POOL", "true")
 
 from django.core.asgi import get_asgi_application  # noqa: E402
 
-django_django_application = get_asgi_application()
-
-from users.api.asgi import fast_user_reads  # noqa: E402
-
-# GET /users/{id} from anonymous JSON clients is answered ahead of Django's request cycle
-# (users/api/asgi.py); everything else goes to Django unchanged.
-application = fast_user_reads(django_application)
+django_application = get_asgi_application()
 
 from users.api.asgi import fast_user_reads  # noqa: E402
 
