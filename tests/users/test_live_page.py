@@ -1,5 +1,5 @@
 """/users/live in headless Chromium (Debian's `chromium`), driven over the DevTools protocol, with
-the page served by a real uvicorn server process."""
+the page and the API served by a real uvicorn server process."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from itertools import count
 
 import httpx
 import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
 from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import ROOT, subprocess_env
 from users.events import users_ingested
-from users.services import user_create, user_delete
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -166,7 +167,14 @@ def row_text(page: Page, user_id: int) -> str | None:
     )
 
 
-def test_live_page_shows_users_as_they_come_and_go(browser_page):
+@pytest.fixture
+def api(web_server):
+    token = Token.objects.create(user=get_user_model().objects.create_user("live-page"))
+    with httpx.Client(base_url=web_server, headers={"Authorization": f"Token {token.key}"}) as c:
+        yield c
+
+
+def test_live_page_shows_users_as_they_come_and_go(browser_page, api):
     page = browser_page
     wait_until(
         lambda: page.evaluate("document.body.dataset.stream") == "open",
@@ -174,13 +182,18 @@ def test_live_page_shows_users_as_they_come_and_go(browser_page):
         "the page's EventSource did not open",
     )
 
-    user = user_create(first_name="Lia", last_name="Live", email_address="lia@example.com")
-    text = wait_until(lambda: row_text(page, user.id), 10, "created user not shown")
+    response = api.post(
+        "/users",
+        json={"first_name": "Lia", "last_name": "Live", "email_address": "lia@example.com"},
+    )
+    assert response.status_code == 201, response.text
+    user_id = response.json()["id"]
+    text = wait_until(lambda: row_text(page, user_id), 10, "created user not shown")
     assert "Lia" in text and "lia@example.com" in text
     assert page.evaluate("document.getElementById('count-created').textContent") == "1"
 
-    user_delete(user_id=user.id)
-    wait_until(lambda: row_text(page, user.id) is None, 10, "deleted user still shown")
+    assert api.delete(f"/users/{user_id}").status_code == 204
+    wait_until(lambda: row_text(page, user_id) is None, 10, "deleted user still shown")
     assert page.evaluate("document.getElementById('count-deleted').textContent") == "1"
 
     # An import batch: counted in full, only the latest rows are kept on screen.
