@@ -31,6 +31,7 @@ migrate: database
 # Install, migrate, start web (port 8080) and worker, publish the sample users; Ctrl-C stops.
 run: migrate
 	$(LOCAL) $(PY) manage.py collectstatic --noinput --verbosity 0
+	$(LOCAL) $(PY) manage.py setup_local_access
 	@set -m; $(LOCAL) $(VENV)/bin/honcho start -f Procfile & honcho=$$!; \
 	trap 'kill -TERM -$$honcho 2>/dev/null; wait $$honcho' INT TERM; \
 	$(LOCAL) $(PY) manage.py publish_csv $(SAMPLE) --wait --timeout 120 \

@@ -169,11 +169,7 @@ def test_reads_can_require_auth(api_client, token_client, user_factory, settings
     assert token_client.get(f"/users/{user.id}").status_code == 200
 
 
-def test_browsable_api_renders_html(api_client, user_factory, settings):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
+def test_browsable_api_renders_html(api_client, user_factory, plain_static_storage):
     user = user_factory()
     for path in ("/users", f"/users/{user.id}"):
         response = api_client.get(path, HTTP_ACCEPT="text/html")

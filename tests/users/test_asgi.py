@@ -1,0 +1,117 @@
+"""GET /users/{id} through the production server (uvicorn running viswals.asgi, the fast read
+path ahead of Django) against this run's PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, subprocess_env
+from users import cache
+from users.models import User
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RATE_LIMIT = 5
+_clients = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, tmp_path_factory):
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("api-web") / "web.log"
+    env = subprocess_env(DATABASE_POOL="true", API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/minute")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "viswals.asgi:application", "--host",
+             "127.0.0.1", "--port", str(port), "--no-access-log"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{base}/users/0", timeout=1)
+            break
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(
+                    f"server did not start:\n{log_path.read_text()[-3000:]}"
+                ) from None
+            time.sleep(0.2)
+    yield base
+    process.terminate()
+    process.wait(timeout=15)
+
+
+def get(url: str, **headers: str) -> httpx.Response:
+    # Each test is its own client address (X-Forwarded-For), so rate limits stay per test.
+    headers.setdefault("X-Forwarded-For", f"10.0.0.{next(_clients)}")
+    return httpx.get(url, headers=headers, timeout=5)
+
+
+@pytest.fixture
+def user(user_factory):
+    user = user_factory(first_name="Zoë")
+    cache.forget_users([user.id])
+    yield user
+    cache.forget_users([user.id])
+
+
+def test_miss_then_hit(server, user, redis_client):
+    first = get(f"{server}/users/{user.id}")
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.json()["first_name"] == "Zoë"
+    raw = redis_client.hget(cache.user_key(user.id), "json")
+    assert raw == first.content  # filled on the miss, and the same bytes
+    redis_client.hset(cache.user_key(user.id), "json", b'{"id":%d,"from":"redis"}' % user.id)
+    assert get(f"{server}/users/{user.id}").json() == {"id": user.id, "from": "redis"}
+
+
+def test_deleted_user_is_404(server, user, token_client):
+    assert get(f"{server}/users/{user.id}").status_code == 200
+    User.objects.filter(id=user.id).delete()  # a raw delete: the cache still holds the user
+    cache.forget_users([user.id])  # ... which is what user_delete does on commit
+    response = get(f"{server}/users/{user.id}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_unknown_and_non_numeric_ids_are_json_404(server):
+    for path in ("/users/987654321", "/users/abc", "/users/99999999999999999999"):
+        response = get(f"{server}{path}")
+        assert response.status_code == 404
+        assert response.json() == {"detail": "Not found."}
+
+
+def test_browsers_get_the_browsable_api(server, user):
+    response = get(f"{server}/users/{user.id}", Accept="text/html")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Zoë" in response.text
+
+
+def test_anonymous_reads_are_rate_limited(server, user):
+    client = f"10.1.{next(_clients)}.1"
+    statuses = [
+        get(f"{server}/users/{user.id}", **{"X-Forwarded-For": client}).status_code
+        for _ in range(RATE_LIMIT + 1)
+    ]
+    assert statuses == [200] * RATE_LIMIT + [429]
+    limited = get(f"{server}/users", **{"X-Forwarded-For": client})  # one limit for the API
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
