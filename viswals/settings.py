@@ -190,14 +190,15 @@ STORAGES = {
 }
 
 # --- Security (production) ------------------------------------------------------------------
-# HTTPS-only behaviour is on whenever debug is off; each switch can be turned off for a
-# deployment whose proxy terminates TLS and talks plain HTTP to this service.
+# Secure cookies are on whenever debug is off; the HTTPS redirect and HSTS are switched on by
+# the production environment (.env.example), since a proxy in front may do them instead.
+# `manage.py check --deploy` passes with that environment (tests/ops/test_settings.py).
 # https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
 # Trust X-Forwarded-Proto from the proxy (only if the proxy always sets it). uvicorn also applies
 # it for proxies listed in FORWARDED_ALLOW_IPS (default 127.0.0.1).
 if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
 # Probes and the metrics scraper talk plain HTTP to the process itself.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)

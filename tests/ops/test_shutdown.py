@@ -1,0 +1,106 @@
+"""Restarts lose nothing: a worker stopped mid-ingest (SIGTERM) and a web server stopped with
+a request in flight and a stream open."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from django.core.management import call_command
+
+from ingest.models import IngestBatch, IngestRun
+from ingest.publishing import wait_for_run
+from users.models import User
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
+
+HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+ROWS, BATCH = 6000, 100
+
+
+def test_worker_stopped_mid_ingest_loses_and_repeats_nothing(
+    start_worker, ingest_queue, write_csv
+):
+    path = write_csv(
+        HEADER
+        + "\n"
+        + "".join(
+            f"{i},First{i},Last{i},user{i}@example.com,1600000000000,-1,-1,-1\n"
+            for i in range(1, ROWS + 1)
+        )
+    )
+    first = start_worker(ingest_queue, LOG_FORMAT="json")
+    call_command("publish_csv", path, "--batch-size", str(BATCH))
+    run = IngestRun.objects.get()
+
+    deadline = time.monotonic() + 30
+    while IngestBatch.objects.filter(run=run, status="stored").count() < 3:
+        assert time.monotonic() < deadline, "the first worker stored nothing"
+        time.sleep(0.02)
+    took = first.stop()
+    done_by_first = IngestBatch.objects.filter(run=run).exclude(status="started").count()
+
+    assert first.process.returncode == 0, first.log()[-2000:]
+    assert took < 20
+    assert done_by_first < ROWS // BATCH, "the first worker finished everything: nothing tested"
+    # Warm shutdown: the batch in hand was finished, none is left half-done.
+    assert not IngestBatch.objects.filter(run=run, status="started").exists()
+
+    start_worker(ingest_queue)
+    run = wait_for_run(run_id=run.id, timeout=60)
+
+    assert run.status == IngestRun.Status.COMPLETED
+    assert (run.rows_published, run.rows_stored, run.rows_rejected) == (ROWS, ROWS, 0)
+    batches = IngestBatch.objects.filter(run=run)
+    assert batches.count() == ROWS // BATCH
+    assert set(batches.values_list("status", flat=True)) == {"stored"}
+    assert set(batches.values_list("attempts", flat=True)) == {1}, "a batch was stored twice"
+    assert User.objects.count() == ROWS
+    assert User.objects.filter(source_run_id=run.id).count() == ROWS
+
+    # The stopped worker logged JSON, its task lines carrying the run id and batch number.
+    records = [
+        json.loads(line) for line in first.log().splitlines() if line.startswith("{")
+    ]
+    task_lines = [r for r in records if r.get("logger") == "ingest.tasks"]
+    assert task_lines and all(r["run_id"] == run.id and r["batch"] >= 1 for r in task_lines)
+    assert all({"timestamp", "level", "logger", "message"} <= set(r) for r in records)
+
+
+def test_web_server_drains_requests_and_closes_streams_on_sigterm(web_server, silent_port):
+    # A broker that never answers makes /readyz take its full timeout: a request in flight.
+    server = web_server(
+        workers=1, CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{silent_port}//"
+    )
+    outcome: dict[str, object] = {}
+    stream_ended = threading.Event()
+
+    def slow_request() -> None:
+        outcome["response"] = httpx.get(f"{server.base}/readyz", timeout=10)
+
+    def stream() -> None:
+        try:
+            with httpx.stream("GET", f"{server.base}/users/sse", timeout=20) as response:
+                for _ in response.iter_bytes():
+                    pass
+        except httpx.HTTPError:
+            pass
+        stream_ended.set()
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    time.sleep(0.5)
+    requester = threading.Thread(target=slow_request, daemon=True)
+    requester.start()
+    time.sleep(0.2)
+    took = server.stop()
+    requester.join(timeout=10)
+
+    response = outcome["response"]
+    assert response.status_code == 503  # answered in full, not cut off
+    assert response.json()["failing"] == ["broker"]
+    assert stream_ended.wait(timeout=5)
+    assert took < 8, f"shutdown took {took:.1f}s"
