@@ -12,7 +12,10 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_application = get_asgi_application()
 
 from users.api.asgi import fast_user_reads  # noqa: E402
+from viswals.logging import request_id_asgi  # noqa: E402
+from viswals.metrics import observe_request  # noqa: E402
 
 # GET /users/{id} from anonymous JSON clients is answered ahead of Django's request cycle
-# (users/api/asgi.py); everything else goes to Django unchanged.
-application = fast_user_reads(django_application)
+# (users/api/asgi.py); everything else goes to Django unchanged. Request ids and request
+# metrics cover both (viswals/logging.py, viswals/metrics.py).
+application = request_id_asgi(fast_user_reads(django_application, observe=observe_request))

@@ -66,12 +66,14 @@ def test_metrics_move_with_requests_and_an_ingest(web_server, celery_worker_proc
 
     after = scrape(server.base)
     assert requests_of(after, "/healthz", "200") - requests_of(before, "/healthz", "200") == 20
-    assert requests_of(after, "/users/<int:pk>", "200") - requests_of(
-        before, "/users/<int:pk>", "200"
-    ) == 3
-    assert requests_of(after, "/users/<int:pk>", "404") - requests_of(
-        before, "/users/<int:pk>", "404"
-    ) == 1
+    assert (
+        requests_of(after, "/users/<int:pk>", "200") - requests_of(before, "/users/<int:pk>", "200")
+        == 3
+    )
+    assert (
+        requests_of(after, "/users/<int:pk>", "404") - requests_of(before, "/users/<int:pk>", "404")
+        == 1
+    )
     # Latency histograms: one observation per request, labelled the same way.
     count = value(
         after, "http_request_duration_seconds_count", route="/healthz", method="GET", status="200"

@@ -21,9 +21,7 @@ HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,
 ROWS, BATCH = 6000, 100
 
 
-def test_worker_stopped_mid_ingest_loses_and_repeats_nothing(
-    start_worker, ingest_queue, write_csv
-):
+def test_worker_stopped_mid_ingest_loses_and_repeats_nothing(start_worker, ingest_queue, write_csv):
     path = write_csv(
         HEADER
         + "\n"
@@ -62,9 +60,7 @@ def test_worker_stopped_mid_ingest_loses_and_repeats_nothing(
     assert User.objects.filter(source_run_id=run.id).count() == ROWS
 
     # The stopped worker logged JSON, its task lines carrying the run id and batch number.
-    records = [
-        json.loads(line) for line in first.log().splitlines() if line.startswith("{")
-    ]
+    records = [json.loads(line) for line in first.log().splitlines() if line.startswith("{")]
     task_lines = [r for r in records if r.get("logger") == "ingest.tasks"]
     assert task_lines and all(r["run_id"] == run.id and r["batch"] >= 1 for r in task_lines)
     assert all({"timestamp", "level", "logger", "message"} <= set(r) for r in records)
