@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections import OrderedDict
 from contextlib import suppress
 from typing import Any
 
@@ -30,6 +31,7 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django_eventstream import utils as eventstream_utils
 from django_eventstream import views as eventstream_views
 from django_eventstream.channelmanager import DefaultChannelManager
 from django_eventstream.event import Event
@@ -267,6 +269,36 @@ def install_listener_manager() -> SupervisedListenerManager:
 
 
 install_listener_manager()
+
+# --- Encoding once per event, not once per client ---------------------------------------------
+
+# Events at least this long (an ingest batch is about 1 MB) are encoded once per process and
+# shared by every open stream; the library would encode them again for each client.
+SHARED_ENCODING_MIN_LENGTH = 4096
+_encoded: OrderedDict[tuple, tuple[str, str]] = OrderedDict()
+_encoded_lock = threading.Lock()
+_library_sse_encode_event = eventstream_utils.sse_encode_event
+
+
+def _sse_encode_event(event_type, data, event_id=None, escape=False, json_encode=False):
+    if json_encode or escape or not isinstance(data, str) or len(data) < SHARED_ENCODING_MIN_LENGTH:
+        return _library_sse_encode_event(event_type, data, event_id, escape, json_encode)
+    # Streams of one process receive the very same `data` object for a live event.
+    key = (event_type, event_id, id(data))
+    with _encoded_lock:
+        hit = _encoded.get(key)
+        if hit is not None and hit[0] is data:
+            return hit[1]
+    body = _library_sse_encode_event(event_type, data, event_id)
+    with _encoded_lock:
+        _encoded[key] = (data, body)
+        while len(_encoded) > 8:
+            _encoded.popitem(last=False)
+    return body
+
+
+# stream() imports it from django_eventstream.utils each time a stream starts.
+eventstream_utils.sse_encode_event = _sse_encode_event
 
 # --- View -------------------------------------------------------------------------------------
 
