@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from users.api.throttling import anon_window
 from users.models import User
 from users.validation import API_ID_START
 
@@ -179,9 +180,10 @@ def test_browsable_api_renders_html(api_client, user_factory, plain_static_stora
 
 
 def test_anonymous_clients_are_rate_limited(api_client, user_factory, settings, redis_client):
-    settings.API_ANON_THROTTLE_RATE = "3/minute"
-    settings.USERS_CACHE_PREFIX = f"{settings.USERS_CACHE_PREFIX}:throttle-test"
+    settings.API_ANON_THROTTLE_RATE = "3/day"  # a window that will not roll over mid-test
     user = user_factory()
+    key = anon_window("127.0.0.1")[0]
+    redis_client.delete(key)
     statuses = [api_client.get(f"/users/{user.id}").status_code for _ in range(3)]
     statuses.append(api_client.get("/users").status_code)  # same counter for every endpoint
     assert statuses == [200, 200, 200, 429]
@@ -189,6 +191,10 @@ def test_anonymous_clients_are_rate_limited(api_client, user_factory, settings, 
     assert limited.status_code == 429
     assert int(limited["Retry-After"]) >= 1
     assert "throttled" in limited.json()["detail"]
-    keys = list(redis_client.scan_iter(f"{settings.USERS_CACHE_PREFIX}:throttle:*"))
-    assert len(keys) == 1  # the counter lives in the shared Redis
-    redis_client.delete(*keys)
+    assert int(redis_client.get(key)) == 5  # the counter lives in the shared Redis
+    redis_client.delete(key)
+
+
+def test_authenticated_clients_are_not_rate_limited(token_client, settings):
+    settings.API_ANON_THROTTLE_RATE = "1/day"
+    assert [token_client.get("/users").status_code for _ in range(3)] == [200] * 3

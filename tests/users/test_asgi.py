@@ -32,7 +32,7 @@ def free_port() -> int:
 def server(django_db_setup, tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("api-web") / "web.log"
-    env = subprocess_env(DATABASE_POOL="true", API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/minute")
+    env = subprocess_env(DATABASE_POOL="true", API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "viswals.asgi:application", "--host",
