@@ -16,6 +16,8 @@ from users.services import user_create
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
+# No test stores (or caches) this id.
+ABSENT_ID = 987_654_321_098
 HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 
 
@@ -62,7 +64,7 @@ def test_metrics_move_with_requests_and_an_ingest(web_server, celery_worker_proc
     call_command("publish_csv", path, "--batch-size", "2", "--wait", "--timeout", "60")
     for user_id in (1, 2, 4):
         assert httpx.get(f"{server.base}/users/{user_id}").status_code == 200
-    assert httpx.get(f"{server.base}/users/999").status_code == 404
+    assert httpx.get(f"{server.base}/users/{ABSENT_ID}").status_code == 404
 
     after = scrape(server.base)
     assert requests_of(after, "/healthz", "200") - requests_of(before, "/healthz", "200") == 20
