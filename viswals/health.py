@@ -35,6 +35,7 @@ def check_postgres() -> None:
     import psycopg
 
     db = settings.DATABASES["default"]
+    tls = {k: v for k, v in db.get("OPTIONS", {}).items() if k.startswith("ssl")}
     with psycopg.connect(
         host=db.get("HOST") or "127.0.0.1",
         port=db.get("PORT") or 5432,
@@ -44,6 +45,7 @@ def check_postgres() -> None:
         connect_timeout=2,  # libpq's minimum; the probe's own deadline is shorter
         options=f"-c statement_timeout={int(CHECK_TIMEOUT * 1000)}",
         application_name="viswals-readyz",
+        **tls,
     ) as connection:
         connection.execute("SELECT 1").fetchone()
 

@@ -5,7 +5,7 @@ written to files in a shared directory (prometheus-client's multiprocess mode) a
 sums them, whichever worker answers. The directory is `PROMETHEUS_MULTIPROC_DIR` when set (the
 Docker image sets it and empties it on start); otherwise a uvicorn worker (a child of uvicorn's
 supervisor) uses one per supervisor under the temp directory, and a single-process server
-keeps its metrics in memory.
+keeps its metrics in memory. Under a forking server (gunicorn), set PROMETHEUS_MULTIPROC_DIR.
 
 Ingest. The figures are read at scrape time from what the pipeline records anyway: sums over
 `IngestRun`/`IngestBatch` in PostgreSQL and the ingest queue's depth from a passive queue
