@@ -3,7 +3,8 @@
 What the library leaves to us lives here:
 
 - `RedisStreamStorage`: the resumable event history. One capped Redis stream per channel holds
-  the last `EVENTSTREAM_HISTORY` events with consecutive integer ids, so a client reconnecting
+  the last `EVENTSTREAM_HISTORY` events (at most `EVENTSTREAM_HISTORY_MB` of data) with
+  consecutive integer ids, so a client reconnecting
   with `Last-Event-ID` gets what it missed, from any process. The library's Django model
   storage would hold a database connection (and a thread) per open stream; this holds none.
 - `SupervisedListenerManager`: replaces the library's per-process Redis pub/sub listener, which
@@ -45,11 +46,26 @@ PUBSUB_CHANNEL = "events_channel"
 
 # --- History ----------------------------------------------------------------------------------
 
-# Id allocation and append in one atomic step: ids are consecutive, and an event with a smaller
-# id is always already in the history when a larger one is published.
+# Id allocation, append and trimming in one atomic step: ids are consecutive, and an event with a
+# smaller id is always already in the history when a larger one is published. The history keeps
+# at most ARGV[3] events and ARGV[4] bytes of data (an ingest batch event is ~1 MB), always at
+# least the newest event; KEYS[3] lists the sizes of the kept events, KEYS[4] holds their sum.
 _APPEND = """
 local id = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-0', 't', ARGV[1], 'd', ARGV[2])
+redis.call('XADD', KEYS[2], id .. '-0', 't', ARGV[1], 'd', ARGV[2])
+local kept = redis.call('RPUSH', KEYS[3], #ARGV[2])
+local bytes = redis.call('INCRBY', KEYS[4], #ARGV[2])
+local max_events, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local drop = 0
+while kept - drop > 1 and (kept - drop > max_events or bytes > max_bytes) do
+  bytes = bytes - tonumber(redis.call('LINDEX', KEYS[3], drop))
+  drop = drop + 1
+end
+if drop > 0 then
+  redis.call('LTRIM', KEYS[3], drop, -1)
+  redis.call('SET', KEYS[4], bytes)
+  redis.call('XTRIM', KEYS[2], 'MINID', (id - (kept - drop) + 1) .. '-0')
+end
 return id
 """
 # Returns {current_id, status, entries}: status 0 = ok, 1 = up to date, 2 = id from the future
@@ -90,10 +106,15 @@ def _redis():
     return client
 
 
-def history_keys(channel: str) -> tuple[str, str]:
-    """The counter and stream keys holding a channel's history."""
+def history_keys(channel: str) -> tuple[str, str, str, str]:
+    """The keys holding a channel's history: last id, events, their sizes and total size."""
     prefix = settings.EVENTSTREAM_KEY_PREFIX
-    return f"{prefix}:id:{channel}", f"{prefix}:log:{channel}"
+    return (
+        f"{prefix}:id:{channel}",
+        f"{prefix}:log:{channel}",
+        f"{prefix}:sizes:{channel}",
+        f"{prefix}:bytes:{channel}",
+    )
 
 
 class RedisStreamStorage(StorageBase):
@@ -107,12 +128,19 @@ class RedisStreamStorage(StorageBase):
     def append_event(self, channel: str, event_type: str, data: str) -> Event:
         event_id = self._append(
             keys=list(history_keys(channel)),
-            args=[event_type, data, settings.EVENTSTREAM_HISTORY],
+            args=[
+                event_type,
+                data,
+                settings.EVENTSTREAM_HISTORY,
+                settings.EVENTSTREAM_HISTORY_MB * 2**20,
+            ],
         )
         return Event(channel, event_type, data, id=int(event_id))
 
     def get_events(self, channel: str, last_id: int, limit: int = 100) -> list[Event]:
-        current, status, *rest = self._read(keys=list(history_keys(channel)), args=[last_id, limit])
+        current, status, *rest = self._read(
+            keys=list(history_keys(channel)[:2]), args=[last_id, limit]
+        )
         if status == 1:
             return []
         if status == 2:
@@ -217,6 +245,8 @@ class SupervisedListenerManager(eventstream_views.ListenerManager):
             delay = min(delay * 2, LISTENER_MAX_BACKOFF)
 
     def _dispatch(self, raw: bytes | str) -> None:
+        if not self.listeners_by_channel:
+            return  # no open stream in this process: skip decoding (batches are ~1 MB)
         try:
             message = json.loads(raw)
             channel = message["channel"]

@@ -270,5 +270,7 @@ EVENTSTREAM_STORAGE_CLASS = "users.sse.RedisStreamStorage"
 EVENTSTREAM_KEY_PREFIX = env.str("EVENTSTREAM_KEY_PREFIX", default="sse:v1")
 # Events kept per channel for resume; a client further behind gets a `stream-reset` event.
 EVENTSTREAM_HISTORY = env.int("EVENTSTREAM_HISTORY", default=1000)
+# ...and at most this many megabytes of event data (a users.ingested batch event is ~1 MB).
+EVENTSTREAM_HISTORY_MB = env.int("EVENTSTREAM_HISTORY_MB", default=200)
 # Only the users channel is served; clients cannot pick other channels.
 EVENTSTREAM_CHANNELMANAGER_CLASS = "users.sse.UsersChannelManager"

@@ -125,7 +125,8 @@ class Page:
         while True:
             reply = json.loads(self._ws.recv(timeout=10))
             if reply.get("id") == message_id:
-                return reply["result"]["result"].get("value")
+                # An error reply (the page still loading, say) reads as "nothing yet".
+                return reply.get("result", {}).get("result", {}).get("value")
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django_eventstream.storage import EventDoesNotExist
 
 from tests.conftest import ROOT, subprocess_env
 from users.events import user_created
@@ -307,3 +308,22 @@ def test_shutdown_does_not_hang_on_open_streams(tmp_path):
         client.close()
     assert process.returncode is not None
     assert took < 9, f"shutdown took {took:.1f}s"
+
+
+def test_history_is_bounded_by_count_and_by_size(settings):
+    storage = RedisStreamStorage()
+    channel = f"{settings.EVENTSTREAM_USERS_CHANNEL}-bounds"
+    settings.EVENTSTREAM_HISTORY = 3
+    settings.EVENTSTREAM_HISTORY_MB = 1
+    ids = [storage.append_event(channel, "user.updated", "x" * 10).id for _ in range(5)]
+    assert [e.id for e in storage.get_events(channel, ids[1])] == ids[2:]
+    with pytest.raises(EventDoesNotExist):
+        storage.get_events(channel, ids[0])  # trimmed: more than 3 events
+
+    big = [storage.append_event(channel, "users.ingested", "y" * 400_000).id for _ in range(3)]
+    assert [e.id for e in storage.get_events(channel, big[0])] == big[1:]  # 800 KB kept
+    with pytest.raises(EventDoesNotExist):
+        storage.get_events(channel, ids[-1])  # trimmed: over 1 MB
+    huge = storage.append_event(channel, "users.ingested", "z" * 2_000_000).id
+    assert [e.id for e in storage.get_events(channel, huge - 1)] == [huge]  # newest always kept
+    assert storage.get_events(channel, huge) == []
