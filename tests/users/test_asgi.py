@@ -28,11 +28,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup, tmp_path_factory):
+def start_server(log_path, **env: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    log_path = tmp_path_factory.mktemp("api-web") / "web.log"
-    env = subprocess_env(DATABASE_POOL="true", API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day")
+    env = subprocess_env(DATABASE_POOL="true", **env)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "viswals.asgi:application", "--host",
@@ -44,7 +42,7 @@ def server(django_db_setup, tmp_path_factory):
     while True:
         try:
             httpx.get(f"{base}/users/0", timeout=1)
-            break
+            return process, base
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
@@ -52,9 +50,24 @@ def server(django_db_setup, tmp_path_factory):
                     f"server did not start:\n{log_path.read_text()[-3000:]}"
                 ) from None
             time.sleep(0.2)
-    yield base
+
+
+def stop_server(process: subprocess.Popen) -> None:
     process.terminate()
-    process.wait(timeout=15)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, tmp_path_factory):
+    process, base = start_server(
+        tmp_path_factory.mktemp("api-web") / "web.log",
+        API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
+    )
+    yield base
+    stop_server(process)
 
 
 def get(url: str, **headers: str) -> httpx.Response:
@@ -115,3 +128,22 @@ def test_anonymous_reads_are_rate_limited(server, user):
     limited = get(f"{server}/users", **{"X-Forwarded-For": client})  # one limit for the API
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_reads_are_served_from_postgres_when_redis_is_down(user, tmp_path):
+    # A server whose Redis URL points where nothing listens (the shared Redis keeps running).
+    process, base = start_server(
+        tmp_path / "web.log",
+        REDIS_URL="redis://127.0.0.1:1/0",
+        API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
+    )
+    try:
+        for _ in range(RATE_LIMIT + 1):  # the rate limit fails open, too
+            response = get(f"{base}/users/{user.id}")
+            assert response.status_code == 200
+            assert response.json()["first_name"] == "Zoë"
+        assert get(f"{base}/users/987654321").status_code == 404
+        assert get(f"{base}/users?name=zo").status_code == 200
+    finally:
+        stop_server(process)
+    assert "Redis unavailable" in (tmp_path / "web.log").read_text()
