@@ -318,10 +318,16 @@ def api_token() -> str:
 # --- (c) ingest with clients -----------------------------------------------------------------
 
 
-async def ingest_once(path: Path, port: int, clients: int) -> dict:
+def cpu_seconds(process: subprocess.Popen) -> float:
+    parent = psutil.Process(process.pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
+
+
+async def ingest_once(path: Path, port: int, server: subprocess.Popen, clients: int) -> dict:
     psql("TRUNCATE users_user, ingest_ingestrun CASCADE")
     streams = await open_streams(port, clients) if clients else []
     await asyncio.sleep(0.5)
+    server_cpu, client_cpu = cpu_seconds(server), time.process_time()
     started = time.perf_counter()
     await asyncio.to_thread(
         manage,
@@ -346,6 +352,8 @@ async def ingest_once(path: Path, port: int, clients: int) -> dict:
 
         await wait_for(lambda: all(received(s) >= batches for s in streams), 60)
         result["received"] = [received(s) for s in streams]
+        result["server_cpu"] = cpu_seconds(server) - server_cpu
+        result["client_cpu"] = time.process_time() - client_cpu
         result["errors"] = sum(bool(s.error) for s in streams)
         close_streams(streams)
     return result
@@ -411,27 +419,30 @@ async def run(args, port: int, server: subprocess.Popen, token: str, path: Path)
     try:
         plain, loaded = [], []
         for _ in range(args.rounds):
-            plain.append(await ingest_once(path, port, 0))
-            loaded.append(await ingest_once(path, port, 10))
+            plain.append(await ingest_once(path, port, server, 0))
+            loaded.append(await ingest_once(path, port, server, 10))
             print(
                 f"    ingest: {plain[-1]['rows_per_s']:,.0f} rows/s without clients, "
                 f"{loaded[-1]['rows_per_s']:,.0f} with 10; batches {loaded[-1]['batches']}, "
                 f"received per client {sorted(set(loaded[-1]['received']))}, "
-                f"stream errors {loaded[-1]['errors']}",
+                f"stream errors {loaded[-1]['errors']}; CPU spent streaming: web server "
+                f"{loaded[-1]['server_cpu']:.1f}s, load client {loaded[-1]['client_cpu']:.1f}s",
                 flush=True,
             )
     finally:
         worker.terminate()
         worker.wait(timeout=60)
-    base = statistics.median(r["rows_per_s"] for r in plain)
-    with_clients = statistics.median(r["rows_per_s"] for r in loaded)
     complete = all(min(r["received"]) >= r["batches"] for r in loaded)
-    print(
-        f"(c) ingest {args.rows:,} rows: {base:,.0f} rows/s without clients, {with_clients:,.0f} "
-        f"with 10 (drop {(1 - with_clients / base) * 100:.1f}%, target <= 10%); every client got "
-        f"every batch event: {complete}",
-        flush=True,
-    )
+    for label, pick in (("median", statistics.median), ("best", max)):
+        base = pick(r["rows_per_s"] for r in plain)
+        with_clients = pick(r["rows_per_s"] for r in loaded)
+        print(
+            f"(c) ingest {args.rows:,} rows, {label} of {args.rounds}: {base:,.0f} rows/s without "
+            f"clients, {with_clients:,.0f} with 10 (drop {(1 - with_clients / base) * 100:.1f}%, "
+            f"target <= 10%)",
+            flush=True,
+        )
+    print(f"    every client got every batch event: {complete}", flush=True)
     print(f"    event history in Redis after the runs: {history_mb():.0f} MB", flush=True)
 
 

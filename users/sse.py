@@ -96,12 +96,7 @@ def _redis():
         with _client_lock:
             client = _clients.get(key)
             if client is None:
-                client = redis.Redis(
-                    **settings.EVENTSTREAM_REDIS,
-                    decode_responses=True,
-                    socket_connect_timeout=2,
-                    socket_timeout=5,
-                )
+                client = redis.Redis(**{**settings.EVENTSTREAM_REDIS, "decode_responses": True})
                 _clients[key] = client
     return client
 
@@ -211,13 +206,15 @@ class SupervisedListenerManager(eventstream_views.ListenerManager):
             # No silent internal reconnects: every lost connection comes back here, so the
             # streams re-read the history for whatever was published while we were away.
             client = Redis(
-                **settings.EVENTSTREAM_REDIS,
-                retry=Retry(NoBackoff(), 0),
-                socket_connect_timeout=2,
-                socket_keepalive=True,
-                client_name=f"{settings.EVENTSTREAM_KEY_PREFIX}:listener",
+                **{
+                    **settings.EVENTSTREAM_REDIS,
+                    "retry": Retry(NoBackoff(), 0),
+                    "socket_timeout": None,  # waits are bounded by get_message(timeout=...)
+                    "socket_keepalive": True,
+                    "client_name": f"{settings.EVENTSTREAM_KEY_PREFIX}:listener",
+                }
             )
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub()  # get_message() returns None only on a quiet timeout
             try:
                 await pubsub.subscribe(PUBSUB_CHANNEL)
                 self.subscriptions += 1
@@ -226,11 +223,17 @@ class SupervisedListenerManager(eventstream_views.ListenerManager):
                 self._last_ids.clear()
                 self._resync(None)
                 delay = 0.5
+                pinged = False
                 while True:
                     message = await pubsub.get_message(timeout=LISTENER_PING_INTERVAL)
                     if message is None:
+                        if pinged:  # a half-open connection: writes pass, nothing comes back
+                            raise ConnectionError("no reply to PING")
                         await pubsub.ping()
-                    elif message["type"] == "message":
+                        pinged = True
+                        continue
+                    pinged = False
+                    if message["type"] == "message":
                         self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise

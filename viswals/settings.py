@@ -263,6 +263,9 @@ if "path" in _redis_parts:  # unix:// URL
     EVENTSTREAM_REDIS["unix_socket_path"] = _redis_parts["path"]
 if REDIS_URL.startswith("rediss://"):
     EVENTSTREAM_REDIS["ssl"] = True
+# Events are sent after commit, inside the request or task: a stuck Redis must not hold them up
+# for long (the error is logged, the write stands).
+EVENTSTREAM_REDIS |= {"socket_connect_timeout": 2, "socket_timeout": 5}
 # Event history for Last-Event-ID resume lives in Redis (one capped stream per channel), not in
 # the library's Django model storage, which holds a database connection per open stream.
 EVENTSTREAM_STORAGE_CLASS = "users.sse.RedisStreamStorage"
