@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
-from django.db.models import Q, QuerySet, Value
+from django.db.models import QuerySet, Value
 from django.db.models.functions import Concat
 
 from users.models import User
@@ -96,13 +96,9 @@ class UserFilter(django_filters.FilterSet):
         value = value.strip()
         if not value:
             return queryset
-        condition = Q(first_name__icontains=value) | Q(last_name__icontains=value)
-        if " " in value:
-            # Only a value with a space can match across the two names; without one, a match
-            # in "first last" is a match in one of the names, which their own indexes serve.
-            queryset = queryset.alias(full_name=full_name_expression())
-            condition |= Q(full_name__icontains=value)
-        return queryset.filter(condition)
+        # A substring of the first or the last name is a substring of "first last" too, so
+        # one condition (and one trigram index) covers all three.
+        return queryset.alias(full_name=full_name_expression()).filter(full_name__icontains=value)
 
     def filter_deleted(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:

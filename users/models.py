@@ -38,10 +38,13 @@ class User(models.Model):
             # API list: keyset pagination ordered by last name (id breaks ties).
             models.Index(fields=["last_name", "id"], name="users_last_name_id_idx"),
             # API substring filters (users.filters.UserFilter; migration 0003 adds pg_trgm).
-            _trigram_index("first_name", "users_first_name_trgm"),
-            _trigram_index("last_name", "users_last_name_trgm"),
+            # Only two trigram indexes: each one costs every ingested row dearly (GIN), and a
+            # substring of either name is a substring of "first last", so one serves `name`.
             _trigram_index("email_address", "users_email_trgm"),
             _trigram_index(Concat("first_name", Value(" "), "last_name"), "users_full_name_trgm"),
+            # Exact, case-insensitive name filters (`first_name`, `last_name`): cheap b-trees.
+            models.Index(Upper("first_name"), name="users_first_name_upper_idx"),
+            models.Index(Upper("last_name"), name="users_last_name_upper_idx"),
         ]
 
     def __str__(self) -> str:

@@ -47,6 +47,8 @@ _STAGE_SQL = (
 _MERGE_SQL = f"""
 INSERT INTO users_user AS u ({_UPSERT_COLUMNS})
 SELECT {_UPSERT_COLUMNS} FROM users_user_stage
+-- Lock rows in one global order, so concurrent batches sharing ids never deadlock.
+ORDER BY id
 ON CONFLICT (id) DO UPDATE SET
     first_name = EXCLUDED.first_name,
     last_name = EXCLUDED.last_name,
