@@ -10,7 +10,7 @@ import os
 import redis.asyncio as aioredis
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-PREFIX = os.environ.get("USERS_CACHE_PREFIX", "users:v1")
+PREFIX = os.environ.get("USERS_CACHE_PREFIX", "users:v2")
 _client = None
 
 _JSON = [(b"content-type", b"application/json")]
@@ -29,7 +29,8 @@ async def app(scope, receive, send):
     if _client is None:
         _client = aioredis.Redis.from_url(REDIS_URL, max_connections=64)
     user_id = scope["path"].rsplit("/", 1)[-1]
-    body = await _client.hget(f"{PREFIX}:{user_id}", "json") if user_id.isdigit() else None
+    entry = await _client.get(f"{PREFIX}:{user_id}") if user_id.isdigit() else None
+    body = entry.partition(b"|")[2] if entry is not None else None  # "<version>|<json>"
     status = 200 if body is not None else 404
     await send({"type": "http.response.start", "status": status, "headers": _JSON})
     await send({"type": "http.response.body", "body": body or b'{"detail":"Not found."}'})

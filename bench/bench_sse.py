@@ -41,7 +41,7 @@ ENV = {
     **os.environ,
     "DJANGO_DEBUG": "true",
     "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-    "USERS_CACHE_PREFIX": f"{TAG}:users:v1",
+    "USERS_CACHE_PREFIX": f"{TAG}:users:v2",
     "INGEST_QUEUE": f"ingest-{TAG}",
     "EVENTSTREAM_USERS_CHANNEL": CHANNEL,
     "EVENTSTREAM_KEY_PREFIX": f"{TAG}:sse",

@@ -33,7 +33,6 @@ from ingest.tasks import store_batch
 logger = logging.getLogger(__name__)
 
 
-
 def publish_retry_policy() -> dict:
     """Reconnect and re-publish with backoff (about a minute by default) before giving up."""
     return {

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Read by settings.py at import, and by every subprocess (workers, web servers) tests start.
 TEST_ENV = {
     "DJANGO_DEBUG": "true",
-    "USERS_CACHE_PREFIX": f"{RUN_ID}:users:v1",
+    "USERS_CACHE_PREFIX": f"{RUN_ID}:users:v2",
     "INGEST_QUEUE": f"ingest-{RUN_ID}",
     "EVENTSTREAM_USERS_CHANNEL": f"{RUN_ID}-users",
     "EVENTSTREAM_KEY_PREFIX": f"{RUN_ID}:sse",

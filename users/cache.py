@@ -1,9 +1,11 @@
 """Every Redis key and every cache read/write for users.
 
-A user is cached as a hash `<USERS_CACHE_PREFIX>:<id>` with two fields: `json` (the user payload,
-see payloads.py) and `v` (the version of the write: ingest run and line, 0 for API/admin writes).
-Ingest writes are conditional on the version, so when two workers commit the same id out of
-order the cache still ends with what PostgreSQL holds. Redis failures are logged, never raised:
+A user is cached as a string `<USERS_CACHE_PREFIX>:<id>` holding `<version>|<json>`: the version
+of the write (ingest run and line, 0 for API/admin writes) and the user payload (payloads.py).
+A plain string rather than a hash: a 200-byte payload pushes a hash out of Redis' compact
+encoding, which doubles the memory per user. Ingest writes are conditional on the version, so
+when two workers commit the same id out of order the cache still ends with what PostgreSQL
+holds. Redis failures are logged, never raised:
 PostgreSQL is the source of truth and reads fall back to it.
 """
 
@@ -34,10 +36,13 @@ local count = 0
 for id, version in string.gmatch(ARGV[3], "(%d+):(%d+)") do
   local key = prefix .. id
   local payload = payloads()
-  local current = redis.call('HGET', key, 'v')
+  local current = string.match(redis.call('GETRANGE', key, 0, 20), '^(%d+)|')
   if (not current) or tonumber(current) <= tonumber(version) then
-    redis.call('HSET', key, 'v', version, 'json', payload)
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    if ttl > 0 then
+      redis.call('SET', key, version .. '|' .. payload, 'PX', ttl)
+    else
+      redis.call('SET', key, version .. '|' .. payload)
+    end
     count = count + 1
   end
 end
@@ -58,6 +63,18 @@ def user_key(user_id: int) -> str:
 def ingest_version(*, run_id: int, line: int) -> int:
     """Order of ingest writes: a later run wins, then a later line (fits a Lua number)."""
     return run_id * 1_000_000_000 + line
+
+
+def encode_entry(version: int, payload_json: str | bytes) -> bytes:
+    """The stored form of a cached user: its version, a bar, its JSON."""
+    if isinstance(payload_json, str):
+        payload_json = payload_json.encode()
+    return b"%d|%s" % (version, payload_json)
+
+
+def entry_json(entry: bytes | None) -> bytes | None:
+    """The JSON of a stored entry (None stays None)."""
+    return None if entry is None else entry.partition(b"|")[2]
 
 
 def _ttl_ms() -> int:
@@ -95,11 +112,7 @@ def cache_user(payload: dict) -> None:
     """Store one user unconditionally (API and admin writes: they are the newest state)."""
     key = user_key(payload["id"])
     try:
-        pipe = redis_client().pipeline(transaction=True)
-        pipe.hset(key, mapping={"v": 0, "json": to_json(payload)})
-        if _ttl_ms():
-            pipe.pexpire(key, _ttl_ms())
-        pipe.execute()
+        redis_client().set(key, encode_entry(0, to_json(payload)), px=_ttl_ms() or None)
     except RedisError:
         logger.exception("cache: could not store user %s", payload["id"])
 
@@ -112,7 +125,7 @@ def cache_user_if_absent(user_id: int, version: int, payload: dict) -> None:
 def cached_user_json(user_id: int) -> bytes | None:
     """The cached JSON of a user, or None on a miss or when Redis is unavailable."""
     try:
-        return redis_client().hget(user_key(user_id), "json")
+        return entry_json(redis_client().get(user_key(user_id)))
     except RedisError:
         logger.warning("cache: Redis unavailable reading user %s; using PostgreSQL", user_id)
         return None
@@ -184,14 +197,14 @@ async def acached_user_json(
     try:
         client = async_redis_client()
         if throttle is None:
-            return await client.hget(user_key(user_id), "json"), None
+            return entry_json(await client.get(user_key(user_id))), None
         key, ttl = throttle
         pipe = client.pipeline(transaction=False)
-        pipe.hget(user_key(user_id), "json")
+        pipe.get(user_key(user_id))
         pipe.incr(key)
         pipe.expire(key, ttl, nx=True)
         cached, count, _ = await pipe.execute()
-        return cached, count
+        return entry_json(cached), count
     except (RedisError, OSError):
         logger.warning("cache: Redis unavailable reading user %s; using PostgreSQL", user_id)
         return None, None

@@ -119,7 +119,7 @@ CACHES = {
     },
 }
 # Every user key is "<USERS_CACHE_PREFIX>:<id>"; bump the version when the cached shape changes.
-USERS_CACHE_PREFIX = env.str("USERS_CACHE_PREFIX", default="users:v1")
+USERS_CACHE_PREFIX = env.str("USERS_CACHE_PREFIX", default="users:v2")
 # Expiry of cached users in seconds; 0 keeps them until they change or are deleted.
 USERS_CACHE_TTL = env.int("USERS_CACHE_TTL", default=7 * 24 * 3600)
 

@@ -32,9 +32,9 @@ def publish(path: str, *extra: str, report=None) -> dict:
 
 
 def cached(redis_client, user_id: int) -> dict | None:
-    from users.cache import user_key
+    from users.cache import cached_user_json
 
-    raw = redis_client.hget(user_key(user_id), "json")
+    raw = cached_user_json(user_id)
     return None if raw is None else json.loads(raw)
 
 

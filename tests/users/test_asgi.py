@@ -89,9 +89,11 @@ def test_miss_then_hit(server, user, redis_client):
     assert first.status_code == 200
     assert first.headers["content-type"] == "application/json"
     assert first.json()["first_name"] == "Zoë"
-    raw = redis_client.hget(cache.user_key(user.id), "json")
+    raw = cache.cached_user_json(user.id)
     assert raw == first.content  # filled on the miss, and the same bytes
-    redis_client.hset(cache.user_key(user.id), "json", b'{"id":%d,"from":"redis"}' % user.id)
+    redis_client.set(
+        cache.user_key(user.id), cache.encode_entry(0, b'{"id":%d,"from":"redis"}' % user.id)
+    )
     assert get(f"{server}/users/{user.id}").json() == {"id": user.id, "from": "redis"}
 
 

@@ -27,7 +27,7 @@ DEAD_REDIS = {
 
 
 def cached(redis_client, user_id: int) -> dict | None:
-    raw = redis_client.hget(cache.user_key(user_id), "json")
+    raw = cache.cached_user_json(user_id)
     return None if raw is None else json.loads(raw)
 
 
@@ -46,7 +46,7 @@ def test_hit_is_served_from_redis(api_client, user_factory, clean_user_cache, re
     clean_user_cache(user.id)
     api_client.get(f"/users/{user.id}")
     # Prove the next read does not touch PostgreSQL: change the cached copy only.
-    redis_client.hset(cache.user_key(user.id), "json", '{"id":1,"marker":true}')
+    redis_client.set(cache.user_key(user.id), cache.encode_entry(0, '{"id":1,"marker":true}'))
     response = api_client.get(f"/users/{user.id}")
     assert response.content == b'{"id":1,"marker":true}'  # bytes as cached, not re-encoded
 
@@ -140,7 +140,7 @@ def test_async_read_returns_cached_bytes_and_counts(
     user_factory, redis_client, clean_user_cache, settings
 ):
     clean_user_cache(123456789)
-    redis_client.hset(cache.user_key(123456789), "json", b'{"id":123456789}')
+    redis_client.set(cache.user_key(123456789), cache.encode_entry(0, b'{"id":123456789}'))
     key = f"{settings.USERS_CACHE_PREFIX}:throttle:test"
     try:
         first = asyncio.run(cache.acached_user_json(123456789, throttle=(key, 60)))
