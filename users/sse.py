@@ -32,6 +32,7 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django_eventstream import eventstream as eventstream_module
 from django_eventstream import utils as eventstream_utils
 from django_eventstream import views as eventstream_views
 from django_eventstream.channelmanager import DefaultChannelManager
@@ -332,6 +333,19 @@ def _sse_encode_event(event_type, data, event_id=None, escape=False, json_encode
 
 # stream() imports it from django_eventstream.utils each time a stream starts.
 eventstream_utils.sse_encode_event = _sse_encode_event
+
+# send_event also formats every event for a GRIP proxy (Pushpin), escaping it one character at a
+# time in Python, even when no proxy is configured: about 0.3 s of a worker's CPU per 1 MB ingest
+# batch event, more than storing the batch. Without a proxy there is nothing to publish to.
+_library_publish_event = eventstream_module.publish_event
+
+
+def _publish_event_to_grip_proxy(*args, **kwargs) -> None:
+    if getattr(settings, "GRIP_URL", None) or getattr(settings, "GRIP_PROXIES", None):
+        _library_publish_event(*args, **kwargs)
+
+
+eventstream_module.publish_event = _publish_event_to_grip_proxy
 
 # --- View -------------------------------------------------------------------------------------
 
