@@ -7,6 +7,8 @@ PYTHON ?= python3
 # Local runs use development settings; production sets its own environment (.env.example).
 LOCAL := DJANGO_DEBUG=$${DJANGO_DEBUG:-true}
 SAMPLE ?= data/users.csv
+# The Procfile commands (uvicorn, celery) come from the venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run install services database migrate web worker publish test lint format bench \
 	system-deps clean
@@ -32,17 +34,17 @@ migrate: database
 run: migrate
 	$(LOCAL) $(PY) manage.py collectstatic --noinput --verbosity 0
 	$(LOCAL) $(PY) manage.py setup_local_access
-	@set -m; $(LOCAL) $(VENV)/bin/honcho start -f Procfile & honcho=$$!; \
+	@set -m; $(LOCAL) $(VENV)/bin/honcho start -f Procfile --port $${PORT:-8080} & honcho=$$!; \
 	trap 'kill -TERM -$$honcho 2>/dev/null; wait $$honcho' INT TERM; \
 	$(LOCAL) $(PY) manage.py publish_csv $(SAMPLE) --wait --timeout 120 \
 	  && echo "API: http://localhost:$${PORT:-8080}/users  live page: http://localhost:$${PORT:-8080}/users/live  admin: http://localhost:$${PORT:-8080}/admin/"; \
 	wait $$honcho
 
 web: migrate
-	$(LOCAL) $(VENV)/bin/honcho start -f Procfile web
+	$(LOCAL) $(VENV)/bin/honcho start -f Procfile --port $${PORT:-8080} web
 
 worker: migrate
-	$(LOCAL) $(VENV)/bin/honcho start -f Procfile worker
+	$(LOCAL) $(VENV)/bin/honcho start -f Procfile --port $${PORT:-8080} worker
 
 publish: migrate
 	$(LOCAL) $(PY) manage.py publish_csv $(SAMPLE) --wait
