@@ -5,9 +5,6 @@ themselves."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -83,46 +80,12 @@ def redis_client():
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real Celery worker (prefork, concurrency 2) consuming this run's ingest queue."""
+    from tests.processes import Worker
+
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "viswals",
-                "worker",
-                "-Q",
-                TEST_ENV["INGEST_QUEUE"],
-                "-c",
-                "2",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{RUN_ID}@%h",
-            ],
-            cwd=ROOT,
-            env=subprocess_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while b"ready." not in log_path.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"worker did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-    process.log_path = log_path
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    worker = Worker(log_path, TEST_ENV["INGEST_QUEUE"], RUN_ID, concurrency=2)
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture

@@ -17,30 +17,28 @@ EDITABLE = [
 ]
 
 
-class DeletedFilter(admin.SimpleListFilter):
-    title = "deleted"
-    parameter_name = "deleted"
+class _IsSetFilter(admin.SimpleListFilter):
+    """Yes/no on whether a nullable timestamp is set (deleted_at, merged_at)."""
+
+    field: str
 
     def lookups(self, request, model_admin):
-        return [("yes", "Deleted"), ("no", "Not deleted")]
+        return [("yes", self.title.capitalize()), ("no", f"Not {self.title}")]
 
     def queryset(self, request, queryset):
         if self.value() in ("yes", "no"):
-            return queryset.filter(deleted_at__isnull=self.value() == "no")
+            return queryset.filter(**{f"{self.field}__isnull": self.value() == "no"})
         return queryset
 
 
-class MergedFilter(DeletedFilter):
-    title = "merged"
-    parameter_name = "merged"
+class DeletedFilter(_IsSetFilter):
+    title = parameter_name = "deleted"
+    field = "deleted_at"
 
-    def lookups(self, request, model_admin):
-        return [("yes", "Merged"), ("no", "Not merged")]
 
-    def queryset(self, request, queryset):
-        if self.value() in ("yes", "no"):
-            return queryset.filter(merged_at__isnull=self.value() == "no")
-        return queryset
+class MergedFilter(_IsSetFilter):
+    title = parameter_name = "merged"
+    field = "merged_at"
 
 
 @admin.register(User)

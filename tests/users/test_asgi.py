@@ -4,15 +4,11 @@ path ahead of Django) against this run's PostgreSQL and Redis."""
 from __future__ import annotations
 
 import itertools
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, subprocess_env
+from tests.processes import WebServer
 from users import cache
 from users.models import User
 
@@ -22,52 +18,15 @@ RATE_LIMIT = 5
 _clients = itertools.count(1)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(log_path, **env: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = subprocess_env(DATABASE_POOL="true", **env)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "viswals.asgi:application", "--host",
-             "127.0.0.1", "--port", str(port), "--no-access-log"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{base}/users/0", timeout=1)
-            return process, base
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(
-                    f"server did not start:\n{log_path.read_text()[-3000:]}"
-                ) from None
-            time.sleep(0.2)
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 @pytest.fixture(scope="module")
 def server(django_db_setup, tmp_path_factory):
-    process, base = start_server(
+    server = WebServer(
         tmp_path_factory.mktemp("api-web") / "web.log",
+        workers=1,
         API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
     )
-    yield base
-    stop_server(process)
+    yield server.base
+    server.stop()
 
 
 def get(url: str, **headers: str) -> httpx.Response:
@@ -134,11 +93,13 @@ def test_anonymous_reads_are_rate_limited(server, user):
 
 def test_reads_are_served_from_postgres_when_redis_is_down(user, tmp_path):
     # A server whose Redis URL points where nothing listens (the shared Redis keeps running).
-    process, base = start_server(
+    server = WebServer(
         tmp_path / "web.log",
+        workers=1,
         REDIS_URL="redis://127.0.0.1:1/0",
         API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
     )
+    base = server.base
     try:
         for _ in range(RATE_LIMIT + 1):  # the rate limit fails open, too
             response = get(f"{base}/users/{user.id}")
@@ -147,5 +108,5 @@ def test_reads_are_served_from_postgres_when_redis_is_down(user, tmp_path):
         assert get(f"{base}/users/987654321").status_code == 404
         assert get(f"{base}/users?name=zo").status_code == 200
     finally:
-        stop_server(process)
+        server.stop()
     assert "Redis unavailable" in (tmp_path / "web.log").read_text()

@@ -7,9 +7,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from itertools import count
 
@@ -19,7 +17,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from websockets.sync.client import connect as ws_connect
 
-from tests.conftest import ROOT, subprocess_env
+from tests.processes import WebServer
 from users.events import users_ingested
 
 pytestmark = [
@@ -42,12 +40,6 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_until(check, timeout: float, message: str):
     deadline = time.monotonic() + timeout
     while True:
@@ -60,48 +52,9 @@ def wait_until(check, timeout: float, message: str):
 
 @pytest.fixture
 def web_server(django_db_setup, tmp_path):
-    port = free_port()
-    log_path = tmp_path / "web.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "viswals.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--timeout-graceful-shutdown",
-                "5",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=subprocess_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready():
-        try:
-            return httpx.get(f"{base}/users/live", timeout=1).status_code == 200
-        except httpx.TransportError:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            return False
-
-    try:
-        wait_until(ready, 30, "server did not start")
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    server = WebServer(tmp_path / "web.log", graceful_timeout=5)
+    yield server.base
+    server.stop()
 
 
 class Page:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import queue
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +16,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django_eventstream.storage import EventDoesNotExist
 
-from tests.conftest import ROOT, subprocess_env
+from tests.processes import WebServer
 from users.events import user_created
 from users.services import user_create, user_delete
 from users.sse import RedisStreamStorage, history_keys
@@ -30,68 +26,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(log_path, workers: int = 2) -> tuple[subprocess.Popen, str]:
-    """The Procfile's web command on a free loopback port; returns (process, base URL)."""
-    port = free_port()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "viswals.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--timeout-graceful-shutdown",
-                "5",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=subprocess_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/users/live", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"server did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
-def stop_server(process: subprocess.Popen) -> float:
-    """SIGTERM, as a process manager does; return the seconds it took to exit."""
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    return time.monotonic() - started
-
-
 @pytest.fixture(scope="module")
 def sse_server(django_db_setup, tmp_path_factory):
-    process, base = start_server(tmp_path_factory.mktemp("web") / "web.log")
-    yield base
-    stop_server(process)
+    server = WebServer(tmp_path_factory.mktemp("web") / "web.log", graceful_timeout=5)
+    yield server.base
+    server.stop()
 
 
 @dataclass
@@ -300,13 +239,13 @@ def test_reading_the_history_uses_no_database(django_assert_num_queries):
 
 
 def test_shutdown_does_not_hang_on_open_streams(tmp_path):
-    process, base = start_server(tmp_path / "web.log", workers=1)
-    client = SSEClient(f"{base}/users/sse")
+    server = WebServer(tmp_path / "web.log", workers=1, graceful_timeout=5)
+    client = SSEClient(f"{server.base}/users/sse")
     try:
-        took = stop_server(process)
+        took = server.stop()
     finally:
         client.close()
-    assert process.returncode is not None
+    assert server.process.returncode is not None
     assert took < 9, f"shutdown took {took:.1f}s"
 
 
@@ -327,3 +266,52 @@ def test_history_is_bounded_by_count_and_by_size(settings):
     huge = storage.append_event(channel, "users.ingested", "z" * 2_000_000).id
     assert [e.id for e in storage.get_events(channel, huge - 1)] == [huge]  # newest always kept
     assert storage.get_events(channel, huge) == []
+
+
+def _recording_manager():
+    from users.sse import SupervisedListenerManager
+
+    manager = SupervisedListenerManager()
+    delivered: list[int] = []
+    resyncs: list[str] = []
+    manager.add_to_queues = lambda channel, event: delivered.append(event.id)
+    manager._resync = resyncs.append
+    manager.listeners_by_channel = {"c": {object()}}
+    manager._last_ids["c"] = 4
+    return manager, delivered, resyncs
+
+
+def _message(event_id: int) -> str:
+    return json.dumps({"channel": "c", "event_type": "t", "data": "{}", "pub_id": str(event_id)})
+
+
+def test_messages_arriving_out_of_order_are_delivered_in_order():
+    import asyncio
+
+    manager, delivered, resyncs = _recording_manager()
+
+    async def arrive():
+        for event_id in (6, 8, 5, 7, 7, 3):  # gaps, a duplicate and a late one
+            manager._dispatch(_message(event_id))
+        await asyncio.sleep(0.4)
+
+    asyncio.run(arrive())
+    assert delivered == [5, 6, 7, 8]
+    assert resyncs == []  # no stream had to re-read the history
+
+
+def test_a_gap_that_never_fills_sends_streams_to_the_history():
+    import asyncio
+
+    from users.sse import REORDER_WAIT
+
+    manager, delivered, resyncs = _recording_manager()
+
+    async def arrive():
+        manager._dispatch(_message(6))
+        await asyncio.sleep(REORDER_WAIT + 0.2)
+        manager._dispatch(_message(7))
+
+    asyncio.run(arrive())
+    assert resyncs == ["c"]  # 5 never came: streams read 5 and 6 from the history
+    assert delivered == [7]

@@ -1,0 +1,96 @@
+"""Real processes for tests: the Procfile's web command (uvicorn) and Celery workers, on loopback
+ports and this test run's queue, each with its output kept in a file."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT, subprocess_env
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Process:
+    """A child process started with this test run's environment; its output goes to a file."""
+
+    stop_timeout = 15.0
+
+    def __init__(self, log_path: Path, command: list[str], env: dict[str, str]) -> None:
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", *command],
+                cwd=ROOT,
+                env=subprocess_env(**env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until_ready(self, is_ready, what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not is_ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"{what} did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float | None = None) -> float:
+        """SIGTERM, as a process manager does; return the seconds it took to exit."""
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout or self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return time.monotonic() - started
+
+
+class WebServer(_Process):
+    """The Procfile's web command (uvicorn) on a free loopback port."""
+
+    def __init__(
+        self, log_path: Path, workers: int = 2, graceful_timeout: int = 3, **env: str
+    ) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        command = ["uvicorn", "viswals.asgi:application", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--workers", str(workers), "--no-access-log",
+                   "--timeout-graceful-shutdown", str(graceful_timeout)]  # fmt: skip
+        super().__init__(log_path, command, env)
+        self.wait_until_ready(self._healthy, "server")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+class Worker(_Process):
+    """A Celery worker process (prefork) on one queue; SIGTERM is Celery's warm shutdown."""
+
+    stop_timeout = 30.0
+
+    def __init__(self, log_path: Path, queue: str, name: str, concurrency: int = 1, **env):
+        command = ["celery", "-A", "viswals", "worker", "-Q", queue, "-c", str(concurrency),
+                   "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                   "--without-heartbeat", "-n", f"{name}@%h"]  # fmt: skip
+        super().__init__(log_path, command, {"INGEST_QUEUE": queue, **env})
+        self.wait_until_ready(lambda: "ready." in self.log(), "worker")
