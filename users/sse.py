@@ -175,6 +175,11 @@ class UsersChannelManager(DefaultChannelManager):
 # Seconds without a message after which the listener pings Redis to detect a dead connection.
 LISTENER_PING_INTERVAL = 10.0
 LISTENER_MAX_BACKOFF = 5.0
+# Several processes send events: ids are allocated in order, but their messages can arrive out
+# of order. A message that skips ids waits this long for the missing ones before the streams
+# are sent to read the history instead (re-reading costs each stream a Redis read and its own
+# encoding of ~1 MB batch events, which under a big import is most of the streaming work).
+REORDER_WAIT = 0.25
 
 
 class SupervisedListenerManager(eventstream_views.ListenerManager):
@@ -185,6 +190,7 @@ class SupervisedListenerManager(eventstream_views.ListenerManager):
         self.redis_listener = None  # the library's own one-shot listener is never started
         self._task: asyncio.Task | None = None
         self._last_ids: dict[str, int] = {}
+        self._early: dict[str, dict[int, Event]] = {}  # per channel: events ahead of a gap
         self.subscriptions = 0  # how many times the subscriber (re)subscribed; for tests/logs
 
     def add_listener(self, listener) -> None:
@@ -222,6 +228,7 @@ class SupervisedListenerManager(eventstream_views.ListenerManager):
                 if self.subscriptions > 1:
                     logger.info("sse: Redis subscriber reconnected")
                 self._last_ids.clear()
+                self._early.clear()
                 self._resync(None)
                 delay = 0.5
                 pinged = False
@@ -264,19 +271,45 @@ class SupervisedListenerManager(eventstream_views.ListenerManager):
         with self.lock:
             if channel not in self.listeners_by_channel:
                 return  # another environment's channel, or nobody listening here
+        event = Event(channel, event_type, data, id=event_id)
         last = self._last_ids.get(channel)
-        if event_id is not None and last is not None:
-            if last - settings.EVENTSTREAM_HISTORY <= event_id <= last:
-                return  # late: already delivered from the history after a gap
-            if event_id != last + 1:
-                # Messages from several processes can arrive out of id order. Everything up to
-                # this id is in the history already: let the streams read it from there.
+        if event_id is None or last is None or event_id == last + 1:
+            if event_id is not None:
                 self._last_ids[channel] = event_id
-                self._resync(channel)
-                return
-        if event_id is not None:
-            self._last_ids[channel] = event_id
-        self.add_to_queues(channel, Event(channel, event_type, data, id=event_id))
+            self.add_to_queues(channel, event)
+            self._deliver_early(channel)
+        elif event_id <= last:
+            return  # late: already delivered, or read from the history after a gap
+        else:
+            early = self._early.setdefault(channel, {})
+            if not early:
+                asyncio.get_running_loop().call_later(
+                    REORDER_WAIT, self._give_up_on_gap, channel, last + 1
+                )
+            early[event_id] = event
+
+    def _deliver_early(self, channel: str) -> None:
+        """Deliver held events that the last delivery made consecutive."""
+        early = self._early.get(channel)
+        while early and self._last_ids[channel] + 1 in early:
+            event = early.pop(self._last_ids[channel] + 1)
+            self._last_ids[channel] = event.id
+            self.add_to_queues(channel, event)
+
+    def _give_up_on_gap(self, channel: str, missing_id: int) -> None:
+        early = self._early.get(channel)
+        if not early:
+            return  # the gap filled in time
+        last = self._last_ids.get(channel)
+        if last is not None and last >= missing_id:  # it filled, but a later gap is open
+            asyncio.get_running_loop().call_later(
+                REORDER_WAIT, self._give_up_on_gap, channel, last + 1
+            )
+            return
+        # Everything up to the newest held id is in the history already: read it from there.
+        self._last_ids[channel] = max(early)
+        early.clear()
+        self._resync(channel)
 
     def _resync(self, channel: str | None) -> None:
         """Make open streams (of one channel, or all) re-read the history from their last id."""
