@@ -43,8 +43,9 @@ class CsvFileError(Exception):
     """The file as a whole cannot be used (no header, missing columns, not text)."""
 
 
-@dataclass(frozen=True, slots=True)
-class UserRow:
+class UserRow(NamedTuple):
+    """A validated, normalised user row (a tuple: workers make one per row, cheaply)."""
+
     id: int
     first_name: str
     last_name: str

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -66,8 +66,7 @@ RETURNING u.id
 """
 
 
-@dataclass(frozen=True, slots=True)
-class SourcedUser:
+class SourcedUser(NamedTuple):
     """A validated user with the file line it came from."""
 
     line: int
