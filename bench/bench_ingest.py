@@ -20,72 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-TAG = f"bench{os.getpid()}"
-DB = f"viswals_{TAG}"
-ENV = {
-    **os.environ,
-    "DJANGO_DEBUG": "true",
-    "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-    "USERS_CACHE_PREFIX": f"{TAG}:users:v2",
-    "INGEST_QUEUE": f"ingest-{TAG}",
-    "EVENTSTREAM_USERS_CHANNEL": f"{TAG}-users",
-    "LOG_LEVEL": "WARNING",
-}
-ENV.pop("DATABASE_POOL", None)
+from scratch import PY, ROOT, Scratch, generate_users
 
-
-def psql(sql: str, db: str = DB) -> str:
-    return subprocess.run(
-        [
-            "psql",
-            "-q",
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-t",
-            "-A",
-            "-c",
-            sql,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
-def manage(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=ENV, check=True, **kwargs)
-
-
-def generate(rows: int, path: Path) -> None:
-    if not path.exists():
-        subprocess.run(
-            [
-                PY,
-                "data/generate_users.py",
-                "--rows",
-                str(rows),
-                "--seed",
-                "1",
-                "--output",
-                str(path),
-            ],
-            cwd=ROOT,
-            check=True,
-        )
+SCRATCH = Scratch(f"bench{os.getpid()}")
+DB, ENV, TAG = SCRATCH.db, SCRATCH.env, SCRATCH.tag
+psql, manage = SCRATCH.psql, SCRATCH.manage
 
 
 def clean_lines(source: Path, target: Path) -> int:
@@ -165,31 +108,7 @@ def measure_floor(clean: Path, rows: int) -> float:
 
 def measure_end_to_end(path: Path, rows: int) -> tuple[float, float]:
     psql("TRUNCATE users_user, ingest_ingestrun CASCADE")
-    worker = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "celery",
-            "-A",
-            "viswals",
-            "worker",
-            "-Q",
-            ENV["INGEST_QUEUE"],
-            "-c",
-            "2",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"{TAG}@%h",
-        ],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(4)  # let the worker connect before the clock starts
+    worker = SCRATCH.start_worker()
     try:
         started = time.perf_counter()
         manage(
@@ -264,16 +183,6 @@ def purge_queue() -> None:
     subprocess.run(["rabbitmqctl", "-q", "purge_queue", ENV["INGEST_QUEUE"]], capture_output=True)
 
 
-def cleanup() -> None:
-    subprocess.run(["rabbitmqctl", "-q", "delete_queue", ENV["INGEST_QUEUE"]], capture_output=True)
-    subprocess.run(["redis-cli", "--scan", "--pattern", f"{TAG}:*"], capture_output=True)
-    subprocess.run(
-        f"redis-cli --scan --pattern '{TAG}:*' | xargs -r -n 1000 redis-cli del >/dev/null",
-        shell=True,
-    )
-    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=500_000)
@@ -282,24 +191,23 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(args.data_dir)
     path, big = data / f"users-{args.rows}.csv", data / f"users-{args.big_rows}.csv"
-    generate(args.rows, path)
+    generate_users(args.rows, path)
     clean = data / f"users-{args.rows}-clean.csv"
     clean_rows = clean_lines(path, clean)
 
-    psql(f"CREATE DATABASE {DB}", db="postgres")
+    SCRATCH.create()
     try:
-        manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
         floor = measure_floor(clean, clean_rows)
         end_to_end, stored = measure_end_to_end(path, args.rows)
         # The same run without the API's trigram indexes: what index upkeep costs the ingest.
         psql("DROP INDEX users_email_trgm, users_full_name_trgm")
         without_search_indexes, _ = measure_end_to_end(path, args.rows)
         paths = measure_write_paths(path)
-        generate(args.big_rows, big)
+        generate_users(args.big_rows, big)
         rss_small = producer_peak_rss_mb(path)
         rss_big = producer_peak_rss_mb(big)
     finally:
-        cleanup()
+        SCRATCH.cleanup()
 
     print(
         f"rows: {args.rows:,} ({clean_rows:,} structurally clean for the floor); "

@@ -21,54 +21,20 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import psutil
+from scratch import PY, ROOT, Scratch, free_port, generate_users
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-TAG = f"sseb{os.getpid()}"
-DB = f"viswals_{TAG}"
-CHANNEL = f"{TAG}-users"
-ENV = {
-    **os.environ,
-    "DJANGO_DEBUG": "true",
-    "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-    "USERS_CACHE_PREFIX": f"{TAG}:users:v2",
-    "INGEST_QUEUE": f"ingest-{TAG}",
-    "EVENTSTREAM_USERS_CHANNEL": CHANNEL,
-    "EVENTSTREAM_KEY_PREFIX": f"{TAG}:sse",
-    "API_ANON_THROTTLE_RATE": "",
-    "LOG_LEVEL": "WARNING",
-}
-ENV.pop("DATABASE_POOL", None)
-
-
-def psql(sql: str, db: str = DB) -> str:
-    return subprocess.run(
-        ["psql", "-q", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", db]
-        + ["-v", "ON_ERROR_STOP=1", "-t", "-A", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
-def manage(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=ENV, check=True, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SCRATCH = Scratch(f"sseb{os.getpid()}", API_ANON_THROTTLE_RATE="")
+DB, ENV, TAG = SCRATCH.db, SCRATCH.env, SCRATCH.tag
+CHANNEL = ENV["EVENTSTREAM_USERS_CHANNEL"]
+psql, manage = SCRATCH.psql, SCRATCH.manage
 
 
 # --- A light SSE client (asyncio streams: 500 of them must not eat the server's CPU) -----------
@@ -183,19 +149,6 @@ def server_rss_mb(process: subprocess.Popen) -> tuple[float, int]:
     parent = psutil.Process(process.pid)
     procs = [parent, *parent.children(recursive=True)]
     return sum(p.memory_info().rss for p in procs) / 2**20, sum(p.num_threads() for p in procs)
-
-
-def start_worker() -> subprocess.Popen:
-    worker = subprocess.Popen(
-        [PY, "-m", "celery", "-A", "viswals", "worker", "-Q", ENV["INGEST_QUEUE"], "-c", "2"]
-        + ["--loglevel", "WARNING", "--without-gossip", "--without-mingle", "-n", f"{TAG}@%h"],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(4)  # let it connect before any clock starts
-    return worker
 
 
 # --- (a) open streams ------------------------------------------------------------------------
@@ -370,25 +323,6 @@ def history_mb() -> float:
 # --- main -----------------------------------------------------------------------------------
 
 
-def generate(rows: int, path: Path) -> None:
-    if not path.exists():
-        subprocess.run(
-            [PY, "data/generate_users.py", "--rows", str(rows), "--seed", "1"]
-            + ["--output", str(path)],
-            cwd=ROOT,
-            check=True,
-        )
-
-
-def cleanup() -> None:
-    subprocess.run(["rabbitmqctl", "-q", "delete_queue", ENV["INGEST_QUEUE"]], capture_output=True)
-    subprocess.run(
-        f"redis-cli --scan --pattern '{TAG}:*' | xargs -r -n 1000 redis-cli del >/dev/null",
-        shell=True,
-    )
-    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", db="postgres")
-
-
 async def run(args, port: int, server: subprocess.Popen, token: str, path: Path) -> None:
     a = await bench_open_streams(port, server, args.streams)
     print(
@@ -415,7 +349,7 @@ async def run(args, port: int, server: subprocess.Popen, token: str, path: Path)
         f"p99 {b['post_p99']:.1f} ms",
         flush=True,
     )
-    worker = start_worker()
+    worker = SCRATCH.start_worker()
     try:
         plain, loaded = [], []
         for _ in range(args.rounds):
@@ -456,12 +390,11 @@ def main() -> None:
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
     args = parser.parse_args()
     path = Path(args.data_dir) / f"users-{args.rows}.csv"
-    generate(args.rows, path)
+    generate_users(args.rows, path)
 
-    psql(f"CREATE DATABASE {DB}", db="postgres")
+    SCRATCH.create()
     server = None
     try:
-        manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
         token = api_token()
         port = free_port()
         server = start_server(port)
@@ -470,7 +403,7 @@ def main() -> None:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
-        cleanup()
+        SCRATCH.cleanup()
 
 
 if __name__ == "__main__":

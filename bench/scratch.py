@@ -1,0 +1,88 @@
+"""What the benchmarks share: a scratch environment of their own (database, Redis key prefix,
+SSE channel and queue, named after a tag) that is removed at the end, and helpers around it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def generate_users(rows: int, path: Path) -> None:
+    """Make the benchmark's CSV with data/generate_users.py (once: it is reused if present)."""
+    if not path.exists():
+        command = [PY, "data/generate_users.py", "--rows", str(rows), "--seed", "1"]
+        subprocess.run([*command, "--output", str(path)], cwd=ROOT, check=True)
+
+
+class Scratch:
+    """A database, Redis prefix, SSE channel and queue for one benchmark run."""
+
+    def __init__(self, tag: str, **extra_env: str) -> None:
+        self.tag = tag
+        self.db = f"viswals_{tag}"
+        self.queue = f"ingest-{tag}"
+        self.env = {
+            **os.environ,
+            "DJANGO_DEBUG": "true",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{self.db}",
+            "USERS_CACHE_PREFIX": f"{tag}:users:v2",
+            "INGEST_QUEUE": self.queue,
+            "EVENTSTREAM_USERS_CHANNEL": f"{tag}-users",
+            "EVENTSTREAM_KEY_PREFIX": f"{tag}:sse",
+            "LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        self.env.pop("DATABASE_POOL", None)
+
+    def psql(self, sql: str, db: str | None = None) -> str:
+        command = ["psql", "-q", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", db or self.db]
+        return subprocess.run(
+            [*command, "-v", "ON_ERROR_STOP=1", "-t", "-A", "-c", sql],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    def manage(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [PY, "manage.py", *args], cwd=ROOT, env=self.env, check=True, **kwargs
+        )
+
+    def create(self) -> None:
+        """Create the database and migrate it."""
+        self.psql(f"CREATE DATABASE {self.db}", db="postgres")
+        self.manage("migrate", "--noinput", stdout=subprocess.DEVNULL)
+
+    def start_worker(self, concurrency: int = 2) -> subprocess.Popen:
+        """The Procfile's worker (Celery prefork) on the scratch queue, connected and ready."""
+        worker = subprocess.Popen(
+            [PY, "-m", "celery", "-A", "viswals", "worker", "-Q", self.queue,
+             "-c", str(concurrency), "--loglevel", "WARNING", "--without-gossip",
+             "--without-mingle", "-n", f"{self.tag}@%h"],
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(4)  # let it connect before any clock starts
+        return worker
+
+    def cleanup(self) -> None:
+        """Drop the database, the queue and every Redis key under the tag."""
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", self.queue], capture_output=True)
+        subprocess.run(
+            f"redis-cli --scan --pattern '{self.tag}:*' | xargs -r -n 1000 redis-cli del "
+            ">/dev/null",
+            shell=True,
+        )
+        self.psql(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)", db="postgres")
