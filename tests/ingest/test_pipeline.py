@@ -38,6 +38,14 @@ def cached(redis_client, user_id: int) -> dict | None:
     return None if raw is None else json.loads(raw)
 
 
+def make_run(file_name: str, **fields) -> IngestRun:
+    """A run record as publish_csv makes it, for tests that queue batches by hand."""
+    fields = {"status": IngestRun.Status.PUBLISHED, **fields}
+    return IngestRun.objects.create(
+        file_name=file_name, file_size=1, checksum="x", batch_size=2, **fields
+    )
+
+
 def wait_for_batches(run: IngestRun, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while IngestBatch.objects.filter(run=run).exclude(status="started").count() < count:
@@ -116,13 +124,7 @@ def test_rerunning_a_file_changes_nothing(celery_worker_process, write_csv, redi
 def test_later_line_wins_when_batches_are_consumed_out_of_order(
     celery_worker_process, redis_client
 ):
-    run = IngestRun.objects.create(
-        file_name="out-of-order.csv",
-        file_size=1,
-        checksum="x",
-        batch_size=2,
-        status=IngestRun.Status.PUBLISHING,
-    )
+    run = make_run("out-of-order.csv", status=IngestRun.Status.PUBLISHING)
     early = [
         [2, "20", "Old", "Name", "old@example.com", "1600000000000", "-1", "-1", "-1"],
         [3, "21", "Keep", "Me", "keep@example.com", "1600000000000", "-1", "-1", "-1"],
@@ -163,15 +165,7 @@ def test_api_created_users_never_collide_with_ingested_ids(celery_worker_process
 
 
 def test_a_batch_that_keeps_failing_is_recorded_as_failed(celery_worker_process):
-    run = IngestRun.objects.create(
-        file_name="broken.csv",
-        file_size=1,
-        checksum="x",
-        batch_size=2,
-        status=IngestRun.Status.PUBLISHED,
-        rows_published=1,
-        batches_published=1,
-    )
+    run = make_run("broken.csv", rows_published=1, batches_published=1)
     # A message whose rows are not lists: a bug-shaped input must not loop forever.
     store_batch.apply_async(args=(run.id, 1, [42], []), queue=celery_worker_process_queue())
     wait_for_batches(run, 1)
@@ -185,15 +179,7 @@ def test_a_batch_that_keeps_failing_is_recorded_as_failed(celery_worker_process)
 
 
 def test_redelivered_batch_is_not_counted_twice(celery_worker_process):
-    run = IngestRun.objects.create(
-        file_name="twice.csv",
-        file_size=1,
-        checksum="x",
-        batch_size=2,
-        status=IngestRun.Status.PUBLISHED,
-        rows_published=2,
-        batches_published=1,
-    )
+    run = make_run("twice.csv", rows_published=2, batches_published=1)
     rows = [[2, "30", "Ann", "Lee", "ann@example.com", "1600000000000", "-1", "-1", "-1"]]
     rejects = [[3, "expected 8 fields, found 2", "x,y"]]
     for _ in range(2):  # at-least-once delivery: the same message twice
