@@ -383,10 +383,23 @@ eventstream_module.publish_event = _publish_event_to_grip_proxy
 # --- View -------------------------------------------------------------------------------------
 
 
+# django-eventstream keeps idle streams open with a named event every 20 s; an SSE comment does
+# the same for proxies without showing up as an event in clients.
+LIBRARY_KEEP_ALIVE = b"event: keep-alive\ndata:\n\n"
+KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
+
+
+async def keep_alives_as_comments(chunks):
+    async for chunk in chunks:
+        yield KEEP_ALIVE_COMMENT if chunk == LIBRARY_KEEP_ALIVE else chunk
+
+
 def users_sse(request: HttpRequest) -> HttpResponse:
     """GET /users/sse: the users event stream (resumable with Last-Event-ID)."""
     install_listener_manager()
     response = eventstream_views.events(request, channels=[settings.EVENTSTREAM_USERS_CHANNEL])
+    if getattr(response, "is_async", False):
+        response.streaming_content = keep_alives_as_comments(response.streaming_content)
     # Reading request.user may have taken a pooled database connection; a stream lives for
     # hours and needs none, so give it back now rather than when the stream ends.
     for connection in connections.all(initialized_only=True):

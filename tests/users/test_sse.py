@@ -315,3 +315,18 @@ def test_a_gap_that_never_fills_sends_streams_to_the_history():
     asyncio.run(arrive())
     assert resyncs == ["c"]  # 5 never came: streams read 5 and 6 from the history
     assert delivered == [7]
+
+
+def test_keep_alives_are_sse_comments():
+    import asyncio
+
+    from users.sse import KEEP_ALIVE_COMMENT, LIBRARY_KEEP_ALIVE, keep_alives_as_comments
+
+    async def chunks():
+        for chunk in (b"event: user.created\ndata: {}\n\n", LIBRARY_KEEP_ALIVE):
+            yield chunk
+
+    async def collect():
+        return [chunk async for chunk in keep_alives_as_comments(chunks())]
+
+    assert asyncio.run(collect()) == [b"event: user.created\ndata: {}\n\n", KEEP_ALIVE_COMMENT]
