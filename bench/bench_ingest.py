@@ -13,7 +13,7 @@ On one generated 500,000-row file (data/generate_users.py) it measures:
 It prints rows/s for each and the ratio b/a. Everything runs in a scratch database, Redis
 prefix and queue that are removed at the end.
 
-Usage: DJANGO_DEBUG=true python bench/bench_ingest.py [--rows 500000] [--big-rows 2000000]
+Usage: python bench/bench_ingest.py [--rows 500000] [--big-rows 2000000]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
 Everything runs in a scratch database, Redis prefix, SSE channel and queue, removed at the end.
 The load client runs in this process and shares the machine's cores with the server.
 
-Usage: DJANGO_DEBUG=true python bench/bench_sse.py [--rows 500000] [--streams 500] [--rounds 2]
+Usage: python bench/bench_sse.py [--rows 500000] [--streams 500] [--rounds 2]
 """
 
 from __future__ import annotations

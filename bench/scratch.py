@@ -36,7 +36,9 @@ class Scratch:
         self.queue = f"ingest-{tag}"
         self.env = {
             **os.environ,
-            "DJANGO_DEBUG": "true",
+            # Production settings: debug off (no query log, no debug cursor wrappers).
+            "DJANGO_DEBUG": "false",
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-any-deployment-0123456789abcdef",
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{self.db}",
             "USERS_CACHE_PREFIX": f"{tag}:users:v2",
             "INGEST_QUEUE": self.queue,
