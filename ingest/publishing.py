@@ -23,6 +23,7 @@ from ingest.parsing import CsvFileError, read_records
 from ingest.services import (
     BatchReject,
     BatchRow,
+    ingest_batches_reopen,
     ingest_run_fail,
     ingest_run_published,
     ingest_run_start,
@@ -140,6 +141,24 @@ def publish_file(
     ingest_run_published(run=run, rows=count, batches=batches)
     logger.info("ingest run %s: published %d rows in %d batches", run.id, count, batches)
     return PublishResult(run=run, rows=count, batches=batches, rejected_early=rejected_early)
+
+
+def requeue_failed_batches(*, run_id: int) -> int:
+    """Publish a run's failed batches again from their kept messages; return how many."""
+    batches = ingest_batches_reopen(run_id=run_id)
+    with current_app.producer_or_acquire() as producer:
+        for batch in batches:
+            store_batch.apply_async(
+                args=(run_id, batch.number, batch.payload["rows"], batch.payload["rejects"]),
+                queue=settings.INGEST_QUEUE,
+                producer=producer,
+                retry=True,
+                retry_policy=publish_retry_policy(),
+                argsrepr=f"(run={run_id}, batch={batch.number}, requeued)",
+            )
+    if batches:
+        logger.info("ingest run %s: re-queued %d failed batch(es)", run_id, len(batches))
+    return len(batches)
 
 
 def wait_for_run(

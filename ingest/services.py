@@ -152,10 +152,30 @@ def ingest_batch_store(
             status=IngestBatch.Status.STORED,
             stored=len(valid),
             rejected=len(rejected),
+            error="",
+            payload=None,  # a re-queued dead letter is done with its message
             updated_at=timezone.now(),
         )
     ingest_run_refresh(run_id=run_id)
     return BatchOutcome(stored=len(valid), rejected=len(rejected), written=written)
+
+
+def ingest_batches_reopen(*, run_id: int) -> list[IngestBatch]:
+    """Reset a run's failed batches that kept their message, for publishing them again."""
+    with transaction.atomic():
+        batches = list(
+            IngestBatch.objects.select_for_update()
+            .filter(run_id=run_id, status=IngestBatch.Status.FAILED)
+            .exclude(payload=None)
+        )
+        if batches:
+            IngestBatch.objects.filter(id__in=[b.id for b in batches]).update(
+                status=IngestBatch.Status.STARTED, attempts=0, error=""
+            )
+            IngestRun.objects.filter(id=run_id).update(
+                status=IngestRun.Status.PUBLISHED, finished_at=None, error=""
+            )
+    return batches
 
 
 def ingest_batch_fail(*, run_id: int, batch: int, error: str, payload: dict | None = None) -> None:

@@ -211,3 +211,30 @@ def test_unusable_input_exits_2_and_publishes_nothing(write_csv, tmp_path, conte
     assert message in str(error.value)
     assert path in str(error.value)
     assert not IngestRun.objects.exists()
+
+
+def test_failed_batches_can_be_requeued_from_their_kept_message(celery_worker_process):
+    run = make_run("dead-letter.csv", rows_published=2, batches_published=1)
+    rows = [[2, "40", "Ann", "Lee", "ann@example.com", "1600000000000", "-1", "-1", "-1"]]
+    rejects = [[3, "expected 8 fields, found 2", "x,y"]]
+    # As a database outage would leave it: failed, with its message kept.
+    IngestBatch.objects.create(
+        run=run, number=1, status=IngestBatch.Status.FAILED, attempts=9, rows=2,
+        error="database error", payload={"rows": rows, "rejects": rejects},
+    )  # fmt: skip
+    IngestRun.objects.filter(id=run.id).update(status=IngestRun.Status.FAILED, batches_failed=1)
+
+    call_command("requeue_failed_batches", str(run.id), "--wait", "--timeout", "60")
+
+    run.refresh_from_db()
+    assert (run.status, run.rows_stored, run.rows_rejected, run.batches_failed) == (
+        IngestRun.Status.COMPLETED, 1, 1, 0)  # fmt: skip
+    batch = IngestBatch.objects.get(run=run)
+    assert (batch.status, batch.payload, batch.error) == (IngestBatch.Status.STORED, None, "")
+    assert User.objects.get(id=40).first_name == "Ann"
+
+
+def test_requeue_of_an_unknown_run_exits_2():
+    with pytest.raises(CommandError) as error:
+        call_command("requeue_failed_batches", "999999")
+    assert error.value.returncode == 2
