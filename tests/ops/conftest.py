@@ -37,8 +37,11 @@ def web_server(tmp_path):
 
 
 @pytest.fixture
-def start_worker(tmp_path, django_db_setup):
-    """Start Celery workers with extra environment; every one is stopped after the test."""
+def start_worker(tmp_path, django_db_setup, ingest_queue):
+    """Start Celery workers with extra environment; every one is stopped after the test.
+
+    Depends on `ingest_queue` so the workers are stopped before that queue is deleted (a
+    running worker would declare it again)."""
     workers: list[Worker] = []
 
     def start(queue: str, concurrency: int = 1, **env: str) -> Worker:
