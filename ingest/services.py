@@ -126,7 +126,8 @@ def ingest_batch_store(
         ingest_batch_fail(
             run_id=run_id,
             batch=batch,
-            payload={"rows": rows, "rejects": rejects},
+            rows=rows,
+            rejects=rejects,
             error=f"gave up after {attempts - 1} attempts (the worker died or kept failing)",
         )
         return BatchOutcome(0, 0, 0, skipped=True)
@@ -178,12 +179,18 @@ def ingest_batches_reopen(*, run_id: int) -> list[IngestBatch]:
     return batches
 
 
-def ingest_batch_fail(*, run_id: int, batch: int, error: str, payload: dict | None = None) -> None:
+def ingest_batch_fail(
+    *, run_id: int, batch: int, error: str, rows: list[BatchRow], rejects: list[BatchReject]
+) -> None:
     """Record a batch that will not be stored (dead letter), keeping its message."""
     logger.error("run %s batch %s failed: %s", run_id, batch, error)
     IngestBatch.objects.update_or_create(
         run_id=run_id,
         number=batch,
-        defaults={"status": IngestBatch.Status.FAILED, "error": error[:2000], "payload": payload},
+        defaults={
+            "status": IngestBatch.Status.FAILED,
+            "error": error[:2000],
+            "payload": {"rows": rows, "rejects": rejects},
+        },
     )
     ingest_run_refresh(run_id=run_id)

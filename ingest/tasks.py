@@ -26,27 +26,18 @@ def store_batch(
         if self.request.retries < MAX_RETRIES:
             logger.warning("run %s batch %s: %s; retrying", run_id, batch, error)
             raise self.retry(exc=error, countdown=min(2**self.request.retries, 60)) from error
-        ingest_batch_fail(
-            run_id=run_id,
-            batch=batch,
-            error=f"database error: {error}",
-            payload={"rows": rows, "rejects": rejects},
-        )
-        return
+        failure = f"database error: {error}"
     except Exception as error:  # a bug must not become an endless redelivery loop
         logger.exception("run %s batch %s: unexpected error", run_id, batch)
-        ingest_batch_fail(
-            run_id=run_id,
-            batch=batch,
-            error=f"{type(error).__name__}: {error}",
-            payload={"rows": rows, "rejects": rejects},
+        failure = f"{type(error).__name__}: {error}"
+    else:
+        logger.info(
+            "run %s batch %s: %s stored (%s written), %s rejected",
+            run_id,
+            batch,
+            outcome.stored,
+            outcome.written,
+            outcome.rejected,
         )
         return
-    logger.info(
-        "run %s batch %s: %s stored (%s written), %s rejected",
-        run_id,
-        batch,
-        outcome.stored,
-        outcome.written,
-        outcome.rejected,
-    )
+    ingest_batch_fail(run_id=run_id, batch=batch, error=failure, rows=rows, rejects=rejects)
