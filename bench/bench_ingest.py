@@ -113,17 +113,7 @@ def measure_end_to_end(path: Path, rows: int, *, fresh: bool = True) -> tuple[fl
         psql("TRUNCATE users_user, ingest_ingestrun CASCADE")
     worker = SCRATCH.start_worker()
     try:
-        started = time.perf_counter()
-        manage(
-            "publish_csv",
-            str(path),
-            "--wait",
-            "--timeout",
-            "600",
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        seconds = time.perf_counter() - started
+        seconds = SCRATCH.publish_and_wait(path)
     finally:
         worker.terminate()
         worker.wait(timeout=60)

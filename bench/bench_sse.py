@@ -281,18 +281,7 @@ async def ingest_once(path: Path, port: int, server: subprocess.Popen, clients: 
     streams = await open_streams(port, clients) if clients else []
     await asyncio.sleep(0.5)
     server_cpu, client_cpu = cpu_seconds(server), time.process_time()
-    started = time.perf_counter()
-    await asyncio.to_thread(
-        manage,
-        "publish_csv",
-        str(path),
-        "--wait",
-        "--timeout",
-        "600",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    seconds = time.perf_counter() - started
+    seconds = await asyncio.to_thread(SCRATCH.publish_and_wait, path)
     run_id = int(psql("SELECT max(id) FROM ingest_ingestrun"))
     batches = int(psql(f"SELECT count(*) FROM ingest_ingestbatch WHERE run_id = {run_id}"))
     rows = int(psql(f"SELECT rows_published FROM ingest_ingestrun WHERE id = {run_id}"))

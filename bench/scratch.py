@@ -63,6 +63,15 @@ class Scratch:
             [PY, "manage.py", *args], cwd=ROOT, env=self.env, check=True, **kwargs
         )
 
+    def publish_and_wait(self, path: Path) -> float:
+        """Run `publish_csv PATH --wait` (workers must be running); return the seconds taken."""
+        started = time.perf_counter()
+        self.manage(
+            "publish_csv", str(path), "--wait", "--timeout", "600",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        return time.perf_counter() - started
+
     def create(self) -> None:
         """Create the database and migrate it."""
         self.psql(f"CREATE DATABASE {self.db}", db="postgres")
