@@ -65,8 +65,12 @@ class UserFilter(django_filters.FilterSet):
         lookup_expr="icontains",
         label="Case-insensitive substring of the email address.",
     )
-    first_name = django_filters.CharFilter(lookup_expr="iexact", label="Exact, case-insensitive.")
-    last_name = django_filters.CharFilter(lookup_expr="iexact", label="Exact, case-insensitive.")
+    first_name = django_filters.CharFilter(
+        method="filter_first_name", label="Exact, case-insensitive."
+    )
+    last_name = django_filters.CharFilter(
+        method="filter_last_name", label="Exact, case-insensitive."
+    )
     email_address = django_filters.CharFilter(
         lookup_expr="iexact", label="Exact, case-insensitive."
     )
@@ -99,6 +103,20 @@ class UserFilter(django_filters.FilterSet):
         # A substring of the first or the last name is a substring of "first last" too, so
         # one condition (and one trigram index) covers all three.
         return queryset.alias(full_name=full_name_expression()).filter(full_name__icontains=value)
+
+    # Exact names are found through the "first last" trigram index rather than b-trees of their
+    # own: every index is paid for by each ingested row, and these two cost ~15% of the ingest.
+    # "first last" starts with "<first> " (ends with " <last>") whenever the name matches, so
+    # the LIKE narrows through the index and the exact comparison decides.
+    def filter_first_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.alias(full_name=full_name_expression()).filter(
+            full_name__istartswith=f"{value} ", first_name__iexact=value
+        )
+
+    def filter_last_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return queryset.alias(full_name=full_name_expression()).filter(
+            full_name__iendswith=f" {value}", last_name__iexact=value
+        )
 
     def filter_deleted(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:

@@ -156,3 +156,38 @@ def test_list_runs_one_query_whatever_the_page_size(
         assert response.status_code == 200
         with django_assert_num_queries(1):
             assert api_client.get(response.json()["next"] or "/users").status_code == 200
+
+
+def test_exact_names_are_not_patterns(api_client, user_factory):
+    """Spaces, % and _ in a name are literal: the exact filters never match on a part."""
+    mary = user_factory(first_name="Mary Ann", last_name="O_Neil%")
+    user_factory(first_name="Mary", last_name="Ann O_Neil%")
+    user_factory(first_name="MaryXAnn", last_name="OXNeil")
+    assert ids(api_client.get("/users?first_name=mary ann")) == [mary.id]
+    assert ids(api_client.get("/users?last_name=o_neil%25")) == [mary.id]
+    assert ids(api_client.get("/users?first_name=mary_ann")) == []
+    assert ids(api_client.get("/users?last_name=neil%25")) == []
+
+
+@pytest.mark.parametrize(
+    "params, index",
+    [
+        ({"first_name": "ann"}, "users_full_name_trgm"),
+        ({"last_name": "smith"}, "users_full_name_trgm"),
+        ({"name": "ann"}, "users_full_name_trgm"),
+        ({"email": "corp"}, "users_email_trgm"),
+        ({"email_address": "bob@mail.example"}, "users_email_trgm"),
+    ],
+)
+def test_text_filters_can_use_a_trigram_index(people, params, index):
+    from django.db import connection
+
+    from users.filters import UserFilter
+    from users.models import User
+
+    queryset = UserFilter(params, queryset=User.objects.all()).qs
+    with connection.cursor() as cursor:
+        # On a 4-row table the planner would rather scan; leave it only the bitmap scans.
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+        plan = queryset.explain()
+    assert index in plan, plan
