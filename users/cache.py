@@ -30,21 +30,26 @@ logger = logging.getLogger(__name__)
 # ARGV: ttl in ms (0 = none), key prefix, "id:version,id:version,...", payloads joined by "\n"
 # (JSON text never holds a raw newline). Keys are built here, so this needs a single Redis node.
 _SET_IF_NEWER = """
-local ttl, prefix = tonumber(ARGV[1]), ARGV[2]
-local payloads = string.gmatch(ARGV[4], "[^\\n]+")
-local count = 0
-for id, version in string.gmatch(ARGV[3], "(%d+):(%d+)") do
-  local key = prefix .. id
-  local payload = payloads()
-  local current = string.match(redis.call('GETRANGE', key, 0, 20), '^(%d+)|')
+local ttl, prefix, entries, payloads = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local find, sub, match, call = string.find, string.sub, string.match, redis.call
+-- Split with plain find(): a pattern such as [^\\n]+ walks every payload byte in Lua.
+local at, payload_at, count = 1, 1, 0
+while at <= #entries do
+  local comma = find(entries, ",", at, true) or (#entries + 1)
+  local colon = find(entries, ":", at, true)
+  local payload_end = find(payloads, "\\n", payload_at, true) or (#payloads + 1)
+  local key, version = prefix .. sub(entries, at, colon - 1), sub(entries, colon + 1, comma - 1)
+  local current = match(call('GETRANGE', key, 0, 20), '^(%d+)|')
   if (not current) or tonumber(current) <= tonumber(version) then
+    local value = version .. '|' .. sub(payloads, payload_at, payload_end - 1)
     if ttl > 0 then
-      redis.call('SET', key, version .. '|' .. payload, 'PX', ttl)
+      call('SET', key, value, 'PX', ttl)
     else
-      redis.call('SET', key, version .. '|' .. payload)
+      call('SET', key, value)
     end
     count = count + 1
   end
+  at, payload_at = comma + 1, payload_end + 1
 end
 return count
 """

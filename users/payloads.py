@@ -42,3 +42,28 @@ def user_payload(user: UserLike) -> dict[str, Any]:
 
 # One encoder, built once: json.dumps with non-default options builds a new one per call.
 to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+# The C string encoder that json uses when ensure_ascii is off.
+_json_string = json.encoder.encode_basestring
+
+
+def _json_time(value: datetime | None) -> str:
+    if value is None:
+        return "null"
+    text = value.isoformat()  # as iso_utc(), inlined: this runs three times per row
+    return f'"{text[:-6]}Z"' if text.endswith("+00:00") else f'"{text}"'
+
+
+def user_json(user: UserLike) -> str:
+    """`to_json(user_payload(user))`, written out directly (the same text, about 3x faster):
+    ingest encodes every row it stores, for the cache and the stream."""
+    parent = user.parent_user_id
+    return (
+        f'{{"id":{user.id},"first_name":{_json_string(user.first_name)},'
+        f'"last_name":{_json_string(user.last_name)},'
+        f'"email_address":{_json_string(user.email_address)},'
+        f'"created_at":{_json_time(user.created_at)},"deleted_at":{_json_time(user.deleted_at)},'
+        f'"merged_at":{_json_time(user.merged_at)},'
+        f'"parent_user_id":{"null" if parent is None else str(parent)}}}'
+    )

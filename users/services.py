@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from users import cache, events
 from users.models import User
-from users.payloads import UserLike, to_json, user_payload
+from users.payloads import UserLike, user_json, user_payload
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _upsert_with_orm(*, run_id: int, rows: list[SourcedUser]) -> set[int]:
 
 def _after_upsert(*, run_id: int, batch: int, rows: list[SourcedUser]) -> None:
     # Each user is encoded once, for the cache and the stream alike.
-    payloads = [to_json(user_payload(row.user)) for row in rows]
+    payloads = [user_json(row.user) for row in rows]
     cache.cache_users_if_newer(
         (row.user.id, cache.ingest_version(run_id=run_id, line=row.line), payload)
         for row, payload in zip(rows, payloads, strict=True)

@@ -1,0 +1,41 @@
+"""The one JSON shape of a user: the fast ingest encoder writes exactly what json does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from ingest.parsing import UserRow
+from users.payloads import to_json, user_json, user_payload
+
+WHEN = datetime(2021, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "first_name, last_name, email_address",
+    [
+        ("Ann", "Smith", "ann@example.com"),
+        ("", "", "a@b.co"),
+        ('Quo"te', "Back\\slash", "x@y.z"),
+        ("Tab\there", "New\nline", "ctrl\x01\x1f@example.com"),
+        ("Zoë", "Ørsted", "名前@例え.jp"),
+        ("emoji 🎉", "\u2028\u2029", "e@x.io"),
+    ],
+)
+@pytest.mark.parametrize(
+    "created_at, deleted_at, merged_at, parent_user_id",
+    [
+        (WHEN, None, None, None),
+        (WHEN.replace(microsecond=0), WHEN, WHEN + timedelta(days=1), 42),
+        (WHEN.astimezone(timezone(timedelta(hours=2))), None, WHEN, 10**15 - 1),
+    ],
+)
+def test_user_json_matches_json_encoding(
+    first_name, last_name, email_address, created_at, deleted_at, merged_at, parent_user_id
+):
+    user = UserRow(
+        123, first_name, last_name, email_address, created_at, deleted_at, merged_at,
+        parent_user_id,
+    )  # fmt: skip
+    assert user_json(user) == to_json(user_payload(user))
