@@ -109,10 +109,9 @@ def _column_positions(header: list[str]) -> list[int]:
     return [names.index(column) for column in COLUMNS]
 
 
-def _is_utf8(fields: list[str]) -> bool:
+def _is_utf8(text: str) -> bool:
     # Undecodable bytes arrive as lone surrogates (errors="surrogateescape"), which cannot be
     # encoded back to UTF-8; the ASCII fast path keeps this cheap for ordinary rows.
-    text = "".join(fields)
     if text.isascii():
         return True
     try:
@@ -150,7 +149,7 @@ def read_records(stream: BinaryIO) -> Iterator[Record]:
         header = _split_line(header_line.rstrip("\r\n"))
     except csv.Error as error:
         raise CsvFileError(f"line 1: not a CSV header: {error}") from None
-    if not _is_utf8(header):
+    if not _is_utf8(header_line):
         raise CsvFileError("line 1: not UTF-8 text (is this a CSV file?)")
     positions = _column_positions(header)
     return _records(lines, itemgetter(*positions), len(header))
@@ -168,7 +167,7 @@ def _records(
         except csv.Error as error:
             yield Record(number, None, f"malformed CSV quoting: {error}", _printable(line))
             continue
-        if not _is_utf8(row):
+        if not _is_utf8(line):  # its fields hold every character of the line but quotes
             yield Record(number, None, "bytes are not valid UTF-8", _printable(line))
         elif len(row) != width:
             yield Record(
