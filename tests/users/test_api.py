@@ -161,6 +161,27 @@ def test_unexpected_error_is_500_json(api_client, monkeypatch):
     assert response.json() == {"detail": "Internal server error."}
 
 
+def test_errors_before_the_view_are_json_under_users(monkeypatch):
+    from django.middleware.common import CommonMiddleware
+    from django.test import Client
+
+    client = Client(raise_request_exception=False)
+    response = client.get("/users", HTTP_HOST="not-allowed.example")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Bad request."}
+    response = client.get("/admin/", HTTP_HOST="not-allowed.example")
+    assert response.status_code == 400
+    assert not response["Content-Type"].startswith("application/json")
+
+    def broken(self, request):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(CommonMiddleware, "process_request", broken)
+    response = client.get("/users/1")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+
+
 def test_reads_can_require_auth(api_client, token_client, user_factory, settings):
     settings.API_READS_REQUIRE_AUTH = True
     user = user_factory()
