@@ -24,3 +24,10 @@ def _clear_task_log_context(**_) -> None:
     from viswals.logging import clear_task_context
 
     clear_task_context()
+
+
+@signals.worker_process_init.connect
+def _tune_gc_for_batches(**_) -> None:
+    from viswals.runtime import tune_gc_for_batches
+
+    tune_gc_for_batches()

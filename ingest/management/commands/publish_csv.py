@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ingest.models import IngestRun
 from ingest.parsing import CsvFileError
 from ingest.publishing import PublishError, publish_file, wait_for_run
+from viswals.runtime import gc_tuned_for_batches
 
 USAGE_ERROR = 2
 
@@ -82,7 +83,8 @@ class Command(BaseCommand):
         interactive = sys.stderr.isatty()
         progress = Progress(self.stderr._out, "published", interactive)
         try:
-            result = publish_file(path=path, batch_size=batch_size, on_progress=progress.update)
+            with gc_tuned_for_batches():
+                result = publish_file(path=path, batch_size=batch_size, on_progress=progress.update)
         except CsvFileError as error:
             progress.close()
             raise CommandError(f"{path}: {error}", returncode=USAGE_ERROR) from None
