@@ -7,8 +7,10 @@ uses `parse_row` to turn a record's fields into a `UserRow` or a `RowRejected` n
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +37,11 @@ COLUMNS = (
     "merged_at",
     "parent_user_id",
 )
+# A users row is well under 2 KB. A longer line (a binary file, a runaway field) is rejected
+# without ever being held whole in memory, so the producer's memory stays flat whatever the input.
+MAX_LINE_BYTES = 1 << 20
+# Rejected lines are reported and stored with at most this many characters.
+RAW_PREVIEW_CHARS = 1000
 # Raw field values arrive in this order, whatever the order of the file's columns.
 Fields = Sequence[str]
 
@@ -94,7 +101,7 @@ def to_csv_line(fields: Sequence[str]) -> str:
     """Render fields back as one CSV line, for reports of rejected rows."""
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(fields)
-    return out.getvalue()
+    return preview(out.getvalue())
 
 
 def _column_positions(header: list[str]) -> list[int]:
@@ -121,9 +128,20 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _printable(line: str) -> str:
+def _readable(line: str) -> str:
     """The line as readable text, undecodable bytes shown as U+FFFD."""
     return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _printable(line: str) -> str:
+    return preview(_readable(line))
+
+
+def preview(text: str) -> str:
+    """Text for a reject report: whole, or its first RAW_PREVIEW_CHARS and how much is left."""
+    if len(text) <= RAW_PREVIEW_CHARS:
+        return text
+    return f"{text[:RAW_PREVIEW_CHARS]}… ({len(text) - RAW_PREVIEW_CHARS} more characters)"
 
 
 def _split_line(line: str) -> list[str]:
@@ -140,25 +158,50 @@ def read_records(stream: BinaryIO) -> Iterator[Record]:
     one record: a quoted field may not span lines, so one stray quote can never swallow the good
     lines after it (that line alone is rejected).
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    lines = enumerate(text, start=1)
+    lines = _lines(stream)
+    first = next(((n, line, whole) for n, line, whole in lines if line.strip()), None)
+    if first is None:
+        raise CsvFileError("empty file: no header line")
+    number, header_line, whole = first
+    if not whole:
+        raise CsvFileError(f"line {number}: longer than {MAX_LINE_BYTES} bytes: not a CSV header")
     try:
-        header_line = next((line for _, line in lines if line.strip()), None)
-        if header_line is None:
-            raise CsvFileError("empty file: no header line")
         header = _split_line(header_line.rstrip("\r\n"))
     except csv.Error as error:
-        raise CsvFileError(f"line 1: not a CSV header: {error}") from None
+        raise CsvFileError(f"line {number}: not a CSV header: {error}") from None
     if not _is_utf8(header_line):
-        raise CsvFileError("line 1: not UTF-8 text (is this a CSV file?)")
+        raise CsvFileError(f"line {number}: not UTF-8 text (is this a CSV file?)")
     positions = _column_positions(header)
     return _records(lines, itemgetter(*positions), len(header))
 
 
+def _lines(stream: BinaryIO) -> Iterator[tuple[int, str, bool]]:
+    """(number, text, whole) for each physical line (LF or CRLF). Bytes that are not UTF-8 stay
+    as lone surrogates (errors="surrogateescape"). A line over MAX_LINE_BYTES is skipped in
+    chunks and comes as (number, its first bytes, False)."""
+    for number in itertools.count(1):
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            start = raw[: RAW_PREVIEW_CHARS * 4]
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(1 << 16)
+            yield number, start.decode("utf-8", "surrogateescape"), False
+        else:
+            yield number, raw.decode("utf-8", "surrogateescape"), True
+
+
 def _records(
-    lines: Iterator[tuple[int, str]], pick_columns: itemgetter, width: int
+    lines: Iterator[tuple[int, str, bool]], pick_columns: itemgetter, width: int
 ) -> Iterator[Record]:
-    for number, line in lines:
+    for number, line, whole in lines:
+        if not whole:
+            reason = f"line longer than {MAX_LINE_BYTES} bytes"
+            yield Record(number, None, reason, f"{_readable(line)[:RAW_PREVIEW_CHARS]}…")
+            continue
         line = line.rstrip("\r\n")
         if not line.strip():
             continue  # a blank line: neither a row nor a reject

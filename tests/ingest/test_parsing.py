@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.parsing import CsvFileError, RowRejected, parse_row, read_records
+from ingest.parsing import CsvFileError, RowRejected, parse_row, read_records, to_csv_line
 
 HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 GOOD = "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1"
@@ -204,3 +204,32 @@ def test_reading_streams_without_holding_the_file():
     content = (HEADER + "\n" + (GOOD + "\n") * 3).encode()
     iterator = read_records(io.BytesIO(content))
     assert next(iterator).line == 2
+
+
+def test_a_line_over_the_limit_is_rejected_without_stopping_the_file(monkeypatch):
+    monkeypatch.setattr("ingest.parsing.MAX_LINE_BYTES", 200)
+    long_line = "2,Bob," + "x" * 5000 + ",bob@example.com,1617235200000,-1,-1,-1"
+    content = f"{HEADER}\n{GOOD}\n{long_line}\n{GOOD}\n".encode()
+    found = records(content)
+    assert [r.line for r in found] == [2, 3, 4]
+    assert found[0].fields is not None and found[2].fields is not None
+    rejected = found[1]
+    assert rejected.fields is None
+    assert rejected.reason == "line longer than 200 bytes"
+    assert rejected.raw.startswith("2,Bob,xxx") and rejected.raw.endswith("…")
+    assert len(rejected.raw) <= 1001
+
+
+def test_a_header_over_the_limit_is_refused(monkeypatch):
+    monkeypatch.setattr("ingest.parsing.MAX_LINE_BYTES", 100)
+    with pytest.raises(CsvFileError, match="line 1: longer than 100 bytes"):
+        records(b"\x00" * 1000)
+
+
+def test_long_rejected_lines_are_reported_cut_short():
+    line = "3,Ann,Lee,not-an-email," + "1" * 3000 + ",-1,-1,-1"
+    assert rejected(line).startswith("email_address")
+    (record,) = records(f"{HEADER}\n{line}\n")
+    raw = to_csv_line(record.fields)
+    assert raw.startswith("3,Ann,Lee,not-an-email,111")
+    assert raw.endswith(f"… ({len(line) - 1000} more characters)")
