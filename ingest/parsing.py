@@ -78,6 +78,7 @@ class Record(NamedTuple):
     fields: tuple[str, ...] | None  # the COLUMNS values, None when rejected
     reason: str | None = None
     raw: str | None = None
+    size: int = 0  # characters of the line (lets the producer bound a batch's bytes)
 
 
 def parse_row(fields: Fields) -> UserRow:
@@ -217,4 +218,4 @@ def _records(
                 number, None, f"expected {width} fields, found {len(row)}", _printable(line)
             )
         else:
-            yield Record(number, pick_columns(row))
+            yield Record(number, pick_columns(row), None, None, len(line))

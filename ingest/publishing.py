@@ -33,6 +33,10 @@ from ingest.tasks import store_batch
 
 logger = logging.getLogger(__name__)
 
+# A batch is also cut when its rows hold this much text: a file of long (if doomed) lines must
+# not make messages near RabbitMQ's limit (128 MiB by default). Ordinary rows never reach it.
+BATCH_MAX_CHARS = 16 << 20
+
 
 def publish_retry_policy() -> dict:
     """Reconnect and re-publish with backoff (about a minute by default) before giving up."""
@@ -95,11 +99,11 @@ def publish_file(
         logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)
         rows: list[BatchRow] = []
         rejects: list[BatchReject] = []
-        count = batches = rejected_early = 0
+        count = batches = rejected_early = batch_chars = 0
         with current_app.producer_or_acquire() as producer:
 
             def flush() -> None:
-                nonlocal batches, rows, rejects
+                nonlocal batches, rows, rejects, batch_chars
                 batches += 1
                 try:
                     store_batch.apply_async(
@@ -119,7 +123,7 @@ def publish_file(
                     )
                     ingest_run_fail(run=run, error=message)
                     raise PublishError(message) from error
-                rows, rejects = [], []
+                rows, rejects, batch_chars = [], [], 0
                 if on_progress:
                     on_progress(count)
 
@@ -132,7 +136,8 @@ def publish_file(
                     rejected_early += 1
                 else:
                     rows.append([record.line, *record.fields])
-                if len(rows) + len(rejects) >= batch_size:
+                    batch_chars += record.size
+                if len(rows) + len(rejects) >= batch_size or batch_chars >= BATCH_MAX_CHARS:
                     flush()
             if rows or rejects:
                 flush()

@@ -121,6 +121,24 @@ def test_rerunning_a_file_changes_nothing(celery_worker_process, write_csv, redi
     assert IngestRun.objects.filter(status=IngestRun.Status.COMPLETED).count() == 2
 
 
+def test_a_batch_is_cut_when_its_rows_hold_too_much_text(
+    celery_worker_process, write_csv, monkeypatch
+):
+    monkeypatch.setattr("ingest.publishing.BATCH_MAX_CHARS", 250)
+    long_name = "x" * 300  # rejected by the worker (over 255), but it travels first
+    path = write_csv(
+        f"{HEADER}\n"
+        f"1,{long_name},Lee,a@example.com,1600000000000,-1,-1,-1\n"
+        "2,Bob,Ray,b@example.com,1600000000000,-1,-1,-1\n"
+        "3,Cy,Day,c@example.com,1600000000000,-1,-1,-1\n"
+    )
+    publish(path)  # the default batch size would put all three in one batch
+    run = IngestRun.objects.get()
+    assert run.batches_published == 2
+    assert (run.rows_stored, run.rows_rejected) == (2, 1)
+    assert RejectedRow.objects.get(run=run).reason == "first_name: longer than 255 characters (300)"
+
+
 def test_later_line_wins_when_batches_are_consumed_out_of_order(
     celery_worker_process, redis_client
 ):
