@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from celery import current_app
@@ -19,7 +19,7 @@ from django.conf import settings
 from kombu.exceptions import OperationalError as BrokerError
 
 from ingest.models import IngestRun
-from ingest.parsing import CsvFileError, read_records
+from ingest.parsing import CsvFileError, Record, read_records
 from ingest.services import (
     BatchReject,
     BatchRow,
@@ -50,6 +50,10 @@ def publish_retry_policy() -> dict:
 
 class PublishError(Exception):
     """Publishing stopped part-way (broker unavailable); the run is marked failed."""
+
+
+class PublishInterrupted(PublishError):
+    """Publishing was interrupted (Ctrl-C, SIGTERM); the run is marked failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,55 +101,84 @@ def publish_file(
             batch_size=batch_size,
         )
         logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)
-        rows: list[BatchRow] = []
-        rejects: list[BatchReject] = []
-        count = batches = rejected_early = batch_chars = 0
-        with current_app.producer_or_acquire() as producer:
-
-            def flush() -> None:
-                nonlocal batches, rows, rejects, batch_chars
-                batches += 1
-                try:
-                    store_batch.apply_async(
-                        args=(run.id, batches, rows, rejects),
-                        queue=settings.INGEST_QUEUE,
-                        producer=producer,
-                        retry=True,
-                        retry_policy=publish_retry_policy(),
-                        # Celery would otherwise repr() every row into the message headers.
-                        argsrepr=f"(run={run.id}, batch={batches}, rows={len(rows)})",
-                    )
-                except BrokerError as error:
-                    message = (
-                        f"broker unavailable while publishing batch {batches} (up to line "
-                        f"{last_line}): {error}. Earlier batches are queued; run the command "
-                        "again to finish (ingest is idempotent)."
-                    )
-                    ingest_run_fail(run=run, error=message)
-                    raise PublishError(message) from error
-                rows, rejects, batch_chars = [], [], 0
-                if on_progress:
-                    on_progress(count)
-
-            last_line = 1
-            for record in records:
-                count += 1
-                last_line = record.line
-                if record.fields is None:
-                    rejects.append([record.line, record.reason, record.raw])
-                    rejected_early += 1
-                else:
-                    rows.append([record.line, *record.fields])
-                    batch_chars += record.size
-                if len(rows) + len(rejects) >= batch_size or batch_chars >= BATCH_MAX_CHARS:
-                    flush()
-            if rows or rejects:
-                flush()
+        publisher = _BatchPublisher(run=run, batch_size=batch_size, on_progress=on_progress)
+        try:
+            publisher.publish(records)
+        except KeyboardInterrupt:
+            # Ctrl-C, or SIGTERM (publish_csv turns it into this): stop cleanly, say where.
+            message = (
+                f"interrupted while publishing (up to line {publisher.last_line}); the batches "
+                "published so far stay queued; run the command again to finish (ingest is "
+                "idempotent)."
+            )
+            ingest_run_fail(run=run, error=message)
+            raise PublishInterrupted(message) from None
     finally:
         stream.close()
+    count, batches = publisher.count, publisher.batches
     ingest_run_published(run=run, rows=count, batches=batches)
     logger.info("ingest run %s: published %d rows in %d batches", run.id, count, batches)
-    return PublishResult(run=run, rows=count, batches=batches, rejected_early=rejected_early)
+    return PublishResult(
+        run=run, rows=count, batches=batches, rejected_early=publisher.rejected_early
+    )
+
+
+class _BatchPublisher:
+    """Collects records into batches and publishes each as one store_batch task."""
+
+    def __init__(
+        self, *, run: IngestRun, batch_size: int, on_progress: Callable[[int], None] | None
+    ) -> None:
+        self.run, self.batch_size, self.on_progress = run, batch_size, on_progress
+        self.rows: list[BatchRow] = []
+        self.rejects: list[BatchReject] = []
+        self.chars = 0  # text held by self.rows
+        self.count = self.batches = self.rejected_early = 0
+        self.last_line = 1
+
+    def publish(self, records: Iterable[Record]) -> None:
+        with current_app.producer_or_acquire() as producer:
+            for record in records:
+                self.count += 1
+                self.last_line = record.line
+                if record.fields is None:
+                    self.rejects.append([record.line, record.reason, record.raw])
+                    self.rejected_early += 1
+                else:
+                    self.rows.append([record.line, *record.fields])
+                    self.chars += record.size
+                if (
+                    len(self.rows) + len(self.rejects) >= self.batch_size
+                    or self.chars >= BATCH_MAX_CHARS
+                ):
+                    self._flush(producer)
+            if self.rows or self.rejects:
+                self._flush(producer)
+
+    def _flush(self, producer) -> None:
+        run, number = self.run, self.batches + 1
+        try:
+            store_batch.apply_async(
+                args=(run.id, number, self.rows, self.rejects),
+                queue=settings.INGEST_QUEUE,
+                producer=producer,
+                retry=True,
+                retry_policy=publish_retry_policy(),
+                # Celery would otherwise repr() every row into the message headers.
+                argsrepr=f"(run={run.id}, batch={number}, rows={len(self.rows)})",
+            )
+        except BrokerError as error:
+            message = (
+                f"broker unavailable while publishing batch {number} (up to line "
+                f"{self.last_line}): {error}. Earlier batches are queued; run the command "
+                "again to finish (ingest is idempotent)."
+            )
+            ingest_run_fail(run=run, error=message)
+            raise PublishError(message) from error
+        self.batches = number
+        self.rows, self.rejects, self.chars = [], [], 0
+        if self.on_progress:
+            self.on_progress(self.count)
 
 
 def requeue_failed_batches(*, run_id: int) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -62,3 +64,42 @@ def test_progress_is_plain_lines_when_not_a_terminal(write_csv, celery_worker_pr
     assert "\r" not in result.stderr  # no progress-bar redraws in logs
     assert "published 300 rows in 3 batches" in result.stdout
     assert "completed: 300 stored, 0 rejected" in result.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_publish_records_the_run_and_says_how_to_finish(write_csv, sig):
+    from tests.conftest import TEST_ENV
+    from viswals.celery import app
+
+    rows = "".join(f"{i},N,L,u{i}@example.com,1600000000000,-1,-1,-1\n" for i in range(1, 300_001))
+    path = write_csv(f"{HEADER}\n{rows}")
+    queue = f"{TEST_ENV['INGEST_QUEUE']}-interrupted"  # no worker listens here
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "publish_csv", path, "--batch-size", "1000"],
+        cwd=ROOT,
+        env=subprocess_env(INGEST_QUEUE=queue),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not IngestRun.objects.exists():  # recorded: it is publishing now
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (line,) = stderr.strip().splitlines()
+    assert "interrupted while publishing (up to line" in line
+    assert "run the command again" in line
+    run = IngestRun.objects.get()
+    assert run.status == IngestRun.Status.FAILED
+    assert run.error.startswith("interrupted while publishing")

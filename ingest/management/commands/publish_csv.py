@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -12,10 +15,25 @@ from tqdm import tqdm
 
 from ingest.models import IngestRun
 from ingest.parsing import CsvFileError
-from ingest.publishing import PublishError, publish_file, wait_for_run
+from ingest.publishing import PublishError, PublishInterrupted, publish_file, wait_for_run
 from viswals.runtime import gc_tuned_for_batches
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # what a shell reports for a process stopped by Ctrl-C
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Let SIGTERM (docker compose stop, a supervisor) stop the command like Ctrl-C does, so
+    the run is recorded as interrupted instead of being left publishing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (call_command from elsewhere)
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Progress:
@@ -77,6 +95,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
+        with sigterm_as_interrupt():
+            self._handle(**options)
+
+    def _handle(self, **options) -> None:
         path, batch_size = options["path"], options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1", returncode=USAGE_ERROR)
@@ -90,7 +112,13 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: {error}", returncode=USAGE_ERROR) from None
         except PublishError as error:
             progress.close()
-            raise CommandError(str(error)) from None
+            code = INTERRUPTED if isinstance(error, PublishInterrupted) else 1
+            raise CommandError(str(error), returncode=code) from None
+        except KeyboardInterrupt:  # before the run was recorded (reading, checksumming)
+            progress.close()
+            raise CommandError(
+                "interrupted; nothing was published", returncode=INTERRUPTED
+            ) from None
         progress.update(result.rows)
         seconds = progress.close()
         run = result.run
@@ -110,6 +138,13 @@ class Command(BaseCommand):
         except TimeoutError as error:
             progress.close()
             raise CommandError(str(error)) from None
+        except KeyboardInterrupt:
+            progress.close()
+            raise CommandError(
+                f"stopped waiting; run {run.id} goes on in the workers (its status is in the "
+                "admin, under Ingest runs)",
+                returncode=INTERRUPTED,
+            ) from None
         progress.update(run.rows_stored + run.rows_rejected)
         progress.close()
         self.stdout.write(
