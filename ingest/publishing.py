@@ -84,9 +84,17 @@ def check_readable(path: str) -> int:
 
 
 def publish_file(
-    *, path: str, batch_size: int, on_progress: Callable[[int], None] | None = None
+    *,
+    path: str,
+    batch_size: int,
+    on_progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> PublishResult:
-    """Publish every row of the file as batches of `batch_size`; return the run."""
+    """Publish every row of the file as batches of `batch_size`; return the run.
+
+    `should_stop` is asked before the run starts and after each batch: when it says yes, the
+    run is recorded as interrupted and PublishInterrupted raised (batches sent stay queued).
+    """
     size = check_readable(path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - closed in the finally below
@@ -94,18 +102,22 @@ def publish_file(
         raise CsvFileError(error.strerror or str(error)) from None
     try:
         records = read_records(stream)  # reads the header: a bad file stops here
+        checksum = file_checksum(path)
+        if should_stop():
+            raise PublishInterrupted("interrupted; nothing was published")
         run = ingest_run_start(
             file_name=os.path.abspath(path),
             file_size=size,
-            checksum=file_checksum(path),
+            checksum=checksum,
             batch_size=batch_size,
         )
         logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)
-        publisher = _BatchPublisher(run=run, batch_size=batch_size, on_progress=on_progress)
+        publisher = _BatchPublisher(
+            run=run, batch_size=batch_size, on_progress=on_progress, should_stop=should_stop
+        )
         try:
             publisher.publish(records)
-        except KeyboardInterrupt:
-            # Ctrl-C, or SIGTERM (publish_csv turns it into this): stop cleanly, say where.
+        except (_Stopped, KeyboardInterrupt):
             message = (
                 f"interrupted while publishing (up to line {publisher.last_line}); the batches "
                 "published so far stay queued; run the command again to finish (ingest is "
@@ -123,13 +135,23 @@ def publish_file(
     )
 
 
+class _Stopped(Exception):
+    """should_stop() said yes between two batches."""
+
+
 class _BatchPublisher:
     """Collects records into batches and publishes each as one store_batch task."""
 
     def __init__(
-        self, *, run: IngestRun, batch_size: int, on_progress: Callable[[int], None] | None
+        self,
+        *,
+        run: IngestRun,
+        batch_size: int,
+        on_progress: Callable[[int], None] | None,
+        should_stop: Callable[[], bool],
     ) -> None:
         self.run, self.batch_size, self.on_progress = run, batch_size, on_progress
+        self.should_stop = should_stop
         self.rows: list[BatchRow] = []
         self.rejects: list[BatchReject] = []
         self.chars = 0  # text held by self.rows
@@ -179,6 +201,8 @@ class _BatchPublisher:
         self.rows, self.rejects, self.chars = [], [], 0
         if self.on_progress:
             self.on_progress(self.count)
+        if self.should_stop():
+            raise _Stopped
 
 
 def requeue_failed_batches(*, run_id: int) -> int:

@@ -22,18 +22,36 @@ USAGE_ERROR = 2
 INTERRUPTED = 130  # what a shell reports for a process stopped by Ctrl-C
 
 
+class StopRequest:
+    """Ctrl-C or SIGTERM while publishing: finish the message being sent, then stop. (Cut off
+    mid-frame, the broker connection could not even be closed.) A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
 @contextmanager
-def sigterm_as_interrupt():
-    """Let SIGTERM (docker compose stop, a supervisor) stop the command like Ctrl-C does, so
-    the run is recorded as interrupted instead of being left publishing."""
+def signals_handled_by(handler):
+    """SIGINT and SIGTERM (docker compose stop, a supervisor) go to `handler` in the block.
+    Signal handlers belong to the main thread; elsewhere (call_command from a thread) the
+    signals are left alone."""
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread (call_command from elsewhere)
+        yield
         return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class Progress:
@@ -95,18 +113,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        with sigterm_as_interrupt():
-            self._handle(**options)
-
-    def _handle(self, **options) -> None:
         path, batch_size = options["path"], options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1", returncode=USAGE_ERROR)
         interactive = sys.stderr.isatty()
         progress = Progress(self.stderr._out, "published", interactive)
+        stop = StopRequest()
         try:
-            with gc_tuned_for_batches():
-                result = publish_file(path=path, batch_size=batch_size, on_progress=progress.update)
+            with gc_tuned_for_batches(), signals_handled_by(stop.handle):
+                result = publish_file(
+                    path=path, batch_size=batch_size, on_progress=progress.update, should_stop=stop
+                )
         except CsvFileError as error:
             progress.close()
             raise CommandError(f"{path}: {error}", returncode=USAGE_ERROR) from None
@@ -114,11 +131,6 @@ class Command(BaseCommand):
             progress.close()
             code = INTERRUPTED if isinstance(error, PublishInterrupted) else 1
             raise CommandError(str(error), returncode=code) from None
-        except KeyboardInterrupt:  # before the run was recorded (reading, checksumming)
-            progress.close()
-            raise CommandError(
-                "interrupted; nothing was published", returncode=INTERRUPTED
-            ) from None
         progress.update(result.rows)
         seconds = progress.close()
         run = result.run
@@ -132,9 +144,11 @@ class Command(BaseCommand):
 
         progress = Progress(self.stderr._out, "stored", interactive)
         try:
-            run = wait_for_run(
-                run_id=run.id, timeout=options["timeout"], on_progress=progress.update
-            )
+            # Waiting holds no broker connection: a signal may stop it anywhere.
+            with signals_handled_by(signal.default_int_handler):
+                run = wait_for_run(
+                    run_id=run.id, timeout=options["timeout"], on_progress=progress.update
+                )
         except TimeoutError as error:
             progress.close()
             raise CommandError(str(error)) from None
