@@ -52,6 +52,8 @@ MIDDLEWARE = [
     # Both are async-capable, so async views are not pushed into a thread.
     "viswals.metrics.MetricsMiddleware",
     "viswals.logging.RequestIdMiddleware",
+    # Errors raised before a view (bad Host, a failing middleware) as JSON under /users.
+    "users.api.exceptions.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # whitenoise, made async-capable (see viswals/static.py).
     "viswals.static.WhiteNoiseMiddleware",

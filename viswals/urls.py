@@ -22,10 +22,3 @@ urlpatterns = [
 # Keep last: any other path under /users (a non-numeric id, say) is a JSON 404, also with
 # DEBUG on, where Django would answer with its HTML debug page.
 urlpatterns += [re_path(r"^users(/.*)?$", not_found)]
-
-# Errors raised outside the views (a disallowed Host header, a middleware failure): JSON
-# under /users too.
-handler400 = "users.api.exceptions.bad_request"
-handler403 = "users.api.exceptions.permission_denied"
-handler404 = "users.api.exceptions.page_not_found"
-handler500 = "users.api.exceptions.server_error"

@@ -161,10 +161,12 @@ def test_unexpected_error_is_500_json(api_client, monkeypatch):
     assert response.json() == {"detail": "Internal server error."}
 
 
-def test_errors_before_the_view_are_json_under_users(monkeypatch):
+@pytest.mark.parametrize("debug", [False, True])
+def test_errors_before_the_view_are_json_under_users(monkeypatch, settings, debug):
     from django.middleware.common import CommonMiddleware
     from django.test import Client
 
+    settings.DEBUG = debug
     client = Client(raise_request_exception=False)
     response = client.get("/users", HTTP_HOST="not-allowed.example")
     assert response.status_code == 400

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import JsonResponse
-from django.views import defaults
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -31,34 +31,40 @@ def not_found(request, *args, **kwargs) -> JsonResponse:
     return JsonResponse({"detail": NOT_FOUND}, status=404)
 
 
-# Errors raised before a view runs (a Host header not in ALLOWED_HOSTS, a failure in a
-# middleware) are answered by these handlers (viswals/urls.py): JSON under /users, Django's
-# pages elsewhere. With DEBUG on, Django shows its debug page for those instead.
+class JsonErrorsMiddleware:
+    """Errors raised outside the views under /users (a Host header outside ALLOWED_HOSTS, a
+    failing middleware) come back from Django as HTML pages (its debug page with DEBUG on);
+    turn those into `{"detail": ...}` with the same status. DRF's own responses (the browsable
+    API included) and everything outside /users pass untouched. Async-capable."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        return _as_json_error(request, self.get_response(request))
+
+    async def __acall__(self, request):
+        return _as_json_error(request, await self.get_response(request))
 
 
-def _under_users(request) -> bool:
-    return request.path == "/users" or request.path.startswith("/users/")
+_DETAILS = {400: "Bad request.", 403: "Permission denied.", 404: NOT_FOUND, 500: SERVER_ERROR}
 
 
-def bad_request(request, exception=None):
-    if _under_users(request):
-        return JsonResponse({"detail": "Bad request."}, status=400)
-    return defaults.bad_request(request, exception)
-
-
-def permission_denied(request, exception=None):
-    if _under_users(request):
-        return JsonResponse({"detail": "Permission denied."}, status=403)
-    return defaults.permission_denied(request, exception)
-
-
-def page_not_found(request, exception=None):
-    if _under_users(request):
-        return not_found(request)
-    return defaults.page_not_found(request, exception)
-
-
-def server_error(request):
-    if _under_users(request):
-        return JsonResponse({"detail": SERVER_ERROR}, status=500)
-    return defaults.server_error(request)
+def _as_json_error(request, response):
+    if (
+        response.status_code < 400
+        or isinstance(response, Response)
+        or not (request.path == "/users" or request.path.startswith("/users/"))
+        or not response.get("Content-Type", "").startswith("text/html")
+    ):
+        return response
+    detail = _DETAILS.get(response.status_code, f"{response.reason_phrase}.")
+    return JsonResponse({"detail": detail}, status=response.status_code)
