@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.parsing import RowRejected, parse_row, to_csv_line
-from users.services import SourcedUser, users_upsert
+from users.services import SourcedUser, cache_repair_stale, users_upsert
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ def ingest_batch_store(
     *, run_id: int, batch: int, rows: list[BatchRow], rejects: list[BatchReject]
 ) -> BatchOutcome:
     """Validate a batch, upsert its users and record its rejects in one transaction."""
+    cache_repair_stale()  # entries left stale by an earlier Redis outage, if it is over
     attempts, status = _begin_attempt(run_id=run_id, batch=batch, rows=len(rows) + len(rejects))
     if status != IngestBatch.Status.STARTED:
         logger.info("run %s batch %s already %s; skipping redelivery", run_id, batch, status)

@@ -93,15 +93,16 @@ def _set_if_newer_script(client):
     return script
 
 
-def cache_users_if_newer(entries: Iterable[tuple[int, int, str]]) -> None:
-    """Store (id, version, payload JSON) triples in one round trip, skipping older versions."""
+def cache_users_if_newer(entries: Iterable[tuple[int, int, str]]) -> bool:
+    """Store (id, version, payload JSON) triples in one round trip, skipping older versions.
+    False when Redis could not be written (logged)."""
     ids: list[str] = []
     payloads: list[str] = []
     for user_id, version, payload_json in entries:
         ids.append(f"{user_id}:{version}")
         payloads.append(payload_json)
     if not ids:
-        return
+        return True
     try:
         client = redis_client()
         _set_if_newer_script(client)(
@@ -111,15 +112,20 @@ def cache_users_if_newer(entries: Iterable[tuple[int, int, str]]) -> None:
         )
     except RedisError:
         logger.exception("cache: could not store %d users; reads fall back to PostgreSQL", len(ids))
+        return False
+    return True
 
 
-def cache_user(payload: dict) -> None:
-    """Store one user unconditionally (API and admin writes: they are the newest state)."""
+def cache_user(payload: dict) -> bool:
+    """Store one user unconditionally (API and admin writes: they are the newest state).
+    False when Redis could not be written (logged)."""
     key = user_key(payload["id"])
     try:
         redis_client().set(key, encode_entry(0, to_json(payload)), px=_ttl_ms() or None)
     except RedisError:
         logger.exception("cache: could not store user %s", payload["id"])
+        return False
+    return True
 
 
 def cache_user_if_absent(user_id: int, version: int, payload: dict) -> None:
@@ -136,14 +142,17 @@ def cached_user_json(user_id: int) -> bytes | None:
         return None
 
 
-def forget_users(user_ids: Iterable[int]) -> None:
+def forget_users(user_ids: Iterable[int]) -> bool:
+    """Delete users' entries; False when Redis could not be reached (logged)."""
     keys = [user_key(user_id) for user_id in user_ids]
     if not keys:
-        return
+        return True
     try:
         redis_client().delete(*keys)
     except RedisError:
         logger.exception("cache: could not delete %d users", len(keys))
+        return False
+    return True
 
 
 # --- Rate limiting ---------------------------------------------------------------------------

@@ -56,3 +56,18 @@ class User(models.Model):
     @property
     def is_merged(self) -> bool:
         return self.merged_at is not None
+
+
+class StaleCacheEntry(models.Model):
+    """A user whose Redis entry may be older than PostgreSQL: a write committed while Redis
+    could not be reached. users.services.cache_repair_stale deletes these entries once Redis
+    answers again (the next read then refills from PostgreSQL)."""
+
+    user_id = models.BigIntegerField(primary_key=True)
+    noted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "stale cache entries"
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} (noted {self.noted_at:%Y-%m-%d %H:%M:%S})"

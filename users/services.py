@@ -12,11 +12,11 @@ from datetime import datetime
 from functools import partial
 from typing import NamedTuple
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from users import cache, events
-from users.models import User
+from users.models import StaleCacheEntry, User
 from users.payloads import UserLike, user_json, user_payload
 
 logger = logging.getLogger(__name__)
@@ -167,10 +167,12 @@ def _upsert_with_orm(*, run_id: int, rows: list[SourcedUser]) -> set[int]:
 def _after_upsert(*, run_id: int, batch: int, rows: list[SourcedUser]) -> None:
     # Each user is encoded once, for the cache and the stream alike.
     payloads = [user_json(row.user) for row in rows]
-    cache.cache_users_if_newer(
+    cached = cache.cache_users_if_newer(
         (row.user.id, cache.ingest_version(run_id=run_id, line=row.line), payload)
         for row, payload in zip(rows, payloads, strict=True)
     )
+    if not cached:
+        _remember_stale([row.user.id for row in rows])
     if payloads:
         events.users_ingested(run_id=run_id, batch=batch, users_json=payloads)
 
@@ -225,7 +227,8 @@ def user_update(*, user: User, fields: dict) -> User:
 
 
 def _after_write(payload: dict, send_event) -> None:
-    cache.cache_user(payload)
+    if not cache.cache_user(payload):
+        _remember_stale([payload["id"]])
     send_event(payload)
 
 
@@ -241,5 +244,41 @@ def user_delete(*, user_id: int) -> bool:
 
 
 def _after_delete(user_id: int) -> None:
-    cache.forget_users([user_id])
+    if not cache.forget_users([user_id]):
+        _remember_stale([user_id])
     events.user_deleted(user_id)
+
+
+# --- Keeping Redis coherent through Redis outages ----------------------------------------------
+# A write that commits while Redis is unreachable may leave an older entry there (an update,
+# a delete). Its id is remembered in PostgreSQL and the entry deleted once Redis answers again:
+# by every ingest batch before it starts, or by `manage.py repair_cache`.
+
+
+def _remember_stale(user_ids: list[int]) -> None:
+    try:
+        StaleCacheEntry.objects.bulk_create(
+            [StaleCacheEntry(user_id=user_id) for user_id in user_ids], ignore_conflicts=True
+        )
+    except DatabaseError:
+        logger.exception("cache: could not note %d stale entries", len(user_ids))
+        return
+    logger.warning(
+        "cache: %d users may be stale in Redis; they are deleted once Redis answers",
+        len(user_ids),
+    )
+
+
+def cache_repair_stale(*, chunk: int = 10_000) -> int:
+    """Delete the Redis entries of users noted stale; return how many (0 while Redis is down)."""
+    repaired = 0
+    while user_ids := list(StaleCacheEntry.objects.values_list("user_id", flat=True)[:chunk]):
+        if not cache.forget_users(user_ids):
+            break
+        # A note made again meanwhile is about a write that reached Redis before this delete,
+        # or failed to: either way nothing older than PostgreSQL is left.
+        StaleCacheEntry.objects.filter(user_id__in=user_ids).delete()
+        repaired += len(user_ids)
+    if repaired:
+        logger.info("cache: deleted %d stale entries", repaired)
+    return repaired

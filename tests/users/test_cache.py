@@ -149,3 +149,51 @@ def test_async_read_returns_cached_bytes_and_counts(
         redis_client.delete(key)
     assert first == (b'{"id":123456789}', 1)
     assert second == (b'{"id":123456789}', 2)
+
+
+# --- Writes while Redis is unreachable ---------------------------------------------------------
+
+
+def test_writes_during_a_redis_outage_are_repaired_when_it_returns(
+    api_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
+):
+    from django.core.management import call_command
+
+    from users.models import StaleCacheEntry
+    from users.services import cache_repair_stale, user_delete
+
+    edited, deleted, ingested = user_factory(), user_factory(), user_factory(first_name="Old")
+    clean_user_cache(edited.id, deleted.id, ingested.id)
+    for user in (edited, deleted, ingested):  # cached as they are now
+        assert api_client.get(f"/users/{user.id}").status_code == 200
+    row = UserRow(
+        ingested.id, "New", ingested.last_name, ingested.email_address, ingested.created_at,
+        None, None, None,
+    )  # fmt: skip
+
+    with override_settings(CACHES=DEAD_REDIS), django_capture_on_commit_callbacks(execute=True):
+        user_update(user=edited, fields={"first_name": "Edited"})
+        user_delete(user_id=deleted.id)
+        users_upsert(run_id=10**6, batch=0, rows=[SourcedUser(line=2, user=row)])
+        assert cache_repair_stale() == 0  # still down: the notes stay
+    noted = set(StaleCacheEntry.objects.values_list("user_id", flat=True))
+    assert noted == {edited.id, deleted.id, ingested.id}
+    # Redis kept the old entries: without the repair a read would be stale.
+    assert cached(None, edited.id)["first_name"] != "Edited"
+
+    call_command("repair_cache")
+    assert not StaleCacheEntry.objects.exists()
+    assert api_client.get(f"/users/{edited.id}").json()["first_name"] == "Edited"
+    assert api_client.get(f"/users/{deleted.id}").status_code == 404
+    assert api_client.get(f"/users/{ingested.id}").json()["first_name"] == "New"
+
+
+def test_repair_cache_fails_clearly_while_redis_is_down():
+    from django.core.management import CommandError, call_command
+
+    from users.models import StaleCacheEntry
+
+    StaleCacheEntry.objects.create(user_id=123)
+    with override_settings(CACHES=DEAD_REDIS), pytest.raises(CommandError, match="1 left"):
+        call_command("repair_cache")
+    assert StaleCacheEntry.objects.filter(user_id=123).exists()
