@@ -226,6 +226,7 @@ class IngestCollector(Collector):
         from django.db.models.functions import Greatest
 
         from ingest.models import IngestBatch, IngestRun
+        from users.models import StaleCacheEntry
 
         try:
             runs = IngestRun.objects.aggregate(published=Sum("rows_published", default=0))
@@ -259,6 +260,13 @@ class IngestCollector(Collector):
         for status in IngestRun.Status.values:
             runs_gauge.add_metric([status], by_status.get(status, 0))
         yield runs_gauge
+        stale = GaugeMetricFamily(
+            "cache_stale_entries",
+            "Users written while Redis was unreachable whose entries are not repaired yet "
+            "(README: Redis outages); above 0 for long means Redis is still away.",
+        )
+        stale.add_metric([], StaleCacheEntry.objects.count())
+        yield stale
 
 
 def ingest_queue_depth(timeout: float = 1.0) -> int | None:

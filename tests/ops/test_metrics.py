@@ -92,6 +92,7 @@ def test_metrics_move_with_requests_and_an_ingest(web_server, celery_worker_proc
     assert moved("ingest_batches_failed_total") == 0
     assert value(after, "ingest_queue_depth", queue=settings.INGEST_QUEUE) == 0
     assert value(after, "ingest_runs", status="completed") >= 1
+    assert value(after, "cache_stale_entries") == 0
 
 
 def test_sse_streams_are_counted_while_open(web_server):
