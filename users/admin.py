@@ -43,16 +43,7 @@ class MergedFilter(_IsSetFilter):
 
 @admin.register(User)
 class UserAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "first_name",
-        "last_name",
-        "email_address",
-        "created_at",
-        "deleted_at",
-        "merged_at",
-        "parent_user_id",
-    ]
+    list_display = ["id", *EDITABLE]
     search_fields = ["first_name", "last_name", "email_address"]
     list_filter = [DeletedFilter, MergedFilter]
     date_hierarchy = "created_at"

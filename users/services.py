@@ -269,8 +269,9 @@ def _remember_stale(user_ids: list[int]) -> None:
     )
 
 
-def cache_repair_stale(*, chunk: int = 10_000) -> int:
-    """Delete the Redis entries of users noted stale; return how many (0 while Redis is down)."""
+def cache_repair_stale(*, chunk: int = 10_000) -> tuple[int, int]:
+    """Delete the Redis entries of users noted stale; return how many were deleted and how
+    many are left (all of them while Redis is still down)."""
     repaired = 0
     while user_ids := list(StaleCacheEntry.objects.values_list("user_id", flat=True)[:chunk]):
         if not cache.forget_users(user_ids):
@@ -281,4 +282,5 @@ def cache_repair_stale(*, chunk: int = 10_000) -> int:
         repaired += len(user_ids)
     if repaired:
         logger.info("cache: deleted %d stale entries", repaired)
-    return repaired
+    left = StaleCacheEntry.objects.count() if user_ids else 0
+    return repaired, left

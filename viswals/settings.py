@@ -53,7 +53,7 @@ MIDDLEWARE = [
     "viswals.metrics.MetricsMiddleware",
     "viswals.logging.RequestIdMiddleware",
     # Errors raised before a view (bad Host, a failing middleware) as JSON under /users.
-    "users.api.exceptions.JsonErrorsMiddleware",
+    "users.api.exceptions.json_errors_middleware",
     "django.middleware.security.SecurityMiddleware",
     # whitenoise, made async-capable (see viswals/static.py).
     "viswals.static.WhiteNoiseMiddleware",

@@ -175,7 +175,7 @@ def test_writes_during_a_redis_outage_are_repaired_when_it_returns(
         user_update(user=edited, fields={"first_name": "Edited"})
         user_delete(user_id=deleted.id)
         users_upsert(run_id=10**6, batch=0, rows=[SourcedUser(line=2, user=row)])
-        assert cache_repair_stale() == 0  # still down: the notes stay
+        assert cache_repair_stale()[0] == 0  # still down: the notes stay
     noted = set(StaleCacheEntry.objects.values_list("user_id", flat=True))
     assert noted == {edited.id, deleted.id, ingested.id}
     # Redis kept the old entries: without the repair a read would be stale.

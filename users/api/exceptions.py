@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction
 from django.http import JsonResponse
+from django.utils.decorators import sync_and_async_middleware
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -31,28 +32,23 @@ def not_found(request, *args, **kwargs) -> JsonResponse:
     return JsonResponse({"detail": NOT_FOUND}, status=404)
 
 
-class JsonErrorsMiddleware:
+@sync_and_async_middleware
+def json_errors_middleware(get_response):
     """Errors raised outside the views under /users (a Host header outside ALLOWED_HOSTS, a
     failing middleware) come back from Django as HTML pages (its debug page with DEBUG on);
     turn those into `{"detail": ...}` with the same status. DRF's own responses (the browsable
-    API included) and everything outside /users pass untouched. Async-capable."""
+    API included) and everything outside /users pass untouched."""
+    if iscoroutinefunction(get_response):
 
-    sync_capable = True
-    async_capable = True
+        async def middleware(request):
+            return _as_json_error(request, await get_response(request))
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+    else:
 
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
-        return _as_json_error(request, self.get_response(request))
+        def middleware(request):
+            return _as_json_error(request, get_response(request))
 
-    async def __acall__(self, request):
-        return _as_json_error(request, await self.get_response(request))
+    return middleware
 
 
 _DETAILS = {400: "Bad request.", 403: "Permission denied.", 404: NOT_FOUND, 500: SERVER_ERROR}

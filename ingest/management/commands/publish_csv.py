@@ -16,7 +16,6 @@ from tqdm import tqdm
 from ingest.models import IngestRun
 from ingest.parsing import CsvFileError
 from ingest.publishing import PublishError, PublishInterrupted, publish_file, wait_for_run
-from users.models import StaleCacheEntry
 from users.services import cache_repair_stale
 from viswals.runtime import gc_tuned_for_batches
 
@@ -167,8 +166,8 @@ class Command(BaseCommand):
             f"run {run.id} {run.status}: {run.rows_stored} stored, {run.rows_rejected} rejected"
             + (f", {run.batches_failed} batch(es) failed" if run.batches_failed else "")
         )
-        cache_repair_stale()
-        if stale := StaleCacheEntry.objects.count():
+        _, stale = cache_repair_stale()
+        if stale:
             self.stderr.write(
                 f"warning: {stale} users may be stale in Redis (it could not be reached); "
                 "run `python manage.py repair_cache` once it is back"

@@ -2,7 +2,6 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from users.models import StaleCacheEntry
 from users.services import cache_repair_stale
 
 
@@ -13,8 +12,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options) -> None:
-        repaired = cache_repair_stale()
-        left = StaleCacheEntry.objects.count()
+        repaired, left = cache_repair_stale()
         if left:
             raise CommandError(
                 f"{repaired} stale entries deleted, {left} left: is Redis reachable?"
