@@ -127,7 +127,12 @@ def start_server(port: int) -> subprocess.Popen:
     process = subprocess.Popen(
         [PY, "-m", "uvicorn", "viswals.asgi:application", "--host", "127.0.0.1"]
         + ["--port", str(port), "--workers", "2", "--timeout-graceful-shutdown", "5"]
-        + ["--no-access-log"],
+        + [
+            "--no-access-log",
+            "--no-proxy-headers",
+            "--http",
+            "viswals.http_protocol:HeadLimitedHttpToolsProtocol",
+        ],
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.DEVNULL,

@@ -71,6 +71,26 @@ def _clean_redis_and_queue():
 
 
 @pytest.fixture
+def api_token(db):
+    """Make API clients: `api_token("reader")` (or "writer", or None for an account with no
+    permission) returns a fresh token of a new account."""
+    from django.contrib.auth import get_user_model
+
+    from users.services import api_client_create, api_token_create
+
+    counter = iter(range(1_000_000))
+
+    def make(role: str | None = "reader") -> str:
+        name = f"{RUN_ID}-{role or 'nobody'}-{next(counter)}"
+        if role is None:
+            account = get_user_model().objects.create_user(name)
+            return api_token_create(account=account, expires_days=1)
+        return api_client_create(name=name, role=role, expires_days=1)[1]
+
+    return make
+
+
+@pytest.fixture
 def redis_client():
     from users.cache import redis_client
 

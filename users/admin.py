@@ -3,7 +3,7 @@ the change reaches the SSE stream exactly as for API writes."""
 
 from django.contrib import admin
 
-from users.models import User
+from users.models import ApiToken, User
 from users.services import user_create, user_delete, user_update
 
 EDITABLE = [
@@ -65,3 +65,19 @@ class UserAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for user_id in queryset.values_list("id", flat=True):
             user_delete(user_id=user_id)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are made by `manage.py create_api_client` and shown only then; here they can be
+    seen by prefix and revoked (deleted). The digest is never shown."""
+
+    list_display = ["prefix", "account", "label", "created_at", "expires_at"]
+    list_filter = ["account"]
+    search_fields = ["account__username", "prefix"]
+    fields = ["prefix", "account", "label", "created_at", "expires_at"]
+    readonly_fields = ["prefix", "account", "created_at"]
+    actions = ["delete_selected"]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -12,9 +12,11 @@ PostgreSQL is the source of truth and reads fall back to it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import weakref
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -155,6 +157,47 @@ def forget_users(user_ids: Iterable[int]) -> bool:
     return True
 
 
+# --- API token principals (users.access) ---------------------------------------------------
+# What a token may do, keyed by the token's digest, for a few seconds: warm reads check a token
+# without PostgreSQL. Dropped when the token is revoked or its account's permissions change.
+
+
+def principal_key(digest: str) -> str:
+    return f"{settings.USERS_CACHE_PREFIX}:auth:{digest}"
+
+
+def cached_principal(digest: str) -> bytes | None:
+    """A token's cached principal (users.access.Principal.encode), None on a miss or failure."""
+    try:
+        return redis_client().get(principal_key(digest))
+    except RedisError:
+        logger.warning("cache: Redis unavailable reading a token; using PostgreSQL")
+        return None
+
+
+def cache_principal(digest: str, encoded: str, *, ttl: float) -> None:
+    if ttl <= 0:
+        return
+    try:
+        redis_client().set(principal_key(digest), encoded, px=int(ttl * 1000))
+    except RedisError:
+        logger.warning("cache: could not store a token's principal")
+
+
+def forget_principals(digests: Iterable[str]) -> bool:
+    """Drop cached principals; False when Redis could not be reached (logged). Entries expire
+    after settings.API_TOKEN_CACHE_SECONDS whatever happens, which bounds a missed drop."""
+    keys = [principal_key(digest) for digest in digests]
+    if not keys:
+        return True
+    try:
+        redis_client().delete(*keys)
+    except RedisError:
+        logger.exception("cache: could not drop %d token principals", len(keys))
+        return False
+    return True
+
+
 # --- Rate limiting ---------------------------------------------------------------------------
 # Fixed-window counters, one key per client and window: a single atomic INCR, shared by every
 # web process, so a limit holds across workers. Keys live under the users prefix so each
@@ -162,6 +205,10 @@ def forget_users(user_ids: Iterable[int]) -> bool:
 
 
 def throttle_key(*, scope: str, ident: str, window: int) -> str:
+    """The counter of one client and window. Accounts ("user") are counted by id; anything else
+    (a client address) by a digest, so no client can make a key longer than ~100 bytes."""
+    if scope != "user":
+        ident = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return f"{settings.USERS_CACHE_PREFIX}:throttle:{scope}:{ident}:{window}"
 
 
@@ -203,22 +250,61 @@ def async_redis_client():
     return client
 
 
-async def acached_user_json(
-    user_id: int, *, throttle: tuple[str, int] | None = None
-) -> tuple[bytes | None, int | None]:
-    """The cached JSON of a user (None on a miss or a Redis failure) and, when `throttle` is
-    a (key, ttl) pair, that window's request count (None on failure): one round trip."""
+# The hot read in one round trip: the user's cached entry, the token's cached principal (KEYS[2];
+# '' for an anonymous client) and a hit on the client's rate-limit window. An account's window
+# key needs the account id, which only the cached principal holds, hence a script rather than a
+# pipeline. ARGV: anonymous window key ('' = no limit), account window prefix and suffix ('' =
+# no limit), anonymous and account window lengths in seconds.
+_FAST_READ = """
+local user = redis.call('GET', KEYS[1])
+local principal, counter, ttl = false, ARGV[1], ARGV[4]
+if KEYS[2] ~= '' then
+  principal = redis.call('GET', KEYS[2])
+  counter, ttl = '', ARGV[5]
+  if principal and ARGV[2] ~= '' then
+    counter = ARGV[2] .. string.match(principal, '^(%d+)') .. ARGV[3]
+  end
+end
+local count = false
+if counter ~= '' then
+  count = redis.call('INCR', counter)
+  if count == 1 then redis.call('EXPIRE', counter, tonumber(ttl)) end
+end
+return {user, principal, count}
+"""
+
+
+class FastRead(NamedTuple):
+    user_json: bytes | None  # None: a miss, or Redis unavailable
+    principal: bytes | None  # the token's cached principal; None: a miss (or no token)
+    count: int | None  # requests in the client's window; None: not counted
+    redis_ok: bool
+
+
+async def afast_read(
+    user_id: int,
+    *,
+    digest: str | None,
+    anon_window: tuple[str, int] | None,
+    account_window: tuple[str, str, int] | None,
+) -> FastRead:
+    """One round trip for GET /users/{id}: see _FAST_READ. `anon_window` is (key, seconds),
+    `account_window` (key prefix, key suffix, seconds) around the account id."""
+    anon_key, anon_ttl = anon_window or ("", 0)
+    prefix, suffix, account_ttl = account_window or ("", "", 0)
     try:
         client = async_redis_client()
-        if throttle is None:
-            return entry_json(await client.get(user_key(user_id))), None
-        key, ttl = throttle
-        pipe = client.pipeline(transaction=False)
-        pipe.get(user_key(user_id))
-        pipe.incr(key)
-        pipe.expire(key, ttl, nx=True)
-        cached, count, _ = await pipe.execute()
-        return entry_json(cached), count
+        script = _async_scripts.get(id(client))
+        if script is None:
+            script = _async_scripts[id(client)] = client.register_script(_FAST_READ)
+        entry, principal, count = await script(
+            keys=[user_key(user_id), principal_key(digest) if digest else ""],
+            args=[anon_key, prefix, suffix, anon_ttl, account_ttl],
+        )
     except (RedisError, OSError):
         logger.warning("cache: Redis unavailable reading user %s; using PostgreSQL", user_id)
-        return None, None
+        return FastRead(None, None, None, False)
+    return FastRead(entry_json(entry or None), principal or None, count or None, True)
+
+
+_async_scripts: dict[int, object] = {}

@@ -1,5 +1,6 @@
 """The user, as imported from CSV files or created through the API."""
 
+from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Value
@@ -71,3 +72,27 @@ class StaleCacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} (noted {self.noted_at:%Y-%m-%d %H:%M:%S})"
+
+
+class ApiToken(models.Model):
+    """An API token of an account, stored only as its SHA-256 digest (users.access).
+
+    Tokens are 256-bit random strings, so a plain digest is enough to make a stolen database
+    useless for logging in (no salt or slow hash needed, unlike passwords); the token itself is
+    shown once, when it is made. Deleting the row revokes it."""
+
+    account = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    # The token's first characters: enough to tell tokens apart in the admin, useless to log in.
+    prefix = models.CharField(max_length=12, editable=False)
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… of {self.account_id}"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from users import cache
-from users.models import User
+from users.access import Principal, principal_for_account, token_digest
+from users.models import ApiToken, User
 from users.payloads import user_payload
 
 # Ids are PostgreSQL bigints; anything larger cannot exist (and must not reach a query).
@@ -43,3 +46,36 @@ def user_load_payload(*, user_id: int) -> dict[str, Any] | None:
     )
     cache.cache_user_if_absent(user.id, version, payload)
     return payload
+
+
+def principal_for_token(*, token: str) -> Principal | None:
+    """Who a token belongs to and what it may do; None for an unknown, expired or revoked token
+    or an inactive account. Redis first (a few seconds' copy), then PostgreSQL."""
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    cached = cache.cached_principal(digest)
+    if cached is not None:
+        principal = Principal.decode(cached)
+        return None if principal.expired() else principal
+    return principal_load(digest=digest)
+
+
+def principal_load(*, digest: str) -> Principal | None:
+    """A token's principal from PostgreSQL, cached for settings.API_TOKEN_CACHE_SECONDS (never
+    past the token's expiry)."""
+    token = ApiToken.objects.select_related("account").filter(digest=digest).first()
+    if token is None:
+        return None
+    account_principal = principal_for_account(token.account)
+    if account_principal is None:
+        return None
+    expires_at = float(int(token.expires_at.timestamp())) if token.expires_at else None
+    principal = account_principal._replace(expires_at=expires_at)
+    if principal.expired():
+        return None
+    ttl = float(settings.API_TOKEN_CACHE_SECONDS)
+    if expires_at is not None:
+        ttl = min(ttl, expires_at - time.time())
+    cache.cache_principal(digest, principal.encode(), ttl=ttl)
+    return principal

@@ -7,16 +7,20 @@ rolled-back write never reaches Redis or the stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from users import cache, events
-from users.models import StaleCacheEntry, User
+from users.access import ROLES, new_token, token_digest
+from users.models import ApiToken, StaleCacheEntry, User
 from users.payloads import UserLike, user_json, user_payload
 
 logger = logging.getLogger(__name__)
@@ -284,3 +288,77 @@ def cache_repair_stale(*, chunk: int = 10_000) -> tuple[int, int]:
         logger.info("cache: deleted %d stale entries", repaired)
     left = StaleCacheEntry.objects.count() if user_ids else 0
     return repaired, left
+
+
+# --- API clients and their tokens (users.access) -----------------------------------------------
+
+
+def roles_ensure() -> None:
+    """Create the `reader` and `writer` groups with their permissions, or restore them
+    (idempotent: runs after every migrate, and before an API client is given a role)."""
+    from django.contrib.auth.models import Permission
+
+    for name, actions in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.set(
+            Permission.objects.filter(
+                content_type__app_label="users", codename__in=[f"{a}_user" for a in actions]
+            )
+        )
+
+
+def api_client_create(*, name: str, role: str, expires_days: int | None) -> tuple[Any, str]:
+    """Create an API account in a role's group (or move an existing one there) and give it a
+    new token; return the account and the token, which is stored only as a digest."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    with transaction.atomic():
+        account, created = get_user_model().objects.get_or_create(username=name)
+        if created:
+            account.set_unusable_password()  # tokens only; no admin login
+            account.save(update_fields=["password"])
+        if not Group.objects.filter(name=role).exists():
+            roles_ensure()
+        account.groups.set([Group.objects.get(name=role)])
+        token = api_token_create(account=account, label=f"{role} client", expires_days=expires_days)
+    logger.info("api client %s (%s) %s; new token %s…", name, role,
+                "created" if created else "updated", token[:8])  # fmt: skip
+    return account, token
+
+
+def api_token_create(*, account, label: str = "", expires_days: int | None = None) -> str:
+    """Make a token for an account; return it (the only time it exists outside the client).
+    `expires_days`: None for settings.API_TOKEN_EXPIRES_DAYS, 0 for no expiry."""
+    if expires_days is None:
+        expires_days = settings.API_TOKEN_EXPIRES_DAYS
+    if expires_days < 0:
+        raise ValueError("expires_days must be 0 (never) or more")
+    token = new_token()
+    ApiToken.objects.create(
+        account=account,
+        digest=token_digest(token),
+        prefix=token[:10],
+        label=label,
+        expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
+    )
+    return token
+
+
+def api_tokens_revoke(*, name: str, prefix: str | None = None) -> int:
+    """Revoke an account's tokens (those starting with `prefix`, or all); return how many."""
+    tokens = ApiToken.objects.filter(account__username=name)
+    if prefix:
+        tokens = tokens.filter(prefix__startswith=prefix[:10])
+    digests = list(tokens.values_list("digest", flat=True))
+    tokens.delete()  # the post_delete signal drops their cached principals (users.signals)
+    if digests:
+        logger.info("api client %s: %d token(s) revoked", name, len(digests))
+    return len(digests)
+
+
+def principals_forget(*, account_ids: Iterable[int]) -> None:
+    """Drop the cached principals of these accounts' tokens (their permissions changed)."""
+    digests = ApiToken.objects.filter(account_id__in=list(account_ids)).values_list(
+        "digest", flat=True
+    )
+    cache.forget_principals(list(digests))

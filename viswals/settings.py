@@ -36,7 +36,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     # Index expressions with operator classes (the trigram indexes of users 0003).
     "django.contrib.postgres",
@@ -152,22 +151,42 @@ INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=5)
 
 # --- Django REST framework ------------------------------------------------------------------
 REST_FRAMEWORK = {
-    # Token first: an unauthenticated write gets 401 with a WWW-Authenticate header, not 403.
+    # Token first: an anonymous request gets 401 with `WWW-Authenticate: Token`, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "users.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["users.api.permissions.ReadOpenWriteAuthenticated"],
+    # Default deny: every API view needs the model permission for what it does (users.access).
+    "DEFAULT_PERMISSION_CLASSES": ["users.api.permissions.UsersAccess"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_THROTTLE_CLASSES": ["users.api.throttling.AnonRedisThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["users.api.throttling.ClientRedisThrottle"],
     "EXCEPTION_HANDLER": "users.api.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-# Reads of the users API are open unless this is on (writes always need Token or Session auth).
-API_READS_REQUIRE_AUTH = env.bool("API_READS_REQUIRE_AUTH", default=False)
-# Requests per client address for anonymous clients ("<n>/second|minute|hour|day"; empty: no
-# limit), counted in the shared Redis so the limit holds across web processes.
+# --- Access (users.access; README "Security") -------------------------------------------------
+# Reading users (names, emails) needs an account with users.view_user. `false` opens every read
+# path (API, fast path, stream, live page) to anyone: only for data that is not personal.
+API_READS_REQUIRE_AUTH = env.bool("API_READS_REQUIRE_AUTH", default=True)
+# Days a new API token is valid (create_api_client --expires-days overrides; 0 = no expiry).
+API_TOKEN_EXPIRES_DAYS = env.int("API_TOKEN_EXPIRES_DAYS", default=90)
+# Seconds a token's permissions are kept in Redis: how long a missed revocation could last.
+API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=30)
+# Requests per window ("<n>/second|minute|hour|day"; empty: no limit), counted in the shared
+# Redis so a limit holds across web processes: per client address for anonymous clients...
 API_ANON_THROTTLE_RATE = env.str("API_ANON_THROTTLE_RATE", default="1200/minute")
+# ...and per account for authenticated ones.
+API_USER_THROTTLE_RATE = env.str("API_USER_THROTTLE_RATE", default="6000/minute")
+# Proxies (CIDR list) whose X-Forwarded-For is believed; from anyone else the socket's peer is
+# the client (viswals/client_address.py). Empty: no proxy is trusted.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# Request bodies larger than this are refused with 413 before anything reads them
+# (viswals/request_limits.py); request headers over REQUEST_MAX_HEADER_BYTES get 431.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2**20)
+REQUEST_MAX_HEADER_BYTES = env.int("REQUEST_MAX_HEADER_BYTES", default=16 * 1024)
+# Bodies under /admin/ (the CSV import's uploads) may be this large instead.
+ADMIN_MAX_BODY_BYTES = env.int("ADMIN_MAX_BODY_BYTES", default=2**20)
+# Django's own cap on bodies it reads into memory: the same limit, as a second line.
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 SPECTACULAR_SETTINGS = {
     "TITLE": "viswals users API",
     "DESCRIPTION": "Users imported from CSV or created here; errors are JSON.",
@@ -196,8 +215,9 @@ STORAGES = {
 # the production environment (.env.example), since a proxy in front may do them instead.
 # `manage.py check --deploy` passes with that environment (tests/ops/test_settings.py).
 # https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
-# Trust X-Forwarded-Proto from the proxy (only if the proxy always sets it). uvicorn also applies
-# it for proxies listed in FORWARDED_ALLOW_IPS (default 127.0.0.1).
+# Trust X-Forwarded-Proto from the proxy (only if the proxy always sets it). uvicorn runs with
+# --no-proxy-headers: it would otherwise take X-Forwarded-For from any local peer as the client,
+# bypassing TRUSTED_PROXIES.
 if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)

@@ -47,8 +47,11 @@ def wait_until(predicate, timeout: float = 10) -> None:
         time.sleep(0.1)
 
 
-def test_metrics_move_with_requests_and_an_ingest(web_server, celery_worker_process, write_csv):
+def test_metrics_move_with_requests_and_an_ingest(
+    web_server, celery_worker_process, write_csv, api_token
+):
     server = web_server(workers=2)
+    reader = {"Authorization": f"Token {api_token('reader')}"}
     before = scrape(server.base)
 
     for _ in range(20):  # spread over both worker processes by the kernel
@@ -63,8 +66,8 @@ def test_metrics_move_with_requests_and_an_ingest(web_server, celery_worker_proc
     )
     call_command("publish_csv", path, "--batch-size", "2", "--wait", "--timeout", "60")
     for user_id in (1, 2, 4):
-        assert httpx.get(f"{server.base}/users/{user_id}").status_code == 200
-    assert httpx.get(f"{server.base}/users/{ABSENT_ID}").status_code == 404
+        assert httpx.get(f"{server.base}/users/{user_id}", headers=reader).status_code == 200
+    assert httpx.get(f"{server.base}/users/{ABSENT_ID}", headers=reader).status_code == 404
 
     after = scrape(server.base)
     assert requests_of(after, "/healthz", "200") - requests_of(before, "/healthz", "200") == 20

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import factory
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from users.models import User
@@ -48,21 +47,33 @@ def user_factory(db):
     return UserFactory
 
 
+def _token_client(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
 @pytest.fixture
-def api_client() -> APIClient:
+def anon_client() -> APIClient:
     return APIClient()
 
 
 @pytest.fixture
-def staff_user(db, django_user_model):
-    return django_user_model.objects.create_user("operator", password="pw")
+def reader_client(api_token) -> APIClient:
+    """An API client in the `reader` role (users.view_user)."""
+    return _token_client(api_token("reader"))
 
 
 @pytest.fixture
-def token_client(staff_user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user).key}")
-    return client
+def writer_client(api_token) -> APIClient:
+    """An API client in the `writer` role (view, add and delete users)."""
+    return _token_client(api_token("writer"))
+
+
+@pytest.fixture
+def nobody_client(api_token) -> APIClient:
+    """An authenticated API client whose account has no permission at all."""
+    return _token_client(api_token(None))
 
 
 @pytest.fixture

@@ -20,18 +20,28 @@ _clients = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, tmp_path_factory):
+    # Behind a (pretend) proxy on loopback: X-Forwarded-For tells clients apart, so each test
+    # is its own client address and rate limits stay per test.
     server = WebServer(
         tmp_path_factory.mktemp("api-web") / "web.log",
         workers=1,
         API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
+        API_USER_THROTTLE_RATE=f"{RATE_LIMIT}/day",
+        TRUSTED_PROXIES="127.0.0.1/32",
     )
     yield server.base
     server.stop()
 
 
-def get(url: str, **headers: str) -> httpx.Response:
-    # Each test is its own client address (X-Forwarded-For), so rate limits stay per test.
+@pytest.fixture
+def reader(api_token) -> str:
+    return f"Token {api_token('reader')}"
+
+
+def get(url: str, authorization: str | None = None, **headers: str) -> httpx.Response:
     headers.setdefault("X-Forwarded-For", f"10.0.0.{next(_clients)}")
+    if authorization:
+        headers["Authorization"] = authorization
     return httpx.get(url, headers=headers, timeout=5)
 
 
@@ -43,8 +53,8 @@ def user(user_factory):
     cache.forget_users([user.id])
 
 
-def test_miss_then_hit(server, user, redis_client):
-    first = get(f"{server}/users/{user.id}")
+def test_miss_then_hit(server, user, reader, redis_client):
+    first = get(f"{server}/users/{user.id}", reader)
     assert first.status_code == 200
     assert first.headers["content-type"] == "application/json"
     assert first.json()["first_name"] == "Zoë"
@@ -53,60 +63,99 @@ def test_miss_then_hit(server, user, redis_client):
     redis_client.set(
         cache.user_key(user.id), cache.encode_entry(0, b'{"id":%d,"from":"redis"}' % user.id)
     )
-    assert get(f"{server}/users/{user.id}").json() == {"id": user.id, "from": "redis"}
+    assert get(f"{server}/users/{user.id}", reader).json() == {"id": user.id, "from": "redis"}
 
 
-def test_deleted_user_is_404(server, user, token_client):
-    assert get(f"{server}/users/{user.id}").status_code == 200
+def test_deleted_user_is_404(server, user, reader):
+    assert get(f"{server}/users/{user.id}", reader).status_code == 200
     User.objects.filter(id=user.id).delete()  # a raw delete: the cache still holds the user
     cache.forget_users([user.id])  # ... which is what user_delete does on commit
-    response = get(f"{server}/users/{user.id}")
+    response = get(f"{server}/users/{user.id}", reader)
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found."}
 
 
-def test_unknown_and_non_numeric_ids_are_json_404(server):
+def test_unknown_and_non_numeric_ids_are_json_404(server, reader):
     for path in ("/users/987654321", "/users/abc", "/users/99999999999999999999"):
-        response = get(f"{server}{path}")
+        response = get(f"{server}{path}", reader)
         assert response.status_code == 404
         assert response.json() == {"detail": "Not found."}
 
 
-def test_browsers_get_the_browsable_api(server, user):
-    response = get(f"{server}/users/{user.id}", Accept="text/html")
+def test_browsers_get_the_browsable_api(server, user, reader):
+    response = get(f"{server}/users/{user.id}", reader, Accept="text/html")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "Zoë" in response.text
 
 
-def test_anonymous_reads_are_rate_limited(server, user):
-    client = f"10.1.{next(_clients)}.1"
-    statuses = [
-        get(f"{server}/users/{user.id}", **{"X-Forwarded-For": client}).status_code
-        for _ in range(RATE_LIMIT + 1)
-    ]
+def test_anonymous_and_unknown_clients_get_401_and_read_nothing(server, user, api_token):
+    for authorization in (None, "Token vw_unknown", "Token " + "x" * 500, "Token"):
+        response = get(f"{server}/users/{user.id}", authorization)
+        assert response.status_code == 401, authorization
+        assert response.headers["www-authenticate"] == 'Token realm="api"'
+        assert "Zoë" not in response.text
+    nobody = get(f"{server}/users/{user.id}", f"Token {api_token(None)}")
+    assert nobody.status_code == 403
+    assert nobody.json() == {"detail": "You do not have permission to perform this action."}
+
+
+def test_revoked_token_is_refused_on_the_fast_path(server, user, api_token):
+    from users.models import ApiToken
+    from users.services import api_tokens_revoke
+
+    token = api_token("reader")
+    assert get(f"{server}/users/{user.id}", f"Token {token}").status_code == 200  # now cached
+    api_tokens_revoke(name=ApiToken.objects.get(prefix=token[:10]).account.username)
+    assert get(f"{server}/users/{user.id}", f"Token {token}").status_code == 401
+
+
+def test_accounts_are_rate_limited_on_the_fast_path(server, user, reader, api_token):
+    statuses = [get(f"{server}/users/{user.id}", reader).status_code for _ in range(RATE_LIMIT + 1)]
     assert statuses == [200] * RATE_LIMIT + [429]
-    limited = get(f"{server}/users", **{"X-Forwarded-For": client})  # one limit for the API
+    limited = get(f"{server}/users", reader)  # one limit for the API
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
+    # Another account, from the same address, has its own limit.
+    assert get(f"{server}/users/{user.id}", f"Token {api_token('reader')}").status_code == 200
 
 
-def test_reads_are_served_from_postgres_when_redis_is_down(user, tmp_path):
+def test_anonymous_reads_are_rate_limited_in_public_read_mode(user, tmp_path):
+    server = WebServer(
+        tmp_path / "web.log", workers=1, API_READS_REQUIRE_AUTH="false",
+        API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
+    )  # fmt: skip
+    try:
+        # No trusted proxy here: X-Forwarded-For is the client's own word and changes nothing.
+        statuses = [
+            get(f"{server.base}/users/{user.id}", **{"X-Forwarded-For": f"10.2.0.{n}"}).status_code
+            for n in range(RATE_LIMIT + 1)
+        ]
+        assert statuses == [200] * RATE_LIMIT + [429]
+        limited = get(f"{server.base}/users")  # one limit for the API
+        assert limited.status_code == 429
+    finally:
+        server.stop()
+
+
+def test_reads_are_served_from_postgres_when_redis_is_down(user, api_token, tmp_path):
     # A server whose Redis URL points where nothing listens (the shared Redis keeps running).
     server = WebServer(
         tmp_path / "web.log",
         workers=1,
         REDIS_URL="redis://127.0.0.1:1/0",
-        API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
+        API_USER_THROTTLE_RATE=f"{RATE_LIMIT}/day",
     )
     base = server.base
+    reader = f"Token {api_token('reader')}"
     try:
-        for _ in range(RATE_LIMIT + 1):  # the rate limit fails open, too
-            response = get(f"{base}/users/{user.id}")
+        for _ in range(RATE_LIMIT + 1):  # tokens checked in PostgreSQL; the limit fails open
+            response = get(f"{base}/users/{user.id}", reader)
             assert response.status_code == 200
             assert response.json()["first_name"] == "Zoë"
-        assert get(f"{base}/users/987654321").status_code == 404
-        assert get(f"{base}/users?name=zo").status_code == 200
+        assert get(f"{base}/users/987654321", reader).status_code == 404
+        assert get(f"{base}/users?name=zo", reader).status_code == 200
+        assert get(f"{base}/users/{user.id}").status_code == 401
     finally:
         server.stop()
     assert "Redis unavailable" in (tmp_path / "web.log").read_text()

@@ -32,28 +32,28 @@ def cached(redis_client, user_id: int) -> dict | None:
 
 
 def test_miss_reads_postgres_and_fills_the_cache(
-    api_client, user_factory, clean_user_cache, redis_client
+    reader_client, user_factory, clean_user_cache, redis_client
 ):
     user = user_factory()
     clean_user_cache(user.id)
     assert cached(redis_client, user.id) is None
-    body = api_client.get(f"/users/{user.id}").json()
+    body = reader_client.get(f"/users/{user.id}").json()
     assert cached(redis_client, user.id) == body
 
 
-def test_hit_is_served_from_redis(api_client, user_factory, clean_user_cache, redis_client):
+def test_hit_is_served_from_redis(reader_client, user_factory, clean_user_cache, redis_client):
     user = user_factory()
     clean_user_cache(user.id)
-    api_client.get(f"/users/{user.id}")
+    reader_client.get(f"/users/{user.id}")
     # Prove the next read does not touch PostgreSQL: change the cached copy only.
     redis_client.set(cache.user_key(user.id), cache.encode_entry(0, '{"id":1,"marker":true}'))
-    response = api_client.get(f"/users/{user.id}")
+    response = reader_client.get(f"/users/{user.id}")
     assert response.content == b'{"id":1,"marker":true}'  # bytes as cached, not re-encoded
 
 
 def test_get_delete_get_is_404(
-    api_client,
-    token_client,
+    reader_client,
+    writer_client,
     user_factory,
     clean_user_cache,
     django_capture_on_commit_callbacks,
@@ -61,45 +61,45 @@ def test_get_delete_get_is_404(
 ):
     user = user_factory()
     clean_user_cache(user.id)
-    assert api_client.get(f"/users/{user.id}").status_code == 200
+    assert reader_client.get(f"/users/{user.id}").status_code == 200
     assert cached(redis_client, user.id) is not None
     with django_capture_on_commit_callbacks(execute=True):
-        assert token_client.delete(f"/users/{user.id}").status_code == 204
+        assert writer_client.delete(f"/users/{user.id}").status_code == 204
     assert cached(redis_client, user.id) is None
-    assert api_client.get(f"/users/{user.id}").status_code == 404
+    assert reader_client.get(f"/users/{user.id}").status_code == 404
 
 
 def test_created_user_is_cached_on_commit(
-    token_client, api_client, redis_client, django_capture_on_commit_callbacks, clean_user_cache
+    writer_client, reader_client, redis_client, django_capture_on_commit_callbacks, clean_user_cache
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        body = token_client.post(
+        body = writer_client.post(
             "/users",
             {"first_name": "A", "last_name": "B", "email_address": "a@b.example"},
             format="json",
         ).json()
     assert cached(redis_client, body["id"]) == body
-    assert api_client.get(f"/users/{body['id']}").json() == body
+    assert reader_client.get(f"/users/{body['id']}").json() == body
     cache.forget_users([body["id"]])
 
 
 def test_update_through_services_shows_on_next_get(
-    api_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
+    reader_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
 ):
     user = user_factory(first_name="Old")
     clean_user_cache(user.id)
-    assert api_client.get(f"/users/{user.id}").json()["first_name"] == "Old"
+    assert reader_client.get(f"/users/{user.id}").json()["first_name"] == "Old"
     with django_capture_on_commit_callbacks(execute=True):
         user_update(user=user, fields={"first_name": "New"})
-    assert api_client.get(f"/users/{user.id}").json()["first_name"] == "New"
+    assert reader_client.get(f"/users/{user.id}").json()["first_name"] == "New"
 
 
 def test_reingest_that_changes_a_cached_user_shows_on_next_get(
-    api_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
+    reader_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
 ):
     user = user_factory(first_name="Before")
     clean_user_cache(user.id)
-    assert api_client.get(f"/users/{user.id}").json()["first_name"] == "Before"
+    assert reader_client.get(f"/users/{user.id}").json()["first_name"] == "Before"
     row = UserRow(
         id=user.id,
         first_name="After",
@@ -112,50 +112,74 @@ def test_reingest_that_changes_a_cached_user_shows_on_next_get(
     )
     with django_capture_on_commit_callbacks(execute=True):
         users_upsert(run_id=10**6, batch=0, rows=[SourcedUser(line=2, user=row)])
-    body = api_client.get(f"/users/{user.id}").json()
+    body = reader_client.get(f"/users/{user.id}").json()
     assert body["first_name"] == "After"
     assert body["deleted_at"] == "2024-02-02T00:00:00Z"
 
 
-def test_reads_survive_redis_down(api_client, user_factory, caplog):
+def test_reads_survive_redis_down(reader_client, user_factory, caplog):
     user = user_factory()
     with override_settings(CACHES=DEAD_REDIS), caplog.at_level(logging.WARNING):
         from django_redis import get_redis_connection
 
         assert get_redis_connection("default").connection_pool.connection_kwargs["port"] == 1
-        detail = api_client.get(f"/users/{user.id}")
-        listing = api_client.get("/users")
+        detail = reader_client.get(f"/users/{user.id}")
+        listing = reader_client.get("/users")
     assert detail.status_code == 200
     assert detail.json()["id"] == user.id
     assert listing.status_code == 200
     assert "Redis unavailable" in caplog.text
 
 
-def test_async_read_falls_back_when_redis_is_down(user_factory):
+def test_fast_read_falls_back_when_redis_is_down(user_factory):
     with override_settings(CACHES=DEAD_REDIS):
-        assert asyncio.run(cache.acached_user_json(1, throttle=("k", 60))) == (None, None)
+        read = asyncio.run(
+            cache.afast_read(1, digest="d", anon_window=None, account_window=("p:", ":1", 60))
+        )
+    assert read == cache.FastRead(None, None, None, False)
 
 
-def test_async_read_returns_cached_bytes_and_counts(
-    user_factory, redis_client, clean_user_cache, settings
+def test_fast_read_returns_cached_bytes_principal_and_counts(
+    redis_client, clean_user_cache, settings
 ):
     clean_user_cache(123456789)
     redis_client.set(cache.user_key(123456789), cache.encode_entry(0, b'{"id":123456789}'))
-    key = f"{settings.USERS_CACHE_PREFIX}:throttle:test"
+    prefix = f"{settings.USERS_CACHE_PREFIX}:throttle:test:"
+    anon_key = f"{prefix}anon"
+    redis_client.set(cache.principal_key("feed"), "77|view|")
     try:
-        first = asyncio.run(cache.acached_user_json(123456789, throttle=(key, 60)))
-        second = asyncio.run(cache.acached_user_json(123456789, throttle=(key, 60)))
+        anon = [
+            asyncio.run(
+                cache.afast_read(
+                    123456789, digest=None, anon_window=(anon_key, 60), account_window=None
+                )
+            )  # fmt: skip
+            for _ in range(2)
+        ]
+        token = asyncio.run(
+            cache.afast_read(
+                123456789, digest="feed", anon_window=None, account_window=(prefix, ":w", 60)
+            )  # fmt: skip
+        )
+        unknown = asyncio.run(
+            cache.afast_read(
+                123456789, digest="f00d", anon_window=None, account_window=(prefix, ":w", 60)
+            )  # fmt: skip
+        )
+        assert int(redis_client.get(f"{prefix}77:w")) == 1  # counted per account id
     finally:
-        redis_client.delete(key)
-    assert first == (b'{"id":123456789}', 1)
-    assert second == (b'{"id":123456789}', 2)
+        redis_client.delete(anon_key, f"{prefix}77:w", cache.principal_key("feed"))
+    assert [r.count for r in anon] == [1, 2]
+    assert anon[0].user_json == b'{"id":123456789}' and anon[0].principal is None
+    assert token == cache.FastRead(b'{"id":123456789}', b"77|view|", 1, True)
+    assert unknown == cache.FastRead(b'{"id":123456789}', None, None, True)  # not counted yet
 
 
 # --- Writes while Redis is unreachable ---------------------------------------------------------
 
 
 def test_writes_during_a_redis_outage_are_repaired_when_it_returns(
-    api_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
+    reader_client, user_factory, clean_user_cache, django_capture_on_commit_callbacks
 ):
     from django.core.management import call_command
 
@@ -165,7 +189,7 @@ def test_writes_during_a_redis_outage_are_repaired_when_it_returns(
     edited, deleted, ingested = user_factory(), user_factory(), user_factory(first_name="Old")
     clean_user_cache(edited.id, deleted.id, ingested.id)
     for user in (edited, deleted, ingested):  # cached as they are now
-        assert api_client.get(f"/users/{user.id}").status_code == 200
+        assert reader_client.get(f"/users/{user.id}").status_code == 200
     row = UserRow(
         ingested.id, "New", ingested.last_name, ingested.email_address, ingested.created_at,
         None, None, None,
@@ -183,9 +207,9 @@ def test_writes_during_a_redis_outage_are_repaired_when_it_returns(
 
     call_command("repair_cache")
     assert not StaleCacheEntry.objects.exists()
-    assert api_client.get(f"/users/{edited.id}").json()["first_name"] == "Edited"
-    assert api_client.get(f"/users/{deleted.id}").status_code == 404
-    assert api_client.get(f"/users/{ingested.id}").json()["first_name"] == "New"
+    assert reader_client.get(f"/users/{edited.id}").json()["first_name"] == "Edited"
+    assert reader_client.get(f"/users/{deleted.id}").status_code == 404
+    assert reader_client.get(f"/users/{ingested.id}").json()["first_name"] == "New"
 
 
 def test_repair_cache_fails_clearly_while_redis_is_down():

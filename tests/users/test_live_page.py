@@ -13,8 +13,6 @@ from itertools import count
 
 import httpx
 import pytest
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from websockets.sync.client import connect as ws_connect
 
 from tests.processes import WebServer
@@ -122,9 +120,9 @@ def row_text(page: Page, user_id: int) -> str | None:
 
 
 @pytest.fixture
-def api(web_server):
-    token = Token.objects.create(user=get_user_model().objects.create_user("live-page"))
-    with httpx.Client(base_url=web_server, headers={"Authorization": f"Token {token.key}"}) as c:
+def api(web_server, api_token):
+    token = api_token("writer")
+    with httpx.Client(base_url=web_server, headers={"Authorization": f"Token {token}"}) as c:
         yield c
 
 

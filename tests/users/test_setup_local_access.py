@@ -1,11 +1,13 @@
-"""The local admin + API token set-up command used by `make run`."""
+"""The local access set-up command used by `make run`: a random admin password, a writer token."""
 
 from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import CommandError, call_command
-from rest_framework.authtoken.models import Token
+from django.core.management import call_command
+
+from users.access import token_digest
+from users.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 
@@ -16,21 +18,34 @@ def run(**options) -> str:
     return out.getvalue()
 
 
-def test_creates_admin_and_token_once(settings):
-    settings.DEBUG = True
+def token_in(text: str) -> str:
+    return next(word for word in text.split() if word.startswith("vw_"))
+
+
+def test_creates_admin_with_random_password_and_a_writer_token():
     first = run(username="local")
-    second = run(username="local")
-    user = get_user_model().objects.get(username="local")
-    assert user.is_superuser and user.is_staff and user.check_password("admin")
-    token = Token.objects.get(user=user).key
-    assert token in first and token in second
+    admin = get_user_model().objects.get(username="local")
+    assert admin.is_superuser and admin.is_staff
+    password = first.split("password '")[1].split("'")[0]
+    assert len(password) >= 16 and admin.check_password(password)
+    assert not admin.check_password("admin")
+    token = token_in(first)
+    stored = ApiToken.objects.get(digest=token_digest(token))
+    assert stored.account.username == "local-writer"
+    assert set(stored.account.groups.values_list("name", flat=True)) == {"writer"}
     assert "Authorization: Token" in first
-    assert "exists" in second
+
+
+def test_running_again_keeps_the_password_and_replaces_the_token():
+    first, second = run(username="local"), run(username="local")
+    assert "password as set before" in second and "changepassword" in second
+    assert token_in(first) != token_in(second)
+    assert not ApiToken.objects.filter(digest=token_digest(token_in(first))).exists()
     assert get_user_model().objects.filter(username="local").count() == 1
 
 
-def test_default_password_refused_with_debug_off(settings):
-    settings.DEBUG = False
-    with pytest.raises(CommandError, match="default password"):
-        run(username="local")
-    assert run(username="local", password="s3cret-enough").startswith("Local admin")
+def test_credentials_can_go_to_a_private_file(tmp_path):
+    path = tmp_path / "local" / "credentials"
+    assert str(path) in run(username="local", output=str(path))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "vw_" in path.read_text()

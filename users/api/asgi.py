@@ -1,9 +1,9 @@
-"""The hot read, `GET /users/{id}` from an anonymous JSON client, answered ahead of Django.
+"""The hot read, `GET /users/{id}` from a JSON client, answered ahead of Django.
 
 Django's ASGI handler runs each request's middleware hooks and signals through sync_to_async,
 in a thread started per request: ~1k req/s here whatever the view does. This wrapper answers
 that one request shape straight from the ASGI scope with the same code the `user_detail` view
-runs (users.api.views.read_user_json: one pipelined Redis round trip, PostgreSQL on a miss) and
+runs (users.api.fast_read.read_user: one Redis round trip, PostgreSQL on a miss) and
 hands every other request, unchanged, to Django.
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from users.api.throttling import client_ident
-from users.api.views import JSON_HEADERS, fast_path_serves, read_user_json
+from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
 from users.selectors import MAX_USER_ID
+from viswals.client_address import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ def fast_user_reads(django_app, *, observe: Callable[[str, str, int, float], Non
         if match is None:
             return await django_app(scope, receive, send)
         headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization")
+        authorization = authorization.decode("latin-1") if authorization is not None else None
         host = headers.get(b"host", b"").decode("latin-1")
         domain, _ = split_domain_port(host)
         user_id = int(match[1])
@@ -74,22 +76,22 @@ def fast_user_reads(django_app, *, observe: Callable[[str, str, int, float], Non
                 method="GET",
                 has_query=False,
                 accept=headers.get(b"accept", b"").decode("latin-1"),
-                authorization=b"authorization" in headers,
+                authorization=authorization,
                 session=session_cookie in headers.get(b"cookie", b""),
             )
         )
-        if not serves:  # Django answers: browsable API, auth, bad hosts, HTTPS redirects
+        if not serves:  # Django answers: browsable API, sessions, bad hosts, HTTPS redirects
             return await django_app(scope, receive, send)
         started = time.perf_counter()
         client = scope.get("client")
         forwarded = headers.get(b"x-forwarded-for")
-        ident = client_ident(
+        address = client_address(
             forwarded_for=forwarded.decode("latin-1") if forwarded else None,
             remote_addr=client[0] if client else None,
         )
         try:
-            status, body, extra = await read_user_json(
-                user_id, ident=ident, release_connection=True
+            status, body, extra = await read_user(
+                user_id, authorization=authorization, address=address, release_connection=True
             )
         except Exception:
             logger.exception("api: unhandled error reading user %s", user_id)

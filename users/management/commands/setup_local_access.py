@@ -1,49 +1,64 @@
-"""Create (or reuse) a local admin account and its API token, and print how to use them.
+"""Local access for `make run`: an `admin` account for the admin site with a random password,
+and a `local-writer` API client with a fresh token. Prints both (to stdout, or to --output).
 
-For local development only (`make run` calls it): the password defaults to "admin" unless
---password or LOCAL_ADMIN_PASSWORD says otherwise. Running it again changes nothing.
+Running it again keeps the admin's password (it is printed only when the account is created;
+`manage.py changepassword admin` sets a new one) and replaces the local writer's token.
 """
 
 import os
+import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
+from django.core.management.base import BaseCommand
+
+from users.services import api_client_create, api_tokens_revoke
+
+WRITER = "local-writer"
 
 
 class Command(BaseCommand):
-    help = "Create a local admin account and API token (idempotent) and print how to use them."
+    help = "Create the local admin (random password) and a writer API token; print them."
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default=os.environ.get("LOCAL_ADMIN_USER", "admin"))
-        parser.add_argument("--password", default=os.environ.get("LOCAL_ADMIN_PASSWORD", "admin"))
         parser.add_argument("--port", default=str(settings.PORT))
+        parser.add_argument("--output", help="write the credentials to this file (mode 600)")
 
-    def handle(self, *args, username: str, password: str, port: str, **options):
-        if not settings.DEBUG and password == "admin":
-            raise CommandError(
-                "refusing to create an account with the default password while DJANGO_DEBUG "
-                "is off; pass --password or set LOCAL_ADMIN_PASSWORD"
-            )
-        user, created = get_user_model().objects.get_or_create(
+    def handle(self, *args, username: str, port: str, output: str | None, **options):
+        password = secrets.token_urlsafe(12)
+        account, created = get_user_model().objects.get_or_create(
             username=username, defaults={"is_staff": True, "is_superuser": True}
         )
         if created:
-            user.set_password(password)
-            user.save(update_fields=["password"])
-        token, _ = Token.objects.get_or_create(user=user)
+            account.set_password(password)
+            account.save(update_fields=["password"])
+        api_tokens_revoke(name=WRITER)
+        _, token = api_client_create(name=WRITER, role="writer", expires_days=30)
         base = f"http://localhost:{port}"
-        auth = f"-H 'Authorization: Token {token.key}'"
-        state = "created" if created else "exists (password unchanged)"
-        self.stdout.write(
-            f"Local admin {username!r} {state}.\n"
-            f"  admin:       {base}/admin/  (user {username!r}"
-            + (f", password {password!r})\n" if created else ")\n")
-            + f"  API token:   {token.key}\n"
-            f"  create:      curl -X POST {base}/users {auth} "
+        auth = f"-H 'Authorization: Token {token}'"
+        login = (
+            f"user {username!r}, password {password!r}"
+            if created
+            else f"user {username!r}; password as set before "
+            f"(new one: .venv/bin/python manage.py changepassword {username})"
+        )
+        text = (
+            f"  admin:   {base}/admin/  ({login})\n"
+            f"  token:   {token}  (writer, 30 days)\n"
+            f"  read:    curl {base}/users {auth}\n"
+            f"  create:  curl -X POST {base}/users {auth} "
             "-H 'Content-Type: application/json' "
             '-d \'{"first_name":"Ada","last_name":"Lovelace","email_address":"ada@example.com"}\'\n'
-            f"  delete:      curl -X DELETE {base}/users/<id> {auth}\n"
-            f"  docs:        {base}/api/docs/"
+            f"  docs:    {base}/api/docs/\n"
         )
+        if output:
+            path = Path(output)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+            path.write_text(text)
+            self.stdout.write(f"local credentials written to {output}")
+        else:
+            self.stdout.write(text.rstrip("\n"))

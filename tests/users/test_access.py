@@ -1,0 +1,223 @@
+"""Who may do what (users.access): roles, tokens, their cache, revocation and expiry, through
+the API with Django's test client (the fast read path under a real server: test_asgi.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from users import cache
+from users.access import Principal, token_digest
+from users.models import ApiToken, User
+from users.services import api_client_create, api_tokens_revoke
+
+pytestmark = pytest.mark.django_db
+
+NEW_USER = {"first_name": "Ada", "last_name": "Lovelace", "email_address": "ada@example.com"}
+
+
+def client_with(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+def test_reads_need_credentials_by_default(anon_client, user_factory):
+    user = user_factory()
+    for path in ("/users", f"/users/{user.id}", "/users?name=a"):
+        response = anon_client.get(path)
+        assert response.status_code == 401, path
+        assert response.json() == {"detail": "Authentication credentials were not provided."}
+        assert response["WWW-Authenticate"] == 'Token realm="api"'
+
+
+def test_public_read_mode_opens_reads_only(anon_client, user_factory, settings):
+    settings.API_READS_REQUIRE_AUTH = False
+    user = user_factory()
+    assert anon_client.get("/users").status_code == 200
+    assert anon_client.get(f"/users/{user.id}").status_code == 200
+    assert anon_client.post("/users", NEW_USER, format="json").status_code == 401
+    assert anon_client.delete(f"/users/{user.id}").status_code == 401
+
+
+def test_reader_reads_but_cannot_write(reader_client, user_factory):
+    user = user_factory()
+    assert reader_client.get("/users").status_code == 200
+    assert reader_client.get(f"/users/{user.id}").status_code == 200
+    for response in (
+        reader_client.post("/users", NEW_USER, format="json"),
+        reader_client.delete(f"/users/{user.id}"),
+    ):
+        assert response.status_code == 403
+        assert response.json() == {"detail": "You do not have permission to perform this action."}
+    assert User.objects.filter(id=user.id).exists()
+
+
+def test_writer_reads_creates_and_deletes(writer_client):
+    created = writer_client.post("/users", NEW_USER, format="json")
+    assert created.status_code == 201
+    user_id = created.json()["id"]
+    assert writer_client.get(f"/users/{user_id}").status_code == 200
+    assert writer_client.delete(f"/users/{user_id}").status_code == 204
+
+
+def test_account_without_permissions_gets_403_everywhere(
+    nobody_client, user_factory, plain_static_storage
+):
+    user = user_factory()
+    for response in (
+        nobody_client.get("/users"),
+        nobody_client.get(f"/users/{user.id}"),
+        nobody_client.get(f"/users/{user.id}", HTTP_ACCEPT="text/html"),
+        nobody_client.post("/users", NEW_USER, format="json"),
+        nobody_client.delete(f"/users/{user.id}"),
+    ):
+        assert response.status_code == 403
+
+
+def test_roles_are_groups_with_the_model_permissions():
+    assert set(Group.objects.get(name="reader").permissions.values_list("codename", flat=True)) == {
+        "view_user"
+    }
+    assert set(Group.objects.get(name="writer").permissions.values_list("codename", flat=True)) == {
+        "view_user",
+        "add_user",
+        "delete_user",
+    }
+
+
+def test_tokens_are_stored_only_as_digests(api_token):
+    token = api_token("writer")
+    stored = ApiToken.objects.get(digest=token_digest(token))
+    assert token.startswith("vw_") and len(token) > 40
+    assert token not in {stored.digest, stored.prefix, stored.label, str(stored)}
+    assert stored.prefix == token[:10]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_dump_holds_no_token(api_token):
+    token = api_token("writer")
+    db = settings.DATABASES["default"]
+    dump = subprocess.run(
+        ["pg_dump", "--data-only", "-h", db.get("HOST") or "127.0.0.1",
+         "-p", str(db.get("PORT") or 5432), "-U", db.get("USER") or "postgres", db["NAME"]],
+        capture_output=True, check=True, text=True,
+    ).stdout  # fmt: skip
+    assert token_digest(token) in dump  # the dump is of the right database
+    assert token not in dump and token[10:] not in dump
+
+
+def test_expired_token_is_401(api_token):
+    token = api_token("reader")
+    ApiToken.objects.filter(digest=token_digest(token)).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    cache.forget_principals([token_digest(token)])
+    response = client_with(token).get("/users")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid, expired or revoked token."}
+
+
+def test_revoked_token_is_refused_at_once_also_when_cached(
+    api_token, django_capture_on_commit_callbacks
+):
+    token = api_token("reader")
+    client = client_with(token)
+    assert client.get("/users").status_code == 200  # its principal is cached now
+    assert cache.cached_principal(token_digest(token)) is not None
+    account = ApiToken.objects.get(digest=token_digest(token)).account
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_tokens_revoke(name=account.username) == 1
+    assert cache.cached_principal(token_digest(token)) is None
+    assert client.get("/users").status_code == 401
+
+
+def test_permission_change_drops_the_cached_principal(
+    api_token, django_capture_on_commit_callbacks
+):
+    token = api_token("writer")
+    client = client_with(token)
+    assert client.get("/users").status_code == 200
+    account = ApiToken.objects.get(digest=token_digest(token)).account
+    with django_capture_on_commit_callbacks(execute=True):
+        account.groups.set([Group.objects.get(name="reader")])
+    assert cache.cached_principal(token_digest(token)) is None
+    assert client.post("/users", NEW_USER, format="json").status_code == 403
+    with django_capture_on_commit_callbacks(execute=True):
+        Group.objects.get(name="reader").permissions.remove(
+            Permission.objects.get(codename="view_user", content_type__app_label="users")
+        )
+    assert client.get("/users").status_code == 403
+    with django_capture_on_commit_callbacks(execute=True):
+        account.is_active = False
+        account.save()
+    assert client.get("/users").status_code == 401
+
+
+def test_warm_token_check_reads_no_database(api_token, django_assert_num_queries):
+    from users.selectors import principal_for_token
+
+    token = api_token("reader")
+    first = principal_for_token(token=token)
+    with django_assert_num_queries(0):
+        assert principal_for_token(token=token) == first
+    assert first.actions == frozenset({"view"})
+
+
+def test_principal_round_trips_through_its_cached_form():
+    principal = Principal(42, frozenset({"view", "add"}), 1_900_000_000.0)
+    assert Principal.decode(principal.encode()) == principal
+    assert Principal.decode(Principal(1, frozenset()).encode()) == Principal(1, frozenset())
+
+
+def test_create_api_client_prints_the_token_alone_on_the_last_line(capsys):
+    call_command("create_api_client", "robot", "--role", "reader", "--expires-days", "7")
+    out = capsys.readouterr()
+    token = out.out.strip().splitlines()[-1]
+    assert token.startswith("vw_") and " " not in token
+    assert "revoke_api_tokens robot" in out.err
+    stored = ApiToken.objects.get(digest=token_digest(token))
+    assert stored.account.username == "robot"
+    assert timedelta(days=6) < stored.expires_at - timezone.now() <= timedelta(days=7)
+    assert client_with(token).get("/users").status_code == 200
+
+    # Again, as a writer: the same account, a second token, the new role.
+    call_command("create_api_client", "robot", "--role", "writer", "--expires-days", "0")
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    assert second != token
+    assert ApiToken.objects.get(digest=token_digest(second)).expires_at is None
+    assert client_with(second).post("/users", NEW_USER, format="json").status_code == 201
+    assert get_user_model().objects.get(username="robot").has_usable_password() is False
+
+
+def test_revoke_api_tokens_command(capsys):
+    _, token = api_client_create(name="gone", role="reader", expires_days=1)
+    call_command("revoke_api_tokens", "gone")
+    assert "revoked 1 token" in capsys.readouterr().out
+    assert not ApiToken.objects.filter(digest=token_digest(token)).exists()
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no token"):
+        call_command("revoke_api_tokens", "gone")
+
+
+def test_accounts_are_throttled_per_account(api_token, settings, redis_client):
+    settings.API_USER_THROTTLE_RATE = "2/day"
+    first, second = client_with(api_token("reader")), client_with(api_token("reader"))
+    assert [first.get("/users").status_code for _ in range(3)] == [200, 200, 429]
+    assert second.get("/users").status_code == 200  # another account's limit is its own
+    assert second.get("/users/1").status_code in (404,)  # same counter for every endpoint
+    assert second.get("/users").status_code == 429
+
+
+def test_throttle_keys_are_bounded_whatever_the_client_sends():
+    key = cache.throttle_key(scope="anon", ident="x" * 10_000_000, window=1)
+    assert len(key) < 120

@@ -1,0 +1,104 @@
+"""Who may do what with users: the one rule every path applies (the DRF API, the fast read
+ahead of Django, the SSE stream and the live page), and API tokens.
+
+An account may `view`, `add` or `delete` users when it has the model permission
+(`users.view_user`, `users.add_user`, `users.delete_user`), usually through the `reader` or
+`writer` group (migration users/0008). Reads need `view` unless settings.API_READS_REQUIRE_AUTH
+is off (public-read mode). A client is known by a `Principal`: its account and what it may do,
+taken from a session's user or an API token. Tokens are checked against their SHA-256 digest;
+the principal of a token is kept in Redis for a few seconds (users.cache), so a warm read needs
+no PostgreSQL round trip, and dropped when the token or the account's permissions change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from typing import NamedTuple
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+ACTIONS = ("view", "add", "delete")
+# The groups migration users/0008 creates, and what their members may do.
+ROLES = {"reader": ("view",), "writer": ("view", "add", "delete")}
+# Tokens look like "vw_<43 url-safe characters>" (256 random bits).
+TOKEN_PREFIX = "vw_"
+# Longer strings are not our tokens: refuse them before hashing anything a client sent.
+MAX_TOKEN_LENGTH = 100
+
+
+class Principal(NamedTuple):
+    """An authenticated client: its account, what it may do, and until when (epoch seconds;
+    None: no expiry)."""
+
+    account_id: int
+    actions: frozenset[str]
+    expires_at: float | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+    def encode(self) -> str:
+        """The cached form: "<account id>|<actions>|<expiry>" (users.cache keys it by digest)."""
+        expiry = "" if self.expires_at is None else f"{self.expires_at:.0f}"
+        return f"{self.account_id}|{','.join(sorted(self.actions))}|{expiry}"
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> Principal:
+        if isinstance(text, bytes):
+            text = text.decode()
+        account, actions, expiry = text.split("|")
+        return cls(
+            int(account),
+            frozenset(a for a in actions.split(",") if a),
+            float(expiry) if expiry else None,
+        )
+
+
+def reads_require_auth() -> bool:
+    return getattr(settings, "API_READS_REQUIRE_AUTH", True)
+
+
+def may(principal: Principal | None, action: str) -> bool:
+    """The rule: may this client (None: anonymous) `view`, `add` or `delete` users?"""
+    if action == "view" and not reads_require_auth():
+        return True
+    return principal is not None and action in principal.actions and not principal.expired()
+
+
+def principal_for_account(account) -> Principal | None:
+    """The principal of a logged-in account (a session), None for anonymous or inactive ones."""
+    if account is None or not account.is_authenticated or not account.is_active:
+        return None
+    return Principal(
+        account.pk, frozenset(a for a in ACTIONS if account.has_perm(f"users.{a}_user"))
+    )
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str | None:
+    """The SHA-256 hex digest a token is stored as; None for what cannot be a token."""
+    if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_from_authorization(value: str | bytes | None) -> str | None:
+    """The token of an `Authorization: Token <token>` header; "" for a malformed one, None when
+    the header is absent or another scheme."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "token":
+        return None
+    token = token.strip()
+    return token if token and " " not in token else ""

@@ -1,0 +1,128 @@
+"""The hot read, `GET /users/{id}` from a JSON client (an API token, or anonymous in public-read
+mode), answered without DRF.
+
+One Redis round trip (users.cache.afast_read) fetches the cached user, the token's cached
+principal and the client's rate-limit count; PostgreSQL is asked only on a miss (of the user or
+of the principal) or when Redis is down. The decisions are DRF's for the same request: the same
+rule (users.access.may), the same limits (users.api.throttling), the same bodies. Served both by
+the `user_detail` view and, ahead of Django, by users.api.asgi.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from users import cache, selectors
+from users.access import Principal, may, reads_require_auth, token_digest, token_from_authorization
+from users.api.authentication import INVALID_TOKEN
+from users.api.exceptions import NOT_FOUND
+from users.api.throttling import account_window, account_window_parts, anon_window, retry_after
+from users.payloads import to_json
+
+NOT_AUTHENTICATED = "Authentication credentials were not provided."
+PERMISSION_DENIED = "You do not have permission to perform this action."
+# Same headers as the DRF path would vary on; nosniff as SecurityMiddleware would add.
+JSON_HEADERS = {"Vary": "Accept, Authorization, Cookie", "X-Content-Type-Options": "nosniff"}
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'Token realm="api"'}
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, to_json({"detail": detail}).encode(), headers or {})
+
+
+_NOT_FOUND = _error(404, NOT_FOUND)
+
+
+def fast_path_serves(*, method: str, has_query: bool, accept: str, authorization: str | None,
+                     session: bool) -> bool:  # fmt: skip
+    """JSON GETs without options, anonymous or with a token; browsers (HTML, sessions) and other
+    authorization schemes go to DRF."""
+    return (
+        method == "GET"
+        and not has_query
+        and not session
+        and "text/html" not in accept
+        and (authorization is None or token_from_authorization(authorization) is not None)
+    )
+
+
+def _released(function, release_connection: bool):
+    """Run `function` in a thread; outside Django's request cycle nobody else hands the pooled
+    connection back, so do it here."""
+
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if release_connection:
+                close_old_connections()
+
+    return sync_to_async(run)
+
+
+def _load_user_json(user_id: int) -> bytes | None:
+    payload = selectors.user_load_payload(user_id=user_id)
+    return None if payload is None else to_json(payload).encode()
+
+
+def _load_principal(digest: str) -> tuple[Principal | None, int | None]:
+    """A principal from PostgreSQL (a cache miss, or Redis down), with its account's hit."""
+    principal = selectors.principal_load(digest=digest)
+    count = None
+    if principal is not None:
+        window = account_window(principal.account_id)
+        if window is not None:
+            count = cache.throttle_hit(window.key, ttl=window.seconds)
+    return principal, count
+
+
+async def read_user(
+    user_id: int, *, authorization: str | None, address: str, release_connection: bool = False
+) -> Answer:
+    """The answer to GET /users/{user_id} from `address` with this Authorization header."""
+    token = token_from_authorization(authorization)
+    digest = token_digest(token) if token else None
+    if token is not None and digest is None:  # malformed header, or not one of our tokens
+        return _error(401, INVALID_TOKEN, WWW_AUTHENTICATE)
+    if digest is None and reads_require_auth():
+        return _error(401, NOT_AUTHENTICATED, WWW_AUTHENTICATE)
+    anon = anon_window(address) if digest is None else None
+    parts = account_window_parts() if digest is not None else None
+    read = await cache.afast_read(
+        user_id,
+        digest=digest,
+        anon_window=(anon.key, anon.seconds) if anon else None,
+        account_window=(parts[0], parts[1], parts[2].seconds) if parts else None,
+    )
+    count, window = read.count, anon
+    if digest is not None:
+        window = parts[2] if parts else None
+        if read.principal is not None:
+            principal = Principal.decode(read.principal)
+        else:
+            principal, count = await _released(_load_principal, release_connection)(digest)
+        if principal is None or principal.expired():
+            return _error(401, INVALID_TOKEN, WWW_AUTHENTICATE)
+        if not may(principal, "view"):
+            return _error(403, PERMISSION_DENIED)
+    if window is not None and count is not None and count > window.limit:
+        wait = retry_after(window.left)
+        return _error(
+            429, f"Request was throttled. Expected available in {wait} seconds.",
+            {"Retry-After": str(wait)},
+        )  # fmt: skip
+    body = read.user_json
+    if body is None:
+        body = await _released(_load_user_json, release_connection)(user_id)
+        if body is None:
+            return _NOT_FOUND
+    return Answer(200, body, {})

@@ -1,0 +1,71 @@
+"""Keeps the cached token principals (users.access) in step with changes made outside our
+services: accounts and groups edited in the admin, tokens deleted there. Each change drops the
+affected principals after commit; entries also expire within API_TOKEN_CACHE_SECONDS, which
+bounds anything missed here (a group's membership cleared wholesale, say)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from users import cache
+from users.models import ApiToken
+
+
+def _forget_accounts(account_ids) -> None:
+    from users.services import principals_forget
+
+    account_ids = list(account_ids)
+    if account_ids:
+        transaction.on_commit(partial(principals_forget, account_ids=account_ids))
+
+
+def _token_deleted(sender, instance: ApiToken, **kwargs) -> None:
+    transaction.on_commit(partial(cache.forget_principals, [instance.digest]))
+
+
+def _account_saved(sender, instance, created: bool, update_fields=None, **kwargs) -> None:
+    if created or update_fields == frozenset({"last_login"}):  # a login changes no permission
+        return
+    _forget_accounts([instance.pk])  # is_active or is_superuser may have changed
+
+
+def _account_permissions_changed(sender, instance, action: str, reverse: bool, pk_set, **kwargs):
+    """User.groups / User.user_permissions changed, from either side."""
+    if not action.startswith("post_"):
+        return
+    if isinstance(instance, get_user_model()):
+        _forget_accounts([instance.pk])
+    elif isinstance(instance, Group):
+        _forget_accounts(pk_set or instance.user_set.values_list("pk", flat=True))
+
+
+def _group_permissions_changed(sender, instance, action: str, pk_set, **kwargs) -> None:
+    if not action.startswith("post_"):
+        return
+    groups = [instance.pk] if isinstance(instance, Group) else list(pk_set or ())
+    User = get_user_model()
+    _forget_accounts(User.objects.filter(groups__in=groups).values_list("pk", flat=True))
+
+
+def connect() -> None:
+    User = get_user_model()
+    post_delete.connect(_token_deleted, sender=ApiToken, dispatch_uid="users-token-deleted")
+    post_save.connect(_account_saved, sender=User, dispatch_uid="users-account-saved")
+    m2m_changed.connect(
+        _account_permissions_changed, sender=User.groups.through, dispatch_uid="users-groups"
+    )
+    m2m_changed.connect(
+        _account_permissions_changed,
+        sender=User.user_permissions.through,
+        dispatch_uid="users-account-perms",
+    )
+    m2m_changed.connect(
+        _group_permissions_changed,
+        sender=Group.permissions.through,
+        dispatch_uid="users-group-perms",
+    )
