@@ -1,0 +1,124 @@
+"""Size limits against a real uvicorn server, over raw sockets: a body over API_MAX_BODY_BYTES is
+refused with 413 before it is sent, a chunked one as soon as it passes the limit, and a request
+head over 16 KiB gets 431 — never a 200."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from importlib.metadata import version
+
+import pytest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, tmp_path_factory):
+    from tests.processes import WebServer
+
+    server = WebServer(
+        tmp_path_factory.mktemp("limits") / "web.log", workers=1, API_MAX_BODY_BYTES=str(LIMIT)
+    )
+    yield server
+    server.stop()
+
+
+def exchange(server, head: bytes, body_chunks=(), pause: float = 0.0) -> tuple[int, dict, bytes]:
+    """Send a request over a raw socket; return the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+                if pause:
+                    time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before the body was all sent: what we want
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    raw_headers, _, body = rest.partition(b"\r\n\r\n")
+    headers = dict(
+        line.decode().lower().split(": ", 1) for line in raw_headers.split(b"\r\n") if line
+    )
+    return int(status_line.split()[1]), headers, body
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def post_head(server, *extra: bytes) -> bytes:
+    return b"\r\n".join(
+        [b"POST /users HTTP/1.1", f"Host: 127.0.0.1:{server.port}".encode(),
+         b"Content-Type: application/json", *extra, b"", b""]
+    )  # fmt: skip
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(server):
+    started = time.monotonic()
+    # Announce a gigabyte, send none of it: the answer comes from the headers alone.
+    status, headers, body = exchange(server, post_head(server, b"Content-Length: 1000000000"))
+    assert status == 413
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"detail": f"Request body too large: at most {LIMIT} bytes."}
+    assert time.monotonic() - started < 5
+
+
+def test_chunked_body_is_refused_once_it_passes_the_limit(server):
+    chunk = b"a" * 16384
+    framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    status, _, body = exchange(
+        server, post_head(server, b"Transfer-Encoding: chunked"), [framed] * 64 + [b"0\r\n\r\n"]
+    )
+    assert status == 413
+    assert "too large" in json.loads(body)["detail"]
+
+
+def test_body_within_the_limit_reaches_the_api(server):
+    payload = b'{"first_name": "Ada"}'
+    status, _, body = exchange(
+        server, post_head(server, f"Content-Length: {len(payload)}".encode()) + payload
+    )
+    assert status == 401  # anonymous: refused by the API, not by the size limit
+
+
+def test_request_head_over_16_kib_is_431(server):
+    head = (
+        f"GET /users/1 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode()
+        + b"X-Big: " + b"x" * 20_000 + b"\r\n\r\n"
+    )  # fmt: skip
+    status, headers, body = exchange(server, head)
+    assert status == 431
+    assert "too large" in json.loads(body)["detail"]
+
+
+def test_huge_header_is_refused_while_it_streams_in(server):
+    """30 MB in one header: refused after the first few KiB, not read whole into memory."""
+    head = f"GET /users/1 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nX-Big: ".encode()
+    status, _, _ = exchange(server, head, [b"x" * 65536] * 480)
+    assert status == 431
+
+
+def test_many_small_headers_over_16_kib_are_431(server):
+    lines = b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 100) for n in range(200))
+    head = f"GET /users/1 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode() + lines + b"\r\n"
+    assert exchange(server, head)[0] == 431
+
+
+def test_the_head_limit_relies_on_the_pinned_uvicorn():
+    # viswals/http_protocol.py overrides uvicorn's httptools protocol: check it again when the
+    # pin moves (requirements.txt).
+    assert version("uvicorn") == "0.54.0"
+    assert version("httptools")  # the protocol it subclasses
