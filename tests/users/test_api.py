@@ -214,3 +214,11 @@ def test_anonymous_clients_are_rate_limited_in_public_read_mode(
     assert "throttled" in limited.json()["detail"]
     assert int(redis_client.get(key)) == 5  # the counter lives in the shared Redis
     redis_client.delete(key)
+
+
+def test_body_over_the_limit_is_413_also_without_the_asgi_limit(writer_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = settings.API_MAX_BODY_BYTES = 1000
+    body = '{"first_name": "' + "x" * 2000 + '"}'
+    response = writer_client.post("/users", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body too large: at most 1000 bytes."}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.utils.decorators import sync_and_async_middleware
 from rest_framework import status
@@ -20,6 +22,11 @@ SERVER_ERROR = "Internal server error."
 
 
 def api_exception_handler(exc, context) -> Response:
+    if isinstance(exc, RequestDataTooBig):  # behind the ASGI limit, only without it (WSGI, tests)
+        return Response(
+            {"detail": f"Request body too large: at most {settings.API_MAX_BODY_BYTES} bytes."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("api: unhandled error", exc_info=exc)
