@@ -10,6 +10,7 @@ the `user_detail` view and, ahead of Django, by users.api.asgi.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from asgiref.sync import sync_to_async
@@ -69,6 +70,12 @@ def _released(function, release_connection: bool):
     return sync_to_async(run)
 
 
+@lru_cache(maxsize=1024)
+def _decoded(cached: bytes) -> Principal:
+    """Decode a cached principal once: the same few clients send most requests."""
+    return Principal.decode(cached)
+
+
 def _load_user_json(user_id: int) -> bytes | None:
     payload = selectors.user_load_payload(user_id=user_id)
     return None if payload is None else to_json(payload).encode()
@@ -107,7 +114,7 @@ async def read_user(
     if digest is not None:
         window = parts[2] if parts else None
         if read.principal is not None:
-            principal = Principal.decode(read.principal)
+            principal = _decoded(read.principal)
         else:
             principal, count = await _released(_load_principal, release_connection)(digest)
         if principal is None or principal.expired():

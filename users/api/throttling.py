@@ -12,6 +12,7 @@ same Redis round trip as the user it reads.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from typing import NamedTuple
 
 from django.conf import settings
@@ -33,6 +34,7 @@ class Window(NamedTuple):
     left: float
 
 
+@lru_cache(maxsize=8)
 def parse_rate(rate: str) -> tuple[int, int] | None:
     """(requests, period in seconds), or None for no limit."""
     if not rate:
