@@ -27,8 +27,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
-            self._head_bytes += len(data)
-            # The request line counts too; the slack covers a body that shares the last chunk.
+            # Count up to the blank line that ends the head: a body may share this read.
+            end = data.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else end + 4
+            # on_headers_complete checks the head exactly; this catches one that never ends.
             if self._head_bytes > MAX_HEAD_BYTES + 8192:
                 self._refuse_head()
                 return
