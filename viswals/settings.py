@@ -4,11 +4,13 @@ Defaults point at the services on localhost so a fresh checkout runs; `.env.exam
 variable. Production sets DJANGO_DEBUG=false and a real DJANGO_SECRET_KEY.
 """
 
+import sys
 from pathlib import Path
 
 import environ
 import redis.connection
-from django.core.exceptions import ImproperlyConfigured
+
+from viswals.secret_key import STARTUP_FAILURE, secret_key_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,11 +21,13 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 _DEV_SECRET_KEY = "django-insecure-dev-only-key-do-not-use-in-production"
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
-if not SECRET_KEY:
-    raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off "
-        "(set DJANGO_DEBUG=true for local development)."
-    )
+if not DEBUG and (_problem := secret_key_problem(SECRET_KEY)):
+    # Every process loads settings first (manage.py and any command, uvicorn's workers, celery):
+    # each stops with this one line on stderr instead of a traceback. Status 3 is uvicorn's
+    # start-up failure, which makes its supervisor stop rather than restart workers forever.
+    # The rules: viswals/secret_key.py.
+    sys.stderr.write(f"viswals: {_problem}\n")
+    raise SystemExit(STARTUP_FAILURE)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 PORT = env.int("PORT", default=8080)
