@@ -5,6 +5,7 @@ variable. Production sets DJANGO_DEBUG=false and a real DJANGO_SECRET_KEY.
 """
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -46,6 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_eventstream",
+    "axes",
     "users",
     "ingest",
 ]
@@ -66,6 +68,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a refused login into its lockout response (async-capable).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "viswals.urls"
@@ -108,6 +112,34 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Logins and passwords -------------------------------------------------------------------
+# django-axes first: it refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Lockout (django-axes, https://django-axes.readthedocs.io/): after AXES_FAILURE_LIMIT failed
+# logins for one account from one address, that pair is refused, right password or not, for
+# AXES_COOLOFF_MINUTES (0: until unlocked by hand, see README "Admin login"). Attempts are
+# kept in PostgreSQL, so every web process sees the same count.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+_axes_cooloff_minutes = env.int("AXES_COOLOFF_MINUTES", default=15)
+AXES_COOLOFF_TIME = timedelta(minutes=_axes_cooloff_minutes) if _axes_cooloff_minutes else None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# The address from the socket; X-Forwarded-For only from TRUSTED_PROXIES (client_address.py).
+AXES_CLIENT_IP_CALLABLE = "viswals.client_address.request_client_address"
+# A successful login forgets that pair's earlier failures.
+AXES_RESET_ON_SUCCESS = True
+# Django's four standard validators: admin forms, createsuperuser and changepassword refuse a
+# password that is like the username, shorter than 8 characters, common or all digits.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 # --- Redis ----------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -267,6 +299,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # Failed logins and lockouts (WARNING), not a banner in every command and a line per
+        # successful login.
+        "axes": {"level": "WARNING"},
         # uvicorn's worker processes log through the same handler once Django is loaded (its
         # access log, off in the Procfile, keeps uvicorn's own format).
         "uvicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},

@@ -183,6 +183,16 @@ def test_check_deploy_passes_with_the_production_environment():
     assert "no issues" in result.stdout
 
 
+def test_login_lockout_is_configured_from_the_environment():
+    expression = "settings.AXES_FAILURE_LIMIT, settings.AXES_COOLOFF_TIME"
+    default = settings_value(expression, DJANGO_DEBUG="true")
+    assert default.stdout.strip() == "5 0:15:00", default.stderr
+    changed = settings_value(
+        expression, DJANGO_DEBUG="true", AXES_FAILURE_LIMIT="3", AXES_COOLOFF_MINUTES="0"
+    )
+    assert changed.stdout.strip() == "3 None", changed.stderr  # 0: locked until unlocked
+
+
 def test_connection_budget_fits_postgresql_max_connections():
     env = production_env()
     web = int(env["WEB_CONCURRENCY"]) * int(env["DATABASE_POOL_MAX"])
