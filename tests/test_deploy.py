@@ -34,7 +34,7 @@ def _docker_compose_available() -> bool:
 @pytest.mark.skipif(not _docker_compose_available(), reason="the docker compose CLI is missing")
 def test_docker_compose_config_is_valid():
     # The secrets Compose requires from the environment (or .env).
-    env = {**os.environ, "DJANGO_SECRET_KEY": random_secret_key()}
+    env = {**os.environ, "DJANGO_SECRET_KEY": random_secret_key(), "METRICS_TOKEN": "t" * 32}
     result = subprocess.run(
         ["docker", "compose", "config", "--quiet"],
         cwd=ROOT,

@@ -166,9 +166,10 @@ def test_every_secret_key_published_in_the_repository_is_refused():
     )
 
 
-def test_compose_requires_a_secret_key_from_the_environment():
+def test_compose_requires_its_secrets_from_the_environment():
     compose = (ROOT / "docker-compose.yml").read_text()
-    assert "DJANGO_SECRET_KEY: ${DJANGO_SECRET_KEY:?" in compose
+    for name in ("DJANGO_SECRET_KEY", "METRICS_TOKEN"):
+        assert f"{name}: ${{{name}:?" in compose, name
 
 
 def test_check_deploy_passes_with_the_production_environment():
