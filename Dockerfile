@@ -14,8 +14,10 @@ RUN pip install -r requirements.txt
 
 COPY . .
 # Static files (admin, browsable API, Swagger UI) are collected into the image and served by
-# whitenoise from the ASGI server. A throwaway key: collectstatic needs settings, not secrets.
-RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0
+# whitenoise from the ASGI server. A throwaway key, made for this step and not kept in the image:
+# collectstatic needs settings, not secrets (and settings refuse a short or published key).
+RUN DJANGO_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+    python manage.py collectstatic --noinput --verbosity 0
 
 USER app
 EXPOSE 8080

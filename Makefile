@@ -55,9 +55,10 @@ system-deps:
 	  echo "installing chromium (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# The whole suite, against real PostgreSQL, Redis and RabbitMQ (started if down).
+# The whole suite, against real PostgreSQL, Redis and RabbitMQ (started if down). The tests make
+# a secret key of their own (tests/environment.py).
 test: install services system-deps
-	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-insecure-test-only-key} $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

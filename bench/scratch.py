@@ -4,6 +4,7 @@ SSE channel and queue, named after a tag) that is removed at the end, and helper
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -38,7 +39,8 @@ class Scratch:
             **os.environ,
             # Production settings: debug off (no query log, no debug cursor wrappers).
             "DJANGO_DEBUG": "false",
-            "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-any-deployment-0123456789abcdef",
+            # A key of this run's own: settings refuse one published in the repository.
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{self.db}",
             "USERS_CACHE_PREFIX": f"{tag}:users:v2",
             "INGEST_QUEUE": self.queue,

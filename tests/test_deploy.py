@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.environment import random_secret_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +33,14 @@ def _docker_compose_available() -> bool:
 
 @pytest.mark.skipif(not _docker_compose_available(), reason="the docker compose CLI is missing")
 def test_docker_compose_config_is_valid():
+    # The secrets Compose requires from the environment (or .env).
+    env = {**os.environ, "DJANGO_SECRET_KEY": random_secret_key(), "METRICS_TOKEN": "t" * 32}
     result = subprocess.run(
-        ["docker", "compose", "config", "--quiet"], cwd=ROOT, capture_output=True, text=True
+        ["docker", "compose", "config", "--quiet"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
 

@@ -3,17 +3,23 @@
 Liveness touches nothing outside the process: a dependency outage must not get healthy web
 processes restarted. Readiness checks PostgreSQL, Redis and the broker in parallel, each with a
 short timeout, on fresh connections (a pooled connection could hide an outage, and a pool
-waiting for a free slot could hang the probe). The answer names each dependency and its
-status; failures say which dependency and the kind of error, never a stack trace.
+waiting for a free slot could hang the probe).
+
+A flood of probes must not become a flood of connections to the dependencies: each process
+runs one check at a time and answers every probe from a result at most MAX_AGE old; probes
+that arrive while a check runs wait for it. The answer names only the failing dependencies
+(no hosts, users or error texts, which a probe's caller has no need of); the details go to the
+log, one line per failing dependency per check, without a traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -22,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 # Seconds each check may take; the whole probe answers within about this long.
 CHECK_TIMEOUT = 0.8
-# Shared by probes; a check stuck past its timeout keeps a thread until its own socket timeout.
+# Seconds a result is reused for, counted from the start of its check.
+MAX_AGE = 1.0
+# Runs the checks; a check stuck past its timeout keeps a thread until its own socket timeout.
 _executor = ThreadPoolExecutor(max_workers=6, thread_name_prefix="readyz")
 
 
@@ -84,31 +92,57 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
-def run_checks() -> dict[str, dict[str, object]]:
+@dataclass
+class Readiness:
+    """This process's last result (the failing dependencies) and the check in flight."""
+
+    failing: list[str] | None = None
+    measured_at: float = 0.0
+    running: asyncio.Task | None = None
+
+
+_readiness = Readiness()
+
+
+async def _measure(state: Readiness) -> list[str]:
     started = time.monotonic()
-    futures = {name: _executor.submit(check) for name, check in CHECKS.items()}
-    results: dict[str, dict[str, object]] = {}
+    futures = {name: asyncio.wrap_future(_executor.submit(check)) for name, check in CHECKS.items()}
+    await asyncio.wait(futures.values(), timeout=CHECK_TIMEOUT)
+    errors: dict[str, str] = {}
     for name, future in futures.items():
-        remaining = max(CHECK_TIMEOUT - (time.monotonic() - started), 0.01)
-        try:
-            future.result(timeout=remaining)
-        except FutureTimeout:
-            results[name] = {"status": "error", "error": f"no answer within {CHECK_TIMEOUT}s"}
-        except Exception as error:
-            results[name] = {"status": "error", "error": _describe(error)}
-        else:
-            results[name] = {"status": "ok"}
-        results[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
-    return results
+        if not future.done():
+            future.cancel()
+            errors[name] = f"no answer within {CHECK_TIMEOUT}s"
+        elif (error := future.exception()) is not None:
+            errors[name] = _describe(error)
+    for name in sorted(errors):
+        logger.warning("readiness: %s failing: %s", name, errors[name])
+    state.failing, state.measured_at = sorted(errors), started
+    return state.failing
 
 
-def readyz(request):
+async def failing_dependencies() -> list[str]:
+    """The dependencies that do not answer, from a check at most MAX_AGE old (one at a time)."""
+    state = _readiness
+    if state.failing is not None and time.monotonic() - state.measured_at <= MAX_AGE:
+        return state.failing
+    loop = asyncio.get_running_loop()
+    task = state.running
+    # A task of another event loop (a test client runs each request in a loop of its own) is
+    # not awaitable here; uvicorn's worker has one loop.
+    if task is None or task.done() or task.get_loop() is not loop:
+        task = state.running = loop.create_task(_measure(state))
+    # Shielded: a probe that gives up (client gone) does not cancel the others' check.
+    return await asyncio.shield(task)
+
+
+async def readyz(request):
     """Readiness: 200 when every dependency answers, 503 naming the ones that do not."""
-    checks = run_checks()
-    failing = sorted(name for name, result in checks.items() if result["status"] != "ok")
+    failing = await failing_dependencies()
     if failing:
-        logger.warning("readiness: failing %s: %s", ", ".join(failing), checks)
-        return JsonResponse(
-            {"status": "unavailable", "failing": failing, "checks": checks}, status=503
-        )
-    return JsonResponse({"status": "ok", "checks": checks})
+        response = JsonResponse({"status": "unavailable", "failing": failing}, status=503)
+        # Logged once per check above, not once more per probe (django.request logs every 5xx;
+        # a flood of probes during an outage would flood the log).
+        response._has_been_logged = True
+        return response
+    return JsonResponse({"status": "ok"})

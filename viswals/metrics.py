@@ -22,6 +22,7 @@ directory and cleanup. The cost is two aggregate queries and one broker round tr
 from __future__ import annotations
 
 import glob
+import hmac
 import logging
 import multiprocessing
 import os
@@ -300,8 +301,39 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
+def scrape_refusal(request):
+    """The response refusing a scrape without `Authorization: Bearer $METRICS_TOKEN`, or None.
+
+    Unset METRICS_TOKEN: 403 saying how to enable the endpoint (closed by default: the figures
+    describe the deployment). A missing or wrong token: 401 with WWW-Authenticate. The token
+    is compared in constant time."""
+    from django.conf import settings
+    from django.http import JsonResponse
+
+    token = settings.METRICS_TOKEN
+    if not token:
+        return JsonResponse(
+            {
+                "detail": "/metrics is disabled: set METRICS_TOKEN on the server and scrape "
+                "with the header 'Authorization: Bearer <METRICS_TOKEN>'."
+            },
+            status=403,
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return None
+    response = JsonResponse(
+        {"detail": "Send the metrics token: 'Authorization: Bearer <METRICS_TOKEN>'."},
+        status=401,
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
+
+
 def metrics_view(request):
     """`GET /metrics`: Prometheus text format, for the whole server (every worker process)."""
     from django.http import HttpResponse
 
+    if (refusal := scrape_refusal(request)) is not None:
+        return refusal
     return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)

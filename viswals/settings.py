@@ -4,11 +4,14 @@ Defaults point at the services on localhost so a fresh checkout runs; `.env.exam
 variable. Production sets DJANGO_DEBUG=false and a real DJANGO_SECRET_KEY.
 """
 
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
 import redis.connection
-from django.core.exceptions import ImproperlyConfigured
+
+from viswals.secret_key import STARTUP_FAILURE, secret_key_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,11 +22,13 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 _DEV_SECRET_KEY = "django-insecure-dev-only-key-do-not-use-in-production"
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY if DEBUG else "")
-if not SECRET_KEY:
-    raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off "
-        "(set DJANGO_DEBUG=true for local development)."
-    )
+if not DEBUG and (_problem := secret_key_problem(SECRET_KEY)):
+    # Every process loads settings first (manage.py and any command, uvicorn's workers, celery):
+    # each stops with this one line on stderr instead of a traceback. Status 3 is uvicorn's
+    # start-up failure, which makes its supervisor stop rather than restart workers forever.
+    # The rules: viswals/secret_key.py.
+    sys.stderr.write(f"viswals: {_problem}\n")
+    raise SystemExit(STARTUP_FAILURE)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 PORT = env.int("PORT", default=8080)
@@ -42,6 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_eventstream",
+    "axes",
     "users",
     "ingest",
 ]
@@ -62,6 +68,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a refused login into its lockout response (async-capable).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "viswals.urls"
@@ -104,6 +112,34 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Logins and passwords -------------------------------------------------------------------
+# django-axes first: it refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Lockout (django-axes, https://django-axes.readthedocs.io/): after AXES_FAILURE_LIMIT failed
+# logins for one account from one address, that pair is refused, right password or not, for
+# AXES_COOLOFF_MINUTES (0: until unlocked by hand, see README "Admin login"). Attempts are
+# kept in PostgreSQL, so every web process sees the same count.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+_axes_cooloff_minutes = env.int("AXES_COOLOFF_MINUTES", default=15)
+AXES_COOLOFF_TIME = timedelta(minutes=_axes_cooloff_minutes) if _axes_cooloff_minutes else None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# The address from the socket; X-Forwarded-For only from TRUSTED_PROXIES (client_address.py).
+AXES_CLIENT_IP_CALLABLE = "viswals.client_address.request_client_address"
+# A successful login forgets that pair's earlier failures.
+AXES_RESET_ON_SUCCESS = True
+# Django's four standard validators: admin forms, createsuperuser and changepassword refuse a
+# password that is like the username, shorter than 8 characters, common or all digits.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 # --- Redis ----------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -230,6 +266,10 @@ SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 
+# /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (compared in constant time);
+# unset, it answers 403 to everyone. See README "Operations endpoints".
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -263,6 +303,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # Failed logins and lockouts (WARNING), not a banner in every command and a line per
+        # successful login.
+        "axes": {"level": "WARNING"},
         # uvicorn's worker processes log through the same handler once Django is loaded (its
         # access log, off in the Procfile, keeps uvicorn's own format).
         "uvicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},

@@ -72,7 +72,6 @@ def test_production_server_writes_json_lines_with_the_request_id(web_server):
     server = web_server(
         workers=2,
         DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY="ops-test-secret-key-0123456789-0123456789-0123456789-x",
         DJANGO_SECURE_SSL_REDIRECT="false",
         LOG_LEVEL="INFO",
     )

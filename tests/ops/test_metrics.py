@@ -3,6 +3,7 @@ SSE stream happen, summed over both worker processes."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 
@@ -16,13 +17,15 @@ from users.services import user_create
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
+# The token the test servers are started with.
+TOKEN = secrets.token_urlsafe(32)
 # No test stores (or caches) this id.
 ABSENT_ID = 987_654_321_098
 HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 
 
 def scrape(base: str) -> dict[tuple[str, tuple], float]:
-    response = httpx.get(f"{base}/metrics", timeout=5)
+    response = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -50,7 +53,7 @@ def wait_until(predicate, timeout: float = 10) -> None:
 def test_metrics_move_with_requests_and_an_ingest(
     web_server, celery_worker_process, write_csv, api_token
 ):
-    server = web_server(workers=2)
+    server = web_server(workers=2, METRICS_TOKEN=TOKEN)
     reader = {"Authorization": f"Token {api_token('reader')}"}
     before = scrape(server.base)
 
@@ -99,7 +102,7 @@ def test_metrics_move_with_requests_and_an_ingest(
 
 
 def test_sse_streams_are_counted_while_open(web_server):
-    server = web_server(workers=2)
+    server = web_server(workers=2, METRICS_TOKEN=TOKEN)
     received: list[bytes] = []
     stop = threading.Event()
 
@@ -127,3 +130,35 @@ def test_sse_streams_are_counted_while_open(web_server):
     user_create(first_name="Bob", last_name="Ray", email_address="bob@example.com")
     listener.join(timeout=10)
     wait_until(lambda: value(scrape(server.base), "sse_open_streams") == 0)
+
+
+def test_metrics_need_the_bearer_token(web_server):
+    server = web_server(workers=1, METRICS_TOKEN=TOKEN)
+    url = f"{server.base}/metrics"
+
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"Token {TOKEN}"},
+        {"Authorization": f"Basic {TOKEN}"},
+    ):
+        refused = httpx.get(url, headers=headers)
+        assert refused.status_code == 401, headers
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert "Authorization: Bearer" in refused.json()["detail"]
+        assert "http_requests_total" not in refused.text
+
+    accepted = httpx.get(url, headers={"Authorization": f"bearer {TOKEN}"})
+    assert accepted.status_code == 200
+    assert "http_requests_total" in accepted.text
+
+
+def test_metrics_are_off_without_a_token(web_server):
+    server = web_server(workers=1, METRICS_TOKEN="")
+
+    response = httpx.get(f"{server.base}/metrics", headers={"Authorization": "Bearer any"})
+
+    assert response.status_code == 403
+    assert "set METRICS_TOKEN" in response.json()["detail"]
+    assert "WWW-Authenticate" not in response.headers

@@ -1,5 +1,6 @@
-"""Production settings: debug off unless asked, a required secret key, `check --deploy` clean
-with the documented production environment, and the connection budget within PostgreSQL's."""
+"""Production settings: debug off unless asked, a secret key that is long, random and not
+published (or one line and exit status 3 from every process), `check --deploy` clean with the
+documented production environment, and the connection budget within PostgreSQL's."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+from tests.environment import random_secret_key
+from viswals.secret_key import STARTUP_FAILURE, secret_key_problem
 
 ENV_EXAMPLE = ROOT / ".env.example"
 
@@ -20,8 +25,44 @@ def bare_env(**extra: str) -> dict[str, str]:
 
 
 def production_env() -> dict[str, str]:
+    """.env.example's values, with a key of this test's own for its placeholder."""
     pairs = re.findall(r"^([A-Z_]+)=(.*)$", ENV_EXAMPLE.read_text(), re.M)
-    return dict(pairs)
+    return {**dict(pairs), "DJANGO_SECRET_KEY": random_secret_key()}
+
+
+def published_secret_keys() -> dict[str, str]:
+    """Every DJANGO_SECRET_KEY value a file of the repository sets, by where it is set.
+
+    Quoted literals anywhere (`"DJANGO_SECRET_KEY": "..."`, `_DEV_SECRET_KEY = "..."`), bare
+    values in other files than Python (`.env`, YAML, Makefile, Dockerfile, README), and
+    Compose/shell defaults (`${DJANGO_SECRET_KEY:-...}`); shell expansions are not values."""
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    quoted = re.compile(r"SECRET_KEY[\"']?\s*[=:]\s*([\"'])(.*?)\1")
+    bare = re.compile(r"DJANGO_SECRET_KEY\s*[=:][ \t]*([^\s\"'$(?\-][^\s\"'}]*)")
+    default = re.compile(r"\$\{DJANGO_SECRET_KEY:?-([^}]*)\}")
+    found: dict[str, str] = {}
+    for name in files:
+        path = ROOT / name
+        if not path.is_file() or path.suffix in {".csv", ".png"}:
+            continue
+        text = path.read_text(errors="replace")
+        patterns = [quoted, default] + ([] if name.endswith(".py") else [bare])
+        for pattern in patterns:
+            for match in pattern.finditer(text):
+                value = match.group(match.lastindex)
+                if not value.startswith("$"):
+                    line = text.count("\n", 0, match.start()) + 1
+                    found[f"{name}:{line}"] = value
+    return found
+
+
+def run_without_a_usable_key(command: list[str], key: str | None, timeout: float = 60):
+    env = bare_env() if key is None else bare_env(DJANGO_SECRET_KEY=key)
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def settings_value(expression: str, **env: str) -> subprocess.CompletedProcess:
@@ -39,7 +80,7 @@ def test_debug_is_off_unless_set():
         "settings.DEBUG, settings.LOGGING['handlers']['console']['formatter'], "
         "settings.STORAGES['staticfiles']['BACKEND'].rsplit('.', 1)[-1], "
         "settings.SESSION_COOKIE_SECURE",
-        DJANGO_SECRET_KEY="k" * 60,
+        DJANGO_SECRET_KEY=random_secret_key(),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
@@ -60,8 +101,75 @@ def test_development_logs_are_text():
 def test_secret_key_is_required_when_debug_is_off():
     result = settings_value("settings.DEBUG")
 
-    assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
+    assert result.returncode == STARTUP_FAILURE
+    assert result.stderr.startswith("viswals: DJANGO_SECRET_KEY is not set")
+
+
+def test_a_development_key_needs_debug_on():
+    assert settings_value("settings.DEBUG", DJANGO_DEBUG="true").stdout.strip() == "True"
+    result = settings_value("settings.DEBUG", DJANGO_DEBUG="true", DJANGO_SECRET_KEY="dev")
+    assert result.stdout.strip() == "True", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (None, "is not set"),
+        ("", "is not set"),
+        ("insecure-test-only-key", "shorter than 50 characters"),
+        ("ab" * 40, "fewer than 5 different characters"),
+        ("django-insecure-" + random_secret_key(), "starts with 'django-insecure-'"),
+        (
+            "change-me-to-a-long-random-string-of-at-least-fifty-characters-0123456789",
+            "published",
+        ),
+        ("compose-local-secret-key-change-me-for-any-real-deployment-000", "published"),
+    ],
+)
+def test_any_command_stops_with_one_line_on_an_unusable_key(key, reason):
+    result = run_without_a_usable_key([sys.executable, "manage.py", "migrate"], key)
+
+    assert result.returncode == STARTUP_FAILURE
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert reason in result.stderr
+    assert "token_urlsafe" in result.stderr  # says how to make one
+
+
+def test_celery_and_uvicorn_stop_with_one_line_without_a_key():
+    celery = run_without_a_usable_key(
+        [sys.executable, "-m", "celery", "-A", "viswals", "worker", "-Q", "none"], None
+    )
+    assert celery.returncode == STARTUP_FAILURE
+    assert celery.stderr.splitlines() == [celery.stderr.strip()]
+    assert "DJANGO_SECRET_KEY is not set" in celery.stderr
+
+    # uvicorn's supervisor stops instead of restarting its workers (status 3 is its start-up
+    # failure); each worker says why once, and there is no traceback.
+    command = [sys.executable, "-m", "uvicorn", "viswals.asgi:application", "--port", "0"]
+    for extra in ([], ["--workers", "2"]):
+        uvicorn = run_without_a_usable_key(command + extra, None, timeout=30)
+        ours = [line for line in uvicorn.stderr.splitlines() if line.startswith("viswals:")]
+        assert 1 <= len(ours) <= 2, uvicorn.stderr
+        assert "Traceback" not in uvicorn.stderr
+
+
+def test_every_secret_key_published_in_the_repository_is_refused():
+    published = published_secret_keys()
+    # The scan finds what it must: the placeholders of .env.example and the development key.
+    assert any(place.startswith(".env.example:") for place in published)
+    assert any(place.startswith("viswals/settings.py:") for place in published)
+    accepted = {place: key for place, key in published.items() if not secret_key_problem(key)}
+    assert not accepted, (
+        "a usable DJANGO_SECRET_KEY is published here; use a placeholder the rules refuse, or "
+        f"add its SHA-256 to viswals/secret_key.py PUBLISHED_KEY_DIGESTS: {accepted}"
+    )
+
+
+def test_compose_requires_its_secrets_from_the_environment():
+    compose = (ROOT / "docker-compose.yml").read_text()
+    for name in ("DJANGO_SECRET_KEY", "METRICS_TOKEN"):
+        assert f"{name}: ${{{name}:?" in compose, name
 
 
 def test_check_deploy_passes_with_the_production_environment():
@@ -74,6 +182,16 @@ def test_check_deploy_passes_with_the_production_environment():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_login_lockout_is_configured_from_the_environment():
+    expression = "settings.AXES_FAILURE_LIMIT, settings.AXES_COOLOFF_TIME"
+    default = settings_value(expression, DJANGO_DEBUG="true")
+    assert default.stdout.strip() == "5 0:15:00", default.stderr
+    changed = settings_value(
+        expression, DJANGO_DEBUG="true", AXES_FAILURE_LIMIT="3", AXES_COOLOFF_MINUTES="0"
+    )
+    assert changed.stdout.strip() == "3 None", changed.stderr  # 0: locked until unlocked
 
 
 def test_connection_budget_fits_postgresql_max_connections():
