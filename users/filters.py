@@ -11,8 +11,10 @@ import django_filters
 from django import forms
 from django.db.models import QuerySet, Value
 from django.db.models.functions import Concat
+from django_filters.fields import IsoDateTimeField
 
 from users.models import User
+from users.validation import BIGINT_MAX, FieldError, parse_int, utc_datetime
 
 # (field, tie-break) pairs: every ordering ends on the primary key, so it is total and the
 # cursor pagination can resume exactly after the last row of a page.
@@ -42,8 +44,45 @@ class StrictBooleanFilter(django_filters.Filter):
     field_class = StrictBooleanField
 
 
+class UtcDateTimeField(IsoDateTimeField):
+    """ISO 8601, made UTC here (users.validation.utc_datetime): PostgreSQL refuses offsets past
+    ±15:59, and an instant outside years 1-9999 in UTC is a 400, not a database error."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:
+            return utc_datetime(value, column="")
+        except FieldError as error:
+            message = f"{error.message[:1].upper()}{error.message[1:]}."
+            raise forms.ValidationError(message, code="invalid") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
+class PositiveBigIntegerField(forms.Field):
+    """Plain ASCII digits (users.validation.parse_int: no "١٢", no "1_000") from 1 up to what a
+    bigint holds; anything else is a 400 naming the parameter."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        try:
+            number = parse_int(str(value), column="")
+        except FieldError:
+            raise forms.ValidationError("Must be a positive integer.", code="invalid") from None
+        if not 0 < number <= BIGINT_MAX:
+            raise forms.ValidationError(
+                f"Must be a positive integer up to {BIGINT_MAX}.", code="invalid"
+            )
+        return number
+
+
 class IntegerFilter(django_filters.NumberFilter):
-    field_class = forms.IntegerField
+    field_class = PositiveBigIntegerField
 
 
 class UserOrderingFilter(django_filters.OrderingFilter):
@@ -74,12 +113,12 @@ class UserFilter(django_filters.FilterSet):
     email_address = django_filters.CharFilter(
         lookup_expr="iexact", label="Exact, case-insensitive."
     )
-    created_after = django_filters.IsoDateTimeFilter(
+    created_after = UtcDateTimeFilter(
         field_name="created_at",
         lookup_expr="gte",
         label="Created at or after this ISO 8601 time.",
     )
-    created_before = django_filters.IsoDateTimeFilter(
+    created_before = UtcDateTimeFilter(
         field_name="created_at",
         lookup_expr="lt",
         label="Created before this ISO 8601 time.",

@@ -60,10 +60,21 @@ class FieldError(Exception):
         return f"{self.column}: {self.message}"
 
 
+# C0 and C1 control characters and DEL (PostgreSQL refuses NUL in text outright), and lone
+# surrogates (not text: they cannot be encoded as UTF-8).
+_control_character = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]").search
+
+
 def clean_name(value: str, *, column: str) -> str:
+    """A first or last name: trimmed, not blank, at most NAME_MAX_LENGTH characters, no
+    control characters."""
     value = value.strip()
+    if not value:
+        raise FieldError(column, "must not be blank")
     if len(value) > NAME_MAX_LENGTH:
         raise FieldError(column, f"longer than {NAME_MAX_LENGTH} characters ({len(value)})")
+    if control := _control_character(value):
+        raise FieldError(column, f"contains a control character (U+{ord(control[0]):04X})")
     return value
 
 
@@ -82,15 +93,39 @@ def clean_email(value: str, *, column: str = "email_address") -> str:
     return f"{local}@{domain.lower()}"
 
 
+# What a PostgreSQL bigint holds: ids and parent ids beyond it could not be stored or looked up.
+BIGINT_MAX = 2**63 - 1
+
 # int() alone would also accept "1_000", "١٢" and " 12 "; the contract is plain decimal digits.
 _is_integer = re.compile(r"[+-]?[0-9]+\Z").match
+# Longer than any bigint (and int() refuses strings of over 4,300 digits outright).
+_MAX_INTEGER_CHARS = 20
 
 
 def parse_int(value: str, *, column: str) -> int:
     value = value.strip()
     if not _is_integer(value):
-        raise FieldError(column, f"not an integer: {value!r}")
+        raise FieldError(column, f"not an integer: {_shown(value)}")
+    if len(value.lstrip("+-").lstrip("0")) > _MAX_INTEGER_CHARS:
+        raise FieldError(column, f"integer out of range: {_shown(value)}")
     return int(value)
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A value quoted for a message, cut short: messages stay one short line."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
+
+
+def utc_datetime(value: datetime, *, column: str) -> datetime:
+    """The same instant in UTC (naive values are taken as UTC), or FieldError when it falls
+    outside years 1-9999 in UTC. PostgreSQL refuses offsets beyond ±15:59 and Python cannot
+    convert 9999-12-31T23:59-01:00 to UTC, so every timestamp is made UTC before it is used."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise FieldError(column, "out of range (years 1 to 9999, in UTC)") from None
 
 
 def parse_user_id(value: str, *, column: str = "id") -> int:
@@ -132,4 +167,6 @@ def parse_optional_user_id(value: str, *, column: str) -> int | None:
     number = parse_int(value, column=column)
     if number <= 0:
         raise FieldError(column, f"not a positive integer: {number}")
+    if number > BIGINT_MAX:
+        raise FieldError(column, f"integer out of range: {number}")
     return number

@@ -194,6 +194,12 @@ REST_FRAMEWORK = {
     ],
     # Default deny: every API view needs the model permission for what it does (users.access).
     "DEFAULT_PERMISSION_CLASSES": ["users.api.permissions.UsersAccess"],
+    # DRF's defaults, with a JSON parser that makes a body nested too deeply a 400, not a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "users.api.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": ["users.api.throttling.ClientRedisThrottle"],
     "EXCEPTION_HANDLER": "users.api.exceptions.api_exception_handler",

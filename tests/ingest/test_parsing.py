@@ -157,6 +157,28 @@ def test_unterminated_quote_rejects_one_line_without_swallowing_the_next():
             "1,Ann,Lee,a@example.com,99999999999999999999,-1,-1,-1",
             "created_at: timestamp out of range: 99999999999999999999",
         ),
+        (  # past a bigint: COPY would fail the whole batch
+            "1,Ann,Lee,a@example.com,1600000000000,-1,-1,9223372036854775808",
+            "parent_user_id: integer out of range: 9223372036854775808",
+        ),
+        (  # int() refuses strings of over 4,300 digits; the message stays short
+            f"{'9' * 5000},Ann,Lee,a@example.com,1600000000000,-1,-1,-1",
+            f"id: integer out of range: '{'9' * 40}'… (5000 characters)",
+        ),
+        ("1,,Lee,a@example.com,1600000000000,-1,-1,-1", "first_name: must not be blank"),
+        ("1,Ann,  ,a@example.com,1600000000000,-1,-1,-1", "last_name: must not be blank"),
+        (
+            "1,Ann\x07,Lee,a@example.com,1600000000000,-1,-1,-1",
+            "first_name: contains a control character (U+0007)",
+        ),
+        (
+            "1,Ann,L\x00ee,a@example.com,1600000000000,-1,-1,-1",
+            "last_name: contains a control character (U+0000)",
+        ),
+        (
+            '1,"Ann\tMarie",Lee,a@example.com,1600000000000,-1,-1,-1',
+            "first_name: contains a control character (U+0009)",
+        ),
     ],
 )
 def test_bad_values_are_rejected_naming_the_column(line, reason):
@@ -194,9 +216,9 @@ def test_email_domain_is_lowercased_but_local_part_kept():
     )
 
 
-def test_empty_names_are_allowed():
-    row = parse("1,,,a@example.com,1600000000000,-1,-1,-1")
-    assert row.first_name == row.last_name == ""
+def test_names_are_trimmed():
+    row = parse("1,  Ann Marie ,\tLee  ,a@example.com,1600000000000,-1,-1,-1")
+    assert (row.first_name, row.last_name) == ("Ann Marie", "Lee")
 
 
 def test_reading_streams_without_holding_the_file():
@@ -233,3 +255,21 @@ def test_long_rejected_lines_are_reported_cut_short():
     raw = to_csv_line(record.fields)
     assert raw.startswith("3,Ann,Lee,not-an-email,111")
     assert raw.endswith(f"… ({len(line) - 1000} more characters)")
+
+
+def test_the_sample_file_rejects_the_rows_the_readme_says():
+    from tests.conftest import ROOT
+
+    reasons = []
+    with open(ROOT / "data" / "users.csv", "rb") as stream:
+        for record in read_records(stream):
+            if record.fields is None:
+                reasons.append(record.reason)
+                continue
+            try:
+                parse_row(record.fields)
+            except RowRejected as error:
+                reasons.append(error.reason)
+    columns = sorted(reason.split(":")[0] for reason in reasons)
+    assert len(reasons) == 11, reasons
+    assert columns.count("id") == 3 and columns.count("first_name") == 1, reasons

@@ -66,7 +66,79 @@ def test_create_validation_errors_name_each_field(writer_client):
 def test_create_with_malformed_json_is_400(writer_client):
     response = writer_client.post("/users", "{bad json", content_type="application/json")
     assert response.status_code == 400
-    assert "JSON parse error" in response.json()["detail"]
+    (message,) = response.json()["non_field_errors"]
+    assert message.startswith("JSON parse error")
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("[" * 100_000, "JSON parse error - nested too deeply"),
+        ('{"first_name": ' + "[" * 100_000, "JSON parse error - nested too deeply"),
+        ('"a string"', "Invalid data. Expected a dictionary, but got str."),
+    ],
+)
+def test_unusable_json_bodies_are_400_with_the_400_shape(token_client, caplog, body, message):
+    response = token_client.post("/users", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"non_field_errors": [message]}
+    assert_logged_as_client_error(caplog)
+
+
+def assert_logged_as_client_error(caplog) -> None:
+    """An error the client caused: one warning line, no traceback, nothing at ERROR."""
+    assert [record.levelname for record in caplog.records] == ["WARNING"], caplog.text
+    assert caplog.records[0].exc_info is None
+    assert "\n" not in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("last_name", 1, "Must be a string."),
+        ("first_name", 1.5, "Must be a string."),
+        ("email_address", 7, "Must be a string."),
+        ("first_name", True, "Must be a string."),
+        ("first_name", ["Ada"], "Must be a string."),
+        ("first_name", "", "must not be blank"),
+        ("last_name", " \t ", "must not be blank"),
+        ("first_name", "x" * 256, "longer than 255 characters (256)"),
+        ("first_name", "A\x07da", "contains a control character (U+0007)"),
+        ("last_name", "Love\u0085lace", "contains a control character (U+0085)"),
+        ("email_address", "", "is required"),
+    ],
+)
+def test_names_and_email_must_be_real_strings(token_client, field, value, message):
+    response = token_client.post("/users", {**NEW_USER, field: value}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {field: [message]}
+    assert User.objects.count() == 0
+
+
+def test_names_are_trimmed(token_client):
+    response = token_client.post(
+        "/users", {**NEW_USER, "first_name": "  Ada ", "last_name": "Love lace\t"}, format="json"
+    )
+    assert response.status_code == 201
+    assert (response.json()["first_name"], response.json()["last_name"]) == ("Ada", "Love lace")
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    ["9999-12-31T23:59:59.999999-23:59", "0001-01-01T00:00:00+23:59"],
+)
+def test_created_at_outside_years_1_to_9999_in_utc_is_400(token_client, created_at):
+    response = token_client.post("/users", {**NEW_USER, "created_at": created_at}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == ["created_at"]
+
+
+def test_created_at_with_an_offset_postgresql_refuses_is_stored_in_utc(token_client):
+    response = token_client.post(
+        "/users", {**NEW_USER, "created_at": "0399-07-19T00:27:07.12-16:41"}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["created_at"] == "0399-07-19T17:08:07.120000Z"
 
 
 def test_unauthenticated_writes_are_401_json(anon_client, user_factory):
@@ -174,7 +246,7 @@ def test_errors_before_the_view_are_json_under_users(monkeypatch, settings, debu
     client = Client(raise_request_exception=False)
     response = client.get("/users", HTTP_HOST="not-allowed.example")
     assert response.status_code == 400
-    assert response.json() == {"detail": "Bad request."}
+    assert response.json() == {"non_field_errors": ["Bad request."]}
     response = client.get("/admin/", HTTP_HOST="not-allowed.example")
     assert response.status_code == 400
     assert not response["Content-Type"].startswith("application/json")

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 pytestmark = pytest.mark.django_db
+
+
+def cursor(key, back: bool = False) -> str:
+    """A cursor as the pagination writes it, holding any key."""
+    return token(json.dumps({"k": key, "b": back}).encode())
+
+
+def token(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def ids(response) -> list[int]:
@@ -91,14 +102,76 @@ def test_filter(reader_client, people, query, expected):
         ("page_size=0", "page_size"),
         ("page_size=ten", "page_size"),
         ("cursor=garbage", "cursor"),
+        # Instants PostgreSQL or Python cannot take: offsets past ±15:59, beyond year 9999 or
+        # before year 1 once in UTC.
+        ("created_after=0399-07-19T00:27:07.12-16:41", None),
+        ("created_before=9999-12-31T23:59:59.999999-23:59", "created_before"),
+        ("created_after=0001-01-01T00:00:00%2B00:01", "created_after"),
+        ("created_after=2020-01-01T00:00:00%00", None),  # Python reads it, NUL and all
+        ("page_size=%C2%B2", "page_size"),  # "²": str.isdigit() says yes, int() says no
+        ("page_size=%D9%A1%D9%A2", "page_size"),  # Arabic-Indic "12": ASCII digits only
+        ("page_size=" + "9" * 5000, None),  # capped, like any large size
+        ("page_size=00", "page_size"),
+        ("parent_user_id=" + "9" * 30, "parent_user_id"),
+        ("parent_user_id=9223372036854775808", "parent_user_id"),  # bigint max + 1
+        ("parent_user_id=" + "9" * 5000, "parent_user_id"),
+        ("parent_user_id=0", "parent_user_id"),
+        ("parent_user_id=%D9%A1", "parent_user_id"),
+        ("name=a%00b", "name"),  # PostgreSQL text holds no NUL
+        ("last_name=a%00b", "last_name"),
+        ("email=%00", "email"),
+        ("cursor=" + token(b"[" * 5000), "cursor"),  # json.loads: RecursionError
+        ("cursor=" + token(b'{"k":' + b"[" * 5000 + b"]" * 5000 + b"}"), "cursor"),
+        ("cursor=" + "A" * 5000, "cursor"),
+        ("cursor=%FF%FE", "cursor"),
+        ("cursor=" + token(b"\xff\xfe"), "cursor"),
+        ("cursor=" + cursor([True]), "cursor"),
+        ("cursor=" + cursor([10**30]), "cursor"),
+        ("cursor=" + cursor([0]), "cursor"),
+        ("cursor=" + cursor(None), "cursor"),
+        ("cursor=" + token(b"[]"), "cursor"),
+        ("cursor=" + token(b'{"k":[1e999]}'), "cursor"),
+        ("ordering=created_at&cursor=" + cursor(["0399-07-19T00:27:07.12-16:41", 1]), None),
+        ("ordering=created_at&cursor=" + cursor(["9999-12-31T23:59:59.999999-23:59", 1]), "cursor"),
+        ("ordering=created_at&cursor=" + cursor(["2020-01-01T00:00:00", 1]), "cursor"),
+        ("ordering=created_at&cursor=" + cursor([12, 1]), "cursor"),
+        ("ordering=last_name&cursor=" + cursor(["a\x00b", 1]), "cursor"),
+        ("ordering=last_name&cursor=" + cursor(["x" * 256, 1]), "cursor"),
+        ("ordering=last_name&cursor=" + cursor(["Lee", 10**30]), "cursor"),
+        ("ordering=last_name&cursor=" + cursor([["Lee"], 1]), "cursor"),
     ],
 )
-def test_bad_parameter_is_400_naming_it(reader_client, people, query, parameter):
+def test_bad_parameter_is_400_naming_it(reader_client, people, caplog, query, parameter):
+    """Every value a client can send is a 200 or a 400 naming its parameter, logged as one line
+    (parameter None: a value that is valid after all, e.g. an offset made UTC)."""
     response = reader_client.get(f"/users?{query}")
-    assert response.status_code == 400
+    if parameter is None:
+        assert response.status_code == 200, response.content
+        assert not caplog.records, caplog.text
+        return
+    assert response.status_code == 400, response.content
     body = response.json()
     assert list(body) == [parameter]
     assert isinstance(body[parameter], list) and body[parameter]
+    assert all(isinstance(message, str) and len(message) < 200 for message in body[parameter])
+    assert [record.levelname for record in caplog.records] == ["WARNING"], caplog.text
+    assert caplog.records[0].exc_info is None
+
+
+def test_created_filters_compare_in_utc(reader_client, people):
+    # 2019-06-01T00:00Z is bob's created_at; 2019-05-31T08:19-15:41 is the same instant.
+    same = quote("2019-05-31T08:19:00-15:41")
+    assert ids(
+        reader_client.get(f"/users?created_after={same}&created_before=2019-06-02T00:00Z")
+    ) == [people["bob"].id]
+    assert ids(reader_client.get(f"/users?created_before={same}")) == []
+
+
+def test_cursor_holding_an_offset_timestamp_resumes_at_the_same_instant(reader_client, people):
+    # bob at 2019-06-01T00:00Z, the others from 2020: after bob's instant in another offset.
+    key = ["2019-05-31T08:19:00-15:41", people["bob"].id]
+    response = reader_client.get(f"/users?ordering=created_at&cursor={cursor(key)}")
+    assert ids(response) == [people[name].id for name in ("ann", "joanna", "carl")]
 
 
 def test_page_shape_and_default_order(reader_client, people):

@@ -1,6 +1,11 @@
-"""Errors of the users API as JSON, whatever went wrong: DRF's own errors keep their bodies
-(`{"detail": ...}`, or `{"<field>": [...]}` for validation); anything unexpected becomes a
-logged 500 `{"detail": ...}` instead of Django's HTML error page."""
+"""Errors of the users API as JSON, whatever went wrong, in one shape per status:
+
+- 400: `{"<field or parameter>": ["message", ...]}`; what concerns the request as a whole (a body
+  that is not JSON, not an object, nested too deeply; a bad Host header) is under
+  `non_field_errors`, DRF's key for it.
+- every other status: `{"detail": "message"}`.
+
+Anything unexpected becomes a logged 500 instead of Django's HTML error page."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from django.http import JsonResponse
 from django.utils.decorators import sync_and_async_middleware
 from rest_framework import status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
 logger = logging.getLogger(__name__)
@@ -31,7 +37,19 @@ def api_exception_handler(exc, context) -> Response:
     if response is None:
         logger.exception("api: unhandled error", exc_info=exc)
         response = Response({"detail": SERVER_ERROR}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    elif response.status_code == status.HTTP_400_BAD_REQUEST:
+        response.data = bad_request_body(response.data)
     return response
+
+
+def bad_request_body(data) -> dict:
+    """The 400 shape: a map of names to lists of messages. DRF gives `{"detail": ...}` for a
+    body it cannot parse, and a bare list for a ValidationError raised without a field."""
+    if isinstance(data, dict) and set(data) == {"detail"}:
+        data = [data["detail"]]
+    if isinstance(data, list | str):
+        return {api_settings.NON_FIELD_ERRORS_KEY: data if isinstance(data, list) else [data]}
+    return data
 
 
 def not_found(request, *args, **kwargs) -> JsonResponse:
@@ -70,4 +88,6 @@ def _as_json_error(request, response):
     ):
         return response
     detail = _DETAILS.get(response.status_code, f"{response.reason_phrase}.")
+    if response.status_code == 400:
+        return JsonResponse(bad_request_body(detail), status=400)
     return JsonResponse({"detail": detail}, status=response.status_code)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime
 
 from django.db.models import Q, QuerySet
@@ -15,8 +16,14 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from users.validation import BIGINT_MAX, NAME_MAX_LENGTH, FieldError, utc_datetime
+
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# The longest cursor we hand out holds a 255-character last name, each character escaped to
+# six in JSON, in base64: about 2,100 characters. Anything longer is not ours.
+MAX_CURSOR_CHARS = 4096
+_ascii_digits = re.compile(r"[0-9]+\Z").match
 
 
 class UserCursorPagination(BasePagination):
@@ -84,6 +91,8 @@ class UserCursorPagination(BasePagination):
         if not token:
             return None
         try:
+            if len(token) > MAX_CURSOR_CHARS:
+                raise ValueError
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             data = json.loads(raw)
             key = data["k"]
@@ -91,13 +100,24 @@ class UserCursorPagination(BasePagination):
             if not isinstance(key, list) or len(key) != expected:
                 raise ValueError
             if self.field == "created_at":
-                key[0] = datetime.fromisoformat(key[0])
-            elif self.field == "last_name" and not isinstance(key[0], str):
+                moment = datetime.fromisoformat(key[0])
+                if moment.tzinfo is None:  # ours always carry their offset
+                    raise ValueError
+                key[0] = utc_datetime(moment, column=self.cursor_query_param)
+            elif self.field == "last_name" and not _is_stored_name(key[0]):
                 raise ValueError
-            if not all(isinstance(part, int) for part in key[-1:]):
+            row_id = key[-1]
+            if type(row_id) is not int or not 0 < row_id <= BIGINT_MAX:  # bool is an int too
                 raise ValueError
             return {"key": key, "back": bool(data.get("b"))}
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (
+            ValueError,  # bad base64, JSON or UTF-8 among them
+            TypeError,
+            KeyError,
+            AttributeError,
+            RecursionError,  # JSON nested thousands deep
+            FieldError,
+        ):
             raise ValidationError(
                 {self.cursor_query_param: ["Invalid cursor (it belongs to another ordering?)."]}
             ) from None
@@ -118,9 +138,12 @@ class UserCursorPagination(BasePagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw in (None, ""):
             return DEFAULT_PAGE_SIZE
-        if not raw.isdigit() or int(raw) < 1:
+        # ASCII digits only: str.isdigit() also says yes to "²", which int() refuses.
+        if not _ascii_digits(raw) or not raw.strip("0"):
             raise ValidationError({self.page_size_query_param: ["Must be a positive integer."]})
-        return min(int(raw), MAX_PAGE_SIZE)
+        digits = raw.lstrip("0")
+        # Capped, so no need to read a thousand digits (int() refuses more than 4,300).
+        return MAX_PAGE_SIZE if len(digits) > 4 else min(int(digits), MAX_PAGE_SIZE)
 
     # --- OpenAPI ---------------------------------------------------------------------------
 
@@ -150,3 +173,8 @@ class UserCursorPagination(BasePagination):
             "required": ["next", "previous", "results"],
             "properties": {"next": link, "previous": link, "results": schema},
         }
+
+
+def _is_stored_name(value) -> bool:
+    """Could be a stored last name (PostgreSQL text holds no NUL)."""
+    return isinstance(value, str) and len(value) <= NAME_MAX_LENGTH and "\x00" not in value

@@ -10,6 +10,11 @@ from rest_framework import serializers
 from users.payloads import user_payload
 from users.validation import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, FieldError, clean_email, clean_name
 
+_NAME_HELP = (
+    f"Required: not blank once trimmed, at most {NAME_MAX_LENGTH} characters, no control "
+    "characters."
+)
+
 
 def _shared_rule(rule, value, **kwargs):
     try:
@@ -18,18 +23,29 @@ def _shared_rule(rule, value, **kwargs):
         raise serializers.ValidationError(error.message) from None
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string, and only that: DRF's CharField would turn `1` or `1.5` into "1"."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class UserSerializer(serializers.Serializer):
     """A user as the API, the cache and the stream show it (users.payloads.user_payload)."""
 
     id = serializers.IntegerField(read_only=True)
-    first_name = serializers.CharField(
-        allow_blank=True, trim_whitespace=False, help_text=f"At most {NAME_MAX_LENGTH} characters."
-    )
-    last_name = serializers.CharField(
-        allow_blank=True, trim_whitespace=False, help_text=f"At most {NAME_MAX_LENGTH} characters."
-    )
-    email_address = serializers.CharField(
-        trim_whitespace=False, help_text=f"A valid address, at most {EMAIL_MAX_LENGTH} characters."
+    # Blank values reach the shared rules (allow_blank), so the API and the CSV path give the
+    # same message for them.
+    first_name = StrictCharField(allow_blank=True, trim_whitespace=False, help_text=_NAME_HELP)
+    last_name = StrictCharField(allow_blank=True, trim_whitespace=False, help_text=_NAME_HELP)
+    email_address = StrictCharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text=f"A valid address, at most {EMAIL_MAX_LENGTH} characters.",
     )
     created_at = serializers.DateTimeField(
         required=False, help_text="ISO 8601; defaults to the time of creation."

@@ -38,8 +38,8 @@ _VALIDATION_ERROR = OpenApiResponse(
         "additionalProperties": {"type": "array", "items": {"type": "string"}},
         "example": {"email_address": ["not a valid email address: 'x'"]},
     },
-    description="Each offending field or query parameter with its messages; "
-    'malformed JSON gives `{"detail": "..."}`.',
+    description="Each offending field or query parameter with its messages; what concerns "
+    "the request as a whole (malformed JSON, say) is under `non_field_errors`.",
 )
 _ERROR = OpenApiResponse(ErrorSerializer, description='`{"detail": "..."}`')
 
