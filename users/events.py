@@ -2,6 +2,8 @@
 
 Event types: `user.created`, `user.updated`, `user.deleted` (data: the user payload, or
 {"id": ...} for a delete) and `users.ingested` (one per stored ingest batch: run, batch, users).
+Data is encoded by users.payloads, so an event carries a user in the very bytes that
+`GET /users/{id}` and the cache hold.
 """
 
 from __future__ import annotations
@@ -11,35 +13,33 @@ from typing import Any
 
 from django.conf import settings
 
+from users.payloads import to_json
+
 logger = logging.getLogger(__name__)
 
 
-def _send(event_type: str, data: dict[str, Any] | str) -> None:
-    """Send an event; `data` is a dict, or JSON text already encoded."""
+def _send(event_type: str, data: str) -> None:
+    """Send an event whose data is JSON text already encoded (the library's own encoding,
+    json.dumps with its defaults, would differ from the API's bytes)."""
     from django_eventstream import send_event
 
     try:
-        send_event(
-            settings.EVENTSTREAM_USERS_CHANNEL,
-            event_type,
-            data,
-            json_encode=not isinstance(data, str),
-        )
+        send_event(settings.EVENTSTREAM_USERS_CHANNEL, event_type, data, json_encode=False)
     except Exception:
         # The write is committed; a stream outage must not turn it into an error.
         logger.exception("events: could not send %s", event_type)
 
 
 def user_created(payload: dict[str, Any]) -> None:
-    _send("user.created", payload)
+    _send("user.created", to_json(payload))
 
 
 def user_updated(payload: dict[str, Any]) -> None:
-    _send("user.updated", payload)
+    _send("user.updated", to_json(payload))
 
 
 def user_deleted(user_id: int) -> None:
-    _send("user.deleted", {"id": user_id})
+    _send("user.deleted", to_json({"id": user_id}))
 
 
 def users_ingested(*, run_id: int, batch: int, users_json: list[str]) -> None:

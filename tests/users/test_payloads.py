@@ -39,3 +39,14 @@ def test_user_json_matches_json_encoding(
         parent_user_id,
     )  # fmt: skip
     assert user_json(user) == to_json(user_payload(user))
+
+
+@pytest.mark.parametrize("first_name", ["Ann", "Zoë", "line\u2028sep\u2029", 'q"\\'])
+def test_to_json_writes_what_drf_renders(first_name):
+    """The API's two paths (cached bytes, DRF's renderer) give the same bytes."""
+    from rest_framework.renderers import JSONRenderer
+
+    user = UserRow(7, first_name, "Lee", "a@b.co", WHEN, None, WHEN, 3)
+    payload = user_payload(user)
+    assert to_json(payload).encode() == JSONRenderer().render(payload)
+    assert user_json(user) == to_json(payload)
