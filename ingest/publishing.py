@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from celery import current_app
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from kombu.exceptions import OperationalError as BrokerError
 
 from ingest.models import IngestRun
@@ -30,8 +33,10 @@ from ingest.services import (
     ingest_run_totals,
 )
 from ingest.tasks import store_batch
+from users.services import cache_repair_stale
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A batch is also cut when its rows hold this much text: a file of long (if doomed) lines must
 # not make messages near RabbitMQ's limit (128 MiB by default). Ordinary rows never reach it.
@@ -62,6 +67,69 @@ class PublishResult:
     rows: int  # data rows read from the file (blank lines excluded)
     batches: int
     rejected_early: int  # rows the producer already knew were bad (structure, encoding)
+
+
+class ReportPathError(Exception):
+    """The --report file could not be written: found out before anything is published."""
+
+
+class DependencyUnavailable(Exception):
+    """PostgreSQL stayed unreachable for longer than INGEST_WAIT_DEPENDENCY_PATIENCE."""
+
+
+def check_report_path(path: str) -> None:
+    """Raise ReportPathError unless a report can be written at `path`: checked before a run
+    starts, so a typo does not cost a whole ingest before it shows."""
+    if os.path.isdir(path):
+        raise ReportPathError("is a directory, not a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ReportPathError(f"directory {directory} does not exist")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ReportPathError("permission denied")
+    try:  # what os.access cannot tell: a read-only file system, root's view of permissions
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".publish_csv-", suffix=".tmp"):
+            pass
+    except OSError as error:
+        raise ReportPathError(f"directory {directory} is not writable: {error.strerror}") from None
+
+
+_DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def with_database_patience(action: Callable[[], T], *, what: str = "PostgreSQL") -> T:
+    """`action()`, run again on a fresh connection while PostgreSQL is unreachable (a restart
+    terminates every connection), for up to INGEST_WAIT_DEPENDENCY_PATIENCE seconds; then
+    DependencyUnavailable. Only for reads and idempotent writes: an action may run twice."""
+    patience = settings.INGEST_WAIT_DEPENDENCY_PATIENCE
+    give_up_at = None
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except _DATABASE_ERRORS as error:
+            if give_up_at is None:
+                give_up_at = time.monotonic() + patience
+                logger.warning(
+                    "%s unreachable (%s); reconnecting for up to %.0fs",
+                    what,
+                    _one_line(error),
+                    patience,
+                )
+            elif time.monotonic() >= give_up_at:
+                raise DependencyUnavailable(
+                    f"{what} unreachable for {patience:.0f}s ({_one_line(error)})"
+                ) from None
+        try:
+            connection.close()  # the broken connection goes; the next query opens a new one
+        except _DATABASE_ERRORS:
+            pass
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def file_checksum(path: str) -> str:
@@ -128,7 +196,7 @@ def publish_file(
     finally:
         stream.close()
     count, batches = publisher.count, publisher.batches
-    ingest_run_published(run=run, rows=count, batches=batches)
+    with_database_patience(lambda: ingest_run_published(run=run, rows=count, batches=batches))
     logger.info("ingest run %s: published %d rows in %d batches", run.id, count, batches)
     return PublishResult(
         run=run, rows=count, batches=batches, rejected_early=publisher.rejected_early
@@ -230,14 +298,25 @@ def wait_for_run(
     on_progress: Callable[[int], None] | None = None,
     poll_interval: float = 0.2,
 ) -> IngestRun:
-    """Block until workers have finished every batch of the run (or the timeout passes)."""
+    """Block until workers have finished every batch of the run (or the timeout passes).
+
+    PostgreSQL going away meanwhile (a restart) is waited out with bounded patience
+    (with_database_patience): the workers go on storing, and so does the waiting."""
     deadline = time.monotonic() + timeout
-    while True:
+    finished = (IngestRun.Status.COMPLETED, IngestRun.Status.FAILED)
+
+    def poll() -> tuple[IngestRun, dict[str, int] | None]:
         run = IngestRun.objects.get(id=run_id)
-        if run.status in (IngestRun.Status.COMPLETED, IngestRun.Status.FAILED):
+        totals = (
+            None if run.status in finished or not on_progress else ingest_run_totals(run_id=run_id)
+        )
+        return run, totals
+
+    while True:
+        run, totals = with_database_patience(poll)
+        if run.status in finished:
             return run
-        if on_progress:
-            totals = ingest_run_totals(run_id=run_id)
+        if on_progress and totals:
             on_progress(totals["stored"] + totals["rejected"])
         if time.monotonic() > deadline:
             raise TimeoutError(
@@ -245,3 +324,19 @@ def wait_for_run(
                 f"on queue {settings.INGEST_QUEUE!r}?"
             )
         time.sleep(poll_interval)
+
+
+def repair_cache_after_run(*, retry_interval: float = 1.0) -> int:
+    """Delete the Redis entries noted stale while Redis was away (users.services); while Redis
+    is still unreachable, try again for up to INGEST_WAIT_DEPENDENCY_PATIENCE seconds. Return
+    how many entries are left (0 once Redis answered)."""
+    give_up_at = time.monotonic() + settings.INGEST_WAIT_DEPENDENCY_PATIENCE
+    warned = False
+    while True:
+        _, left = with_database_patience(cache_repair_stale)
+        if not left or time.monotonic() >= give_up_at:
+            return left
+        if not warned:
+            logger.warning("Redis unreachable: %d users to repair in the cache; retrying", left)
+            warned = True
+        time.sleep(retry_interval)

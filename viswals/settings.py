@@ -184,6 +184,10 @@ INGEST_PUBLISH_RETRIES = env.int("INGEST_PUBLISH_RETRIES", default=20)
 # A batch whose task has started this many times (crashes, redeliveries) is marked failed
 # instead of being retried forever.
 INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=5)
+# Seconds `publish_csv --wait` keeps reconnecting to PostgreSQL (and Redis, for the cache
+# repair at the end) while it is unreachable — a restart, a failover — before it gives up with
+# one line. The workers store the rows meanwhile; only the waiting stops.
+INGEST_WAIT_DEPENDENCY_PATIENCE = env.float("INGEST_WAIT_DEPENDENCY_PATIENCE", default=60)
 
 # --- Django REST framework ------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -7,7 +7,6 @@ redelivered, and the end state is exact.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -17,20 +16,18 @@ from django.utils import timezone
 
 from ingest.models import IngestBatch, IngestRun
 from tests.conftest import ROOT, subprocess_env
+from tests.services import HAVE_RABBITMQ, rabbitmqctl
 from users.models import User
 
 pytestmark = [
     pytest.mark.pipeline,
+    pytest.mark.restarts_services,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs the local RabbitMQ"),
+    pytest.mark.skipif(not HAVE_RABBITMQ, reason="needs the local RabbitMQ"),
 ]
 
 HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 ROWS = 10_000
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
 
 
 def test_broker_restart_while_publishing_loses_and_repeats_nothing(

@@ -38,6 +38,31 @@ def test_missing_column_exits_2_with_one_line_naming_file_and_problem(write_csv)
     assert not IngestRun.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "report, problem",
+    [
+        ("/nonexistent/dir/r.json", "directory /nonexistent/dir does not exist"),
+        ("{tmp}", "is a directory, not a file"),
+        ("{tmp}/file.csv/r.json", "directory {tmp}/file.csv does not exist"),
+    ],
+)
+def test_unwritable_report_exits_2_before_publishing(write_csv, tmp_path, report, problem):
+    path = write_csv(f"{HEADER}\n1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n")
+    (tmp_path / "file.csv").write_text("")
+    report = report.format(tmp=tmp_path)
+    started = time.monotonic()
+    # A queue nobody consumes: were anything published, --wait would wait for it.
+    result = run_publish(path, "--report", report, INGEST_QUEUE="nobody-consumes-this")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    problem = problem.format(tmp=tmp_path)
+    assert line == f"CommandError: {report}: cannot write report: {problem}; nothing was published"
+    assert not IngestRun.objects.exists()
+    assert time.monotonic() - started < 30
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "file.csv", tmp_path / "users-0.csv"]
+
+
 def test_broker_that_stays_away_fails_the_run_clearly(write_csv):
     path = write_csv(f"{HEADER}\n1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n")
     result = run_publish(

@@ -15,8 +15,17 @@ from tqdm import tqdm
 
 from ingest.models import IngestRun
 from ingest.parsing import CsvFileError
-from ingest.publishing import PublishError, PublishInterrupted, publish_file, wait_for_run
-from users.services import cache_repair_stale
+from ingest.publishing import (
+    DependencyUnavailable,
+    PublishError,
+    PublishInterrupted,
+    ReportPathError,
+    check_report_path,
+    publish_file,
+    repair_cache_after_run,
+    wait_for_run,
+    with_database_patience,
+)
 from viswals.runtime import gc_tuned_for_batches
 
 USAGE_ERROR = 2
@@ -117,6 +126,14 @@ class Command(BaseCommand):
         path, batch_size = options["path"], options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1", returncode=USAGE_ERROR)
+        if options["report"]:
+            try:
+                check_report_path(options["report"])
+            except ReportPathError as error:
+                raise CommandError(
+                    f"{options['report']}: cannot write report: {error}; nothing was published",
+                    returncode=USAGE_ERROR,
+                ) from None
         interactive = sys.stderr.isatty()
         progress = Progress(self.stderr._out, "published", interactive)
         stop = StopRequest()
@@ -132,6 +149,9 @@ class Command(BaseCommand):
             progress.close()
             code = INTERRUPTED if isinstance(error, PublishInterrupted) else 1
             raise CommandError(str(error), returncode=code) from None
+        except DependencyUnavailable as error:
+            progress.close()
+            raise CommandError(f"could not record the end of publishing: {error}") from None
         progress.update(result.rows)
         seconds = progress.close()
         run = result.run
@@ -153,6 +173,9 @@ class Command(BaseCommand):
         except TimeoutError as error:
             progress.close()
             raise CommandError(str(error)) from None
+        except DependencyUnavailable as error:
+            progress.close()
+            raise CommandError(self._stopped_waiting(run.id, error)) from None
         except KeyboardInterrupt:
             progress.close()
             raise CommandError(
@@ -166,32 +189,42 @@ class Command(BaseCommand):
             f"run {run.id} {run.status}: {run.rows_stored} stored, {run.rows_rejected} rejected"
             + (f", {run.batches_failed} batch(es) failed" if run.batches_failed else "")
         )
-        _, stale = cache_repair_stale()
+        try:
+            stale = repair_cache_after_run()
+            report = options["report"] and with_database_patience(lambda: self._report(run))
+        except DependencyUnavailable as error:
+            raise CommandError(self._stopped_waiting(run.id, error)) from None
         if stale:
             self.stderr.write(
                 f"warning: {stale} users may be stale in Redis (it could not be reached); "
                 "run `python manage.py repair_cache` once it is back"
             )
-        if options["report"]:
-            self._write_report(run, options["report"])
+        if report:
+            self._write_report(report, options["report"])
         if run.status == IngestRun.Status.FAILED:
             raise CommandError(f"run {run.id} failed: {run.error}")
 
-    def _write_report(self, run: IngestRun, report_path: str) -> None:
+    @staticmethod
+    def _stopped_waiting(run_id: int, error: DependencyUnavailable) -> str:
+        return (
+            f"stopped waiting: {error}; run {run_id} goes on in the workers (its status is in "
+            "the admin, under Ingest runs)"
+        )
+
+    @staticmethod
+    def _report(run: IngestRun) -> dict:
         rejected = run.rejected_rows.order_by("line").values("line", "reason", "raw")
+        return {
+            "run": run.id,
+            "published": run.rows_published,
+            "stored": run.rows_stored,
+            "rejected": list(rejected.iterator()),
+        }
+
+    def _write_report(self, report: dict, report_path: str) -> None:
         try:
             with open(report_path, "w", encoding="utf-8") as out:
-                json.dump(
-                    {
-                        "run": run.id,
-                        "published": run.rows_published,
-                        "stored": run.rows_stored,
-                        "rejected": list(rejected.iterator()),
-                    },
-                    out,
-                    ensure_ascii=False,
-                    indent=1,
-                )
+                json.dump(report, out, ensure_ascii=False, indent=1)
         except OSError as error:
             raise CommandError(f"{report_path}: cannot write report: {error.strerror}") from None
         self.stdout.write(f"report written to {report_path}")
