@@ -120,6 +120,9 @@ def test_filter(reader_client, people, query, expected):
         ("name=a%00b", "name"),  # PostgreSQL text holds no NUL
         ("last_name=a%00b", "last_name"),
         ("email=%00", "email"),
+        ("name=%FF%FE", None),  # not UTF-8: read as U+FFFD, matches nothing
+        ("ordering=%FF", "ordering"),
+        ("deleted=%FF", "deleted"),
         ("cursor=" + token(b"[" * 5000), "cursor"),  # json.loads: RecursionError
         ("cursor=" + token(b'{"k":' + b"[" * 5000 + b"]" * 5000 + b"}"), "cursor"),
         ("cursor=" + "A" * 5000, "cursor"),
