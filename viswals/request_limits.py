@@ -24,7 +24,9 @@ def _body_limit(path: str) -> int:
 
 
 def _refusal(status: int, detail: str) -> tuple[dict, dict]:
-    body = json.dumps({"detail": detail}).encode()
+    # The API's error shapes (users.api.exceptions): a 400 is a map of lists.
+    error = {"non_field_errors": [detail]} if status == 400 else {"detail": detail}
+    body = json.dumps(error).encode()
     start = {
         "type": "http.response.start",
         "status": status,

@@ -78,8 +78,8 @@ def test_create_with_malformed_json_is_400(writer_client):
         ('"a string"', "Invalid data. Expected a dictionary, but got str."),
     ],
 )
-def test_unusable_json_bodies_are_400_with_the_400_shape(token_client, caplog, body, message):
-    response = token_client.post("/users", body, content_type="application/json")
+def test_unusable_json_bodies_are_400_with_the_400_shape(writer_client, caplog, body, message):
+    response = writer_client.post("/users", body, content_type="application/json")
     assert response.status_code == 400
     assert response.json() == {"non_field_errors": [message]}
     assert_logged_as_client_error(caplog)
@@ -108,15 +108,15 @@ def assert_logged_as_client_error(caplog) -> None:
         ("email_address", "", "is required"),
     ],
 )
-def test_names_and_email_must_be_real_strings(token_client, field, value, message):
-    response = token_client.post("/users", {**NEW_USER, field: value}, format="json")
+def test_names_and_email_must_be_real_strings(writer_client, field, value, message):
+    response = writer_client.post("/users", {**NEW_USER, field: value}, format="json")
     assert response.status_code == 400
     assert response.json() == {field: [message]}
     assert User.objects.count() == 0
 
 
-def test_names_are_trimmed(token_client):
-    response = token_client.post(
+def test_names_are_trimmed(writer_client):
+    response = writer_client.post(
         "/users", {**NEW_USER, "first_name": "  Ada ", "last_name": "Love lace\t"}, format="json"
     )
     assert response.status_code == 201
@@ -127,14 +127,14 @@ def test_names_are_trimmed(token_client):
     "created_at",
     ["9999-12-31T23:59:59.999999-23:59", "0001-01-01T00:00:00+23:59"],
 )
-def test_created_at_outside_years_1_to_9999_in_utc_is_400(token_client, created_at):
-    response = token_client.post("/users", {**NEW_USER, "created_at": created_at}, format="json")
+def test_created_at_outside_years_1_to_9999_in_utc_is_400(writer_client, created_at):
+    response = writer_client.post("/users", {**NEW_USER, "created_at": created_at}, format="json")
     assert response.status_code == 400
     assert list(response.json()) == ["created_at"]
 
 
-def test_created_at_with_an_offset_postgresql_refuses_is_stored_in_utc(token_client):
-    response = token_client.post(
+def test_created_at_with_an_offset_postgresql_refuses_is_stored_in_utc(writer_client):
+    response = writer_client.post(
         "/users", {**NEW_USER, "created_at": "0399-07-19T00:27:07.12-16:41"}, format="json"
     )
     assert response.status_code == 201

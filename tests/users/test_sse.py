@@ -146,7 +146,7 @@ def test_created_and_deleted_users_reach_a_connected_client(connect):
     assert int(deleted.id.partition(":")[2]) > int(number)
 
 
-def test_stream_carries_the_bytes_of_get_user(connect, sse_server):
+def test_stream_carries_the_bytes_of_get_user(connect, sse_server, api_token):
     """user.created's data is byte for byte the body of GET /users/{id}, from the fast path
     (cached bytes) and from DRF's renderer (a query string sends the request there)."""
     client = connect()
@@ -154,8 +154,9 @@ def test_stream_carries_the_bytes_of_get_user(connect, sse_server):
         first_name="Zoë “Q”", last_name="Line\u2028Sep", email_address="zoe@example.com"
     )
     event = client.wait_for(is_user_event("user.created", user.id))
-    fast = httpx.get(f"{sse_server}/users/{user.id}")
-    drf = httpx.get(f"{sse_server}/users/{user.id}?format=json")
+    reader = {"Authorization": f"Token {api_token('reader')}"}
+    fast = httpx.get(f"{sse_server}/users/{user.id}", headers=reader)
+    drf = httpx.get(f"{sse_server}/users/{user.id}?format=json", headers=reader)
     assert fast.status_code == drf.status_code == 200
     assert event.data.encode() == fast.content == drf.content
 
