@@ -173,11 +173,13 @@ def publish_file(
         checksum = file_checksum(path)
         if should_stop():
             raise PublishInterrupted("interrupted; nothing was published")
-        run = ingest_run_start(
-            file_name=os.path.abspath(path),
-            file_size=size,
-            checksum=checksum,
-            batch_size=batch_size,
+        run = with_database_patience(
+            lambda: ingest_run_start(
+                file_name=os.path.abspath(path),
+                file_size=size,
+                checksum=checksum,
+                batch_size=batch_size,
+            )
         )
         logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)
         publisher = _BatchPublisher(

@@ -128,3 +128,16 @@ def test_interrupted_publish_records_the_run_and_says_how_to_finish(write_csv, s
     run = IngestRun.objects.get()
     assert run.status == IngestRun.Status.FAILED
     assert run.error.startswith("interrupted while publishing")
+
+
+def test_unreachable_database_exits_in_one_line(write_csv):
+    path = write_csv(f"{HEADER}\n1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n")
+    result = run_publish(
+        path,
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/nothing",
+        INGEST_WAIT_DEPENDENCY_PATIENCE="1",
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"CommandError: {path}: cannot record the run: PostgreSQL unreachable")

@@ -151,7 +151,7 @@ class Command(BaseCommand):
             raise CommandError(str(error), returncode=code) from None
         except DependencyUnavailable as error:
             progress.close()
-            raise CommandError(f"could not record the end of publishing: {error}") from None
+            raise CommandError(f"{path}: cannot record the run: {error}") from None
         progress.update(result.rows)
         seconds = progress.close()
         run = result.run
