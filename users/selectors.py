@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 
 from users import cache
 from users.access import Principal, principal_for_account, token_digest
-from users.models import ApiToken, User
+from users.models import ApiToken, StaleCacheEntry, User
 from users.payloads import user_payload
 
 # Ids are PostgreSQL bigints; anything larger cannot exist (and must not reach a query).
@@ -79,3 +79,8 @@ def principal_load(*, digest: str) -> Principal | None:
         ttl = min(ttl, expires_at - time.time())
     cache.cache_principal(digest, principal.encode(), ttl=ttl)
     return principal
+
+
+def stale_cache_entry_count() -> int:
+    """Users whose Redis entries await repair after an outage (services.cache_repair_stale)."""
+    return StaleCacheEntry.objects.count()

@@ -7,7 +7,8 @@ Docker image sets it and empties it on start); otherwise a uvicorn worker (a chi
 supervisor) uses one per supervisor under the temp directory, and a single-process server
 keeps its metrics in memory. Under a forking server (gunicorn), set PROMETHEUS_MULTIPROC_DIR.
 
-Ingest. The figures are read at scrape time from what the pipeline records anyway: sums over
+Ingest (ingest/metrics.py, registered through settings.METRICS_COLLECTORS). The figures are
+read at scrape time from what the pipeline records anyway: sums over
 `IngestRun`/`IngestBatch` in PostgreSQL and the ingest queue's depth from a passive queue
 declare on the broker. A worker-side exporter was the alternative; it was not chosen because
 (1) the records are exact under at-least-once delivery (counts live per batch and are rewritten
@@ -91,6 +92,8 @@ def _remove_tree(path: str) -> None:
 MULTIPROCESS_DIR = _multiprocess_dir()
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.utils.module_loading import import_string  # noqa: E402
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -101,8 +104,6 @@ from prometheus_client import (  # noqa: E402
     multiprocess,
 )
 from prometheus_client import values as _values  # noqa: E402
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
 
 # In case prometheus_client was imported before the directory was chosen.
 _values.ValueClass = _values.get_value_class()
@@ -204,91 +205,6 @@ async def _counted_stream(chunks):
         SSE_OPEN_STREAMS.dec()
 
 
-# --- Ingest (read at scrape time) -----------------------------------------------------------
-class IngestCollector(Collector):
-    """Ingest figures derived from the recorded runs and batches, and the queue depth."""
-
-    def collect(self):
-        yield from self._from_database()
-        depth = ingest_queue_depth()
-        queue = GaugeMetricFamily(
-            "ingest_queue_depth",
-            "Messages (batches) ready on the ingest queue; -1 when the broker cannot be read.",
-            labels=["queue"],
-        )
-        from django.conf import settings
-
-        queue.add_metric([settings.INGEST_QUEUE], -1 if depth is None else depth)
-        yield queue
-
-    @staticmethod
-    def _from_database():
-        from django.db.models import Count, F, Q, Sum
-        from django.db.models.functions import Greatest
-
-        from ingest.models import IngestBatch, IngestRun
-        from users.models import StaleCacheEntry
-
-        try:
-            runs = IngestRun.objects.aggregate(published=Sum("rows_published", default=0))
-            by_status = dict(
-                IngestRun.objects.values_list("status").annotate(n=Count("id")).order_by()
-            )
-            batches = IngestBatch.objects.aggregate(
-                stored=Sum("stored", default=0),
-                rejected=Sum("rejected", default=0),
-                retries=Sum(Greatest(F("attempts") - 1, 0), default=0),
-                failed=Count("id", filter=Q(status=IngestBatch.Status.FAILED)),
-            )
-        except Exception as error:  # the scrape must still answer with the other metrics
-            logger.warning("metrics: cannot read ingest records: %s", error)
-            return
-        for name, documentation, value in (
-            ("ingest_rows_published", "Rows publish_csv put on the queue.", runs["published"]),
-            ("ingest_rows_stored", "Rows workers stored.", batches["stored"]),
-            ("ingest_rows_rejected", "Rows rejected (with a reason).", batches["rejected"]),
-            (
-                "ingest_batches_retried",
-                "Extra deliveries of batches (retries after errors, redeliveries).",
-                batches["retries"],
-            ),
-            ("ingest_batches_failed", "Batches given up on (dead letters).", batches["failed"]),
-        ):
-            family = CounterMetricFamily(name, documentation)
-            family.add_metric([], value)
-            yield family
-        runs_gauge = GaugeMetricFamily("ingest_runs", "Ingest runs by status.", labels=["status"])
-        for status in IngestRun.Status.values:
-            runs_gauge.add_metric([status], by_status.get(status, 0))
-        yield runs_gauge
-        stale = GaugeMetricFamily(
-            "cache_stale_entries",
-            "Users written while Redis was unreachable whose entries are not repaired yet "
-            "(README: Redis outages); above 0 for long means Redis is still away.",
-        )
-        stale.add_metric([], StaleCacheEntry.objects.count())
-        yield stale
-
-
-def ingest_queue_depth(timeout: float = 1.0) -> int | None:
-    """Ready messages on the ingest queue (passive declare), None if the broker is away."""
-    from django.conf import settings
-    from kombu import Connection
-    from kombu.exceptions import ChannelError
-
-    try:
-        with Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout) as connection:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
-            channel = connection.channel()
-            try:
-                return channel.queue_declare(settings.INGEST_QUEUE, passive=True).message_count
-            except ChannelError:
-                return 0  # not declared yet (AMQP) or empty (Redis lists vanish when empty)
-    except Exception as error:
-        logger.warning("metrics: cannot read the ingest queue depth: %s", error)
-        return None
-
-
 def metrics_registry() -> CollectorRegistry:
     if MULTIPROCESS_DIR:
         registry = CollectorRegistry()
@@ -297,7 +213,9 @@ def metrics_registry() -> CollectorRegistry:
         registry = CollectorRegistry()
         for collector in (HTTP_REQUESTS, HTTP_LATENCY, SSE_OPEN_STREAMS, SSE_EVENTS_SENT):
             registry.register(collector)
-    registry.register(IngestCollector())
+    # The apps' figures, read at scrape time (ingest/metrics.py, users/metrics.py).
+    for path in settings.METRICS_COLLECTORS:
+        registry.register(import_string(path)())
     return registry
 
 

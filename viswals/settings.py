@@ -285,6 +285,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Collectors of the apps' figures that /metrics reads at scrape time (viswals/metrics.py).
+METRICS_COLLECTORS = ["ingest.metrics.IngestCollector", "users.metrics.StaleCacheCollector"]
+
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # One JSON object per line in production (for log shippers), readable text in development.

@@ -1,0 +1,61 @@
+"""Reads of the ingest records: totals over runs and batches, and the broker's queue depth."""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+from django.conf import settings
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import Greatest
+
+from ingest.models import IngestBatch, IngestRun
+
+logger = logging.getLogger(__name__)
+
+
+class IngestTotals(NamedTuple):
+    published: int  # rows publish_csv put on the queue
+    stored: int
+    rejected: int
+    retries: int  # extra deliveries of batches (retries after errors, redeliveries)
+    failed_batches: int  # dead letters
+    runs_by_status: dict[str, int]
+
+
+def ingest_totals() -> IngestTotals:
+    """Sums over every recorded run and batch (exact under redelivery: counts live per batch)."""
+    runs = IngestRun.objects.aggregate(published=Sum("rows_published", default=0))
+    by_status = dict(IngestRun.objects.values_list("status").annotate(n=Count("id")).order_by())
+    batches = IngestBatch.objects.aggregate(
+        stored=Sum("stored", default=0),
+        rejected=Sum("rejected", default=0),
+        retries=Sum(Greatest(F("attempts") - 1, 0), default=0),
+        failed=Count("id", filter=Q(status=IngestBatch.Status.FAILED)),
+    )
+    return IngestTotals(
+        published=runs["published"],
+        stored=batches["stored"],
+        rejected=batches["rejected"],
+        retries=batches["retries"],
+        failed_batches=batches["failed"],
+        runs_by_status={status: by_status.get(status, 0) for status in IngestRun.Status.values},
+    )
+
+
+def ingest_queue_depth(timeout: float = 1.0) -> int | None:
+    """Ready messages on the ingest queue (passive declare), None if the broker is away."""
+    from kombu import Connection
+    from kombu.exceptions import ChannelError
+
+    try:
+        with Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+            channel = connection.channel()
+            try:
+                return channel.queue_declare(settings.INGEST_QUEUE, passive=True).message_count
+            except ChannelError:
+                return 0  # not declared yet (AMQP) or empty (Redis lists vanish when empty)
+    except Exception as error:
+        logger.warning("metrics: cannot read the ingest queue depth: %s", error)
+        return None
