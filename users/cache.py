@@ -130,8 +130,8 @@ def cache_user(payload: dict) -> bool:
     return True
 
 
-def cache_user_if_absent(user_id: int, version: int, payload: dict) -> None:
-    """Fill the cache after a miss (cache-aside), never overwriting a newer entry."""
+def cache_user_unless_newer(user_id: int, version: int, payload: dict) -> None:
+    """Fill the cache after a miss (cache-aside) unless a newer version is already there."""
     cache_users_if_newer([(user_id, version, to_json(payload))])
 
 

@@ -44,7 +44,7 @@ def user_load_payload(*, user_id: int) -> dict[str, Any] | None:
         if user.source_run_id is not None
         else 0
     )
-    cache.cache_user_if_absent(user.id, version, payload)
+    cache.cache_user_unless_newer(user.id, version, payload)
     return payload
 
 

@@ -1,7 +1,11 @@
 """Keyset ("cursor") pagination for GET /users: every page, however deep, is one indexed range
 scan. The cursor holds the sort key of the row a page starts after (or before), and the order
 always ends on the primary key, so rows sharing a last name or a timestamp are neither skipped
-nor repeated. No `count`: counting 500k filtered rows on every page is not cheap."""
+nor repeated. No `count`: counting 500k filtered rows on every page is not cheap.
+
+Hand-written rather than DRF's CursorPagination: that one breaks ties on a non-unique ordering
+by an offset inside the cursor and caps offsets at 1,000 (`offset_cutoff`), so past 1,000 users
+sharing a last name it skips or repeats rows; here the cursor carries the id that breaks ties."""
 
 from __future__ import annotations
 
