@@ -268,3 +268,28 @@ def test_text_filters_can_use_a_trigram_index(people, params, index):
         cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
         plan = queryset.explain()
     assert index in plan, plan
+
+
+def test_browsable_filters_form_labels_each_box_with_its_parameter(
+    client, django_user_model, plain_static_storage
+):
+    from django.contrib.auth.models import Permission
+
+    from users.filters import UserFilter
+
+    reader = django_user_model.objects.create_user("browser", password="pw")
+    reader.user_permissions.add(
+        Permission.objects.get(codename="view_user", content_type__app_label="users")
+    )
+    client.force_login(reader)
+    response = client.get("/users", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    page = response.content.decode()
+
+    for name in UserFilter.base_filters:
+        assert f'<label for="id_{name}">{name}:</label>' in page, name
+    assert "Exact, case-insensitive." not in page
+    for name in ("deleted", "merged"):
+        assert f'<select name="{name}"' in page
+        assert '<option value="true">true</option>' in page
+        assert '<option value="false">false</option>' in page
