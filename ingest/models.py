@@ -56,6 +56,7 @@ class IngestBatch(models.Model):
 
     class Meta:
         ordering = ["run", "number"]
+        verbose_name_plural = "ingest batches"
         constraints = [
             models.UniqueConstraint(fields=["run", "number"], name="ingest_batch_unique_number")
         ]

@@ -29,6 +29,7 @@ from ingest.services import (
     ingest_batches_reopen,
     ingest_run_fail,
     ingest_run_published,
+    ingest_run_publishing,
     ingest_run_start,
     ingest_run_totals,
 )
@@ -38,6 +39,8 @@ from users.services import cache_repair_stale
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Seconds between two progress records on the run while publishing (the admin shows them).
+PROGRESS_RECORD_INTERVAL = 1.0
 # A batch is also cut when its rows hold this much text: a file of long (if doomed) lines must
 # not make messages near RabbitMQ's limit (128 MiB by default). Ordinary rows never reach it.
 BATCH_MAX_CHARS = 16 << 20
@@ -157,11 +160,15 @@ def publish_file(
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    file_name: str | None = None,
+    on_start: Callable[[IngestRun], None] | None = None,
 ) -> PublishResult:
     """Publish every row of the file as batches of `batch_size`; return the run.
 
     `should_stop` is asked before the run starts and after each batch: when it says yes, the
     run is recorded as interrupted and PublishInterrupted raised (batches sent stay queued).
+    `file_name` is what the run records (default: the file's absolute path; an upload's own
+    name for the admin import); `on_start` is called with the run once it is recorded.
     """
     size = check_readable(path)
     try:
@@ -175,13 +182,15 @@ def publish_file(
             raise PublishInterrupted("interrupted; nothing was published")
         run = with_database_patience(
             lambda: ingest_run_start(
-                file_name=os.path.abspath(path),
+                file_name=file_name or os.path.abspath(path),
                 file_size=size,
                 checksum=checksum,
                 batch_size=batch_size,
             )
         )
         logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)
+        if on_start:
+            on_start(run)
         publisher = _BatchPublisher(
             run=run, batch_size=batch_size, on_progress=on_progress, should_stop=should_stop
         )
@@ -227,6 +236,7 @@ class _BatchPublisher:
         self.chars = 0  # text held by self.rows
         self.count = self.batches = self.rejected_early = 0
         self.last_line = 1
+        self.recorded_at = time.monotonic()
 
     def publish(self, records: Iterable[Record]) -> None:
         with current_app.producer_or_acquire() as producer:
@@ -269,6 +279,9 @@ class _BatchPublisher:
             raise PublishError(message) from error
         self.batches = number
         self.rows, self.rejects, self.chars = [], [], 0
+        if time.monotonic() - self.recorded_at >= PROGRESS_RECORD_INTERVAL:
+            ingest_run_publishing(run_id=run.id, rows=self.count, batches=number)
+            self.recorded_at = time.monotonic()
         if self.on_progress:
             self.on_progress(self.count)
         if self.should_stop():

@@ -1,15 +1,17 @@
-"""Reads of the ingest records: totals over runs and batches, and the broker's queue depth."""
+"""Reads of the ingest records: totals over runs and batches, the broker's queue depth, and a
+run's progress for the pages that show it (landing page, admin)."""
 
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Greatest
 
 from ingest.models import IngestBatch, IngestRun
+from ingest.services import ingest_run_totals
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +61,35 @@ def ingest_queue_depth(timeout: float = 1.0) -> int | None:
     except Exception as error:
         logger.warning("metrics: cannot read the ingest queue depth: %s", error)
         return None
+
+
+# Rejected rows listed with a run's progress; the admin lists them all.
+PROGRESS_REJECTS = 100
+
+
+def ingest_run_latest() -> IngestRun | None:
+    """The most recent ingest run, if any."""
+    return IngestRun.objects.order_by("-id").first()
+
+
+def ingest_run_progress(*, run_id: int) -> dict[str, Any] | None:
+    """Where a run stands: rows published so far, stored and rejected by the workers so far,
+    and its first rejected rows (line and reason)."""
+    run = IngestRun.objects.filter(id=run_id).first()
+    if run is None:
+        return None
+    totals = ingest_run_totals(run_id=run_id)
+    rejects = run.rejected_rows.order_by("line").values_list("line", "reason")[:PROGRESS_REJECTS]
+    return {
+        "run": run.id,
+        "status": run.status,
+        "finished": run.status in (IngestRun.Status.COMPLETED, IngestRun.Status.FAILED),
+        "published": run.rows_published,
+        "batches_published": run.batches_published,
+        "batches_done": totals["done"],
+        "stored": totals["stored"],
+        "rejected": totals["rejected"],
+        "batches_failed": totals["failed"],
+        "error": run.error,
+        "rejects": [{"line": line, "reason": reason} for line, reason in rejects],
+    }

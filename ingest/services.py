@@ -56,6 +56,13 @@ def ingest_run_published(*, run: IngestRun, rows: int, batches: int) -> None:
     ingest_run_refresh(run_id=run.id)
 
 
+def ingest_run_publishing(*, run_id: int, rows: int, batches: int) -> None:
+    """Record how far publishing has got, for pages that show a run's progress."""
+    IngestRun.objects.filter(id=run_id, status=IngestRun.Status.PUBLISHING).update(
+        rows_published=rows, batches_published=batches
+    )
+
+
 def ingest_run_fail(*, run: IngestRun, error: str) -> None:
     """Stop a run that could not be published completely."""
     IngestRun.objects.filter(id=run.id).update(

@@ -91,10 +91,30 @@ def api_token(db):
 
 
 @pytest.fixture
+def plain_static_storage(settings):
+    """Pages that link static assets (browsable API, Swagger UI) without a collectstatic run:
+    debug off selects the manifest storage, which needs one."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
 def redis_client():
     from users.cache import redis_client
 
     return redis_client()
+
+
+@pytest.fixture
+def live_web_server(django_db_setup, tmp_path):
+    """The Procfile's web command (uvicorn) on a free loopback port; its base URL."""
+    from tests.processes import WebServer
+
+    server = WebServer(tmp_path / "web.log", graceful_timeout=5)
+    yield server.base
+    server.stop()
 
 
 @pytest.fixture(scope="session")

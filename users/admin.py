@@ -43,7 +43,18 @@ class MergedFilter(_IsSetFilter):
 
 @admin.register(User)
 class UserAdmin(admin.ModelAdmin):
-    list_display = ["id", *EDITABLE]
+    # Narrow columns (yes/no for deleted and merged, their times on the user's page) so the
+    # list fits a 1400 px window beside the filters.
+    list_display = [
+        "id",
+        "first_name",
+        "last_name",
+        "email_address",
+        "created",
+        "deleted",
+        "merged",
+        "parent_user_id",
+    ]
     search_fields = ["first_name", "last_name", "email_address"]
     list_filter = [DeletedFilter, MergedFilter]
     date_hierarchy = "created_at"
@@ -51,6 +62,26 @@ class UserAdmin(admin.ModelAdmin):
     readonly_fields = ["id"]
     show_full_result_count = False  # counting 500k rows on every page load is wasted work
     list_per_page = 50
+    change_list_template = "admin/users/user/change_list.html"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, user: User) -> str:
+        return user.created_at.strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description="deleted", boolean=True, ordering="deleted_at")
+    def deleted(self, user: User) -> bool:
+        return user.is_deleted
+
+    @admin.display(description="merged", boolean=True, ordering="merged_at")
+    def merged(self, user: User) -> bool:
+        return user.is_merged
+
+    def changelist_view(self, request, extra_context=None):
+        from ingest.admin import can_import
+
+        return super().changelist_view(
+            request, {**(extra_context or {}), "can_import": can_import(request)}
+        )
 
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data[name] for name in EDITABLE if name in form.cleaned_data}

@@ -4,7 +4,8 @@ as soon as it passes the limit; request heads over REQUEST_MAX_HEADER_BYTES get 
 refuses them earlier still, viswals/http_protocol.py). Django's handler would otherwise read any
 body whole — to disk past 2.5 MB — before a view could refuse it.
 
-Uploads in the admin (the CSV import) have a limit of their own, ADMIN_MAX_BODY_BYTES.
+Bodies under /admin/ may be ADMIN_MAX_BODY_BYTES; the admin's CSV import takes files up to
+ADMIN_IMPORT_MAX_BYTES (ingest/uploads.py checks the file itself as it arrives).
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ import logging
 
 from django.conf import settings
 
+from ingest.uploads import MULTIPART_SLACK
+
 logger = logging.getLogger(__name__)
+
+# The admin's "Import users" page (ingest.admin.IngestRunAdmin.import_view).
+IMPORT_PATH = "/admin/ingest/ingestrun/import/"
 
 
 def _body_limit(path: str) -> int:
+    if path == IMPORT_PATH:
+        return settings.ADMIN_IMPORT_MAX_BYTES + MULTIPART_SLACK
     if path.startswith("/admin/"):
         return max(settings.ADMIN_MAX_BODY_BYTES, settings.API_MAX_BODY_BYTES)
     return settings.API_MAX_BODY_BYTES

@@ -34,7 +34,8 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 PORT = env.int("PORT", default=8080)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with the project's admin site (viswals/admin_site.py).
+    "viswals.admin_site.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -79,7 +80,8 @@ ASGI_APPLICATION = "viswals.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The landing page (viswals/home.py) belongs to no app.
+        "DIRS": [BASE_DIR / "viswals" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -188,6 +190,15 @@ INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=5)
 # repair at the end) while it is unreachable — a restart, a failover — before it gives up with
 # one line. The workers store the rows meanwhile; only the waiting stops.
 INGEST_WAIT_DEPENDENCY_PATIENCE = env.float("INGEST_WAIT_DEPENDENCY_PATIENCE", default=60)
+
+# Uploads (the admin's "Import users" page, ingest/uploads.py): files are written to a temporary
+# file as they arrive, and ASGI request bodies spool to disk past this size, so no upload is
+# held in memory. (Django's default is 2.5 MB.)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 256 << 10
+# Largest CSV file the admin imports (bytes); bigger files are refused with a message (413).
+ADMIN_IMPORT_MAX_BYTES = env.int("ADMIN_IMPORT_MAX_BYTES", default=100 << 20)
+# Uploads each web process publishes at once; one more is refused until one has finished.
+ADMIN_IMPORT_CONCURRENCY = env.int("ADMIN_IMPORT_CONCURRENCY", default=2)
 
 # --- Django REST framework ------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -33,16 +33,6 @@ def _api_test_settings(settings):
 
 
 @pytest.fixture
-def plain_static_storage(settings):
-    """Pages that link static assets (browsable API, Swagger UI) without a collectstatic run:
-    debug off selects the manifest storage, which needs one."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
-@pytest.fixture
 def user_factory(db):
     return UserFactory
 

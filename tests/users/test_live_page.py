@@ -4,18 +4,12 @@ the page and the API served by a real uvicorn server process."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import time
-from itertools import count
 
 import httpx
 import pytest
-from websockets.sync.client import connect as ws_connect
 
-from tests.processes import WebServer
+from tests.helpers import Page, chromium, wait_until
 from users.events import users_ingested
 
 pytestmark = [
@@ -23,94 +17,11 @@ pytestmark = [
     pytest.mark.skipif(not shutil.which("chromium"), reason="needs chromium (make system-deps)"),
 ]
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
-]
-
-
-def wait_until(check, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, message
-        time.sleep(0.1)
-
 
 @pytest.fixture
-def web_server(django_db_setup, tmp_path):
-    server = WebServer(tmp_path / "web.log", graceful_timeout=5)
-    yield server.base
-    server.stop()
-
-
-class Page:
-    """A Chromium tab, evaluated into over the DevTools protocol."""
-
-    def __init__(self, websocket) -> None:
-        self._ws = websocket
-        self._ids = count(1)
-
-    def evaluate(self, expression: str):
-        message_id = next(self._ids)
-        self._ws.send(
-            json.dumps(
-                {
-                    "id": message_id,
-                    "method": "Runtime.evaluate",
-                    "params": {"expression": expression, "returnByValue": True},
-                }
-            )
-        )
-        while True:
-            reply = json.loads(self._ws.recv(timeout=10))
-            if reply.get("id") == message_id:
-                # An error reply (the page still loading, say) reads as "nothing yet".
-                return reply.get("result", {}).get("result", {}).get("value")
-
-
-@pytest.fixture
-def browser_page(web_server, tmp_path):
-    profile = tmp_path / "chromium-profile"
-    process = subprocess.Popen(
-        ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"{web_server}/users/live"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: its helpers go with it
-    )
-    try:
-        active_port = profile / "DevToolsActivePort"
-        wait_until(active_port.exists, 30, "chromium did not start")
-        port = wait_until(lambda: active_port.read_text().split("\n")[0], 5, "no DevTools port")
-        targets = wait_until(
-            lambda: [
-                target
-                for target in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
-                if target["type"] == "page" and "/users/live" in target["url"]
-            ],
-            15,
-            "page did not open",
-        )
-        with ws_connect(targets[0]["webSocketDebuggerUrl"], max_size=None) as websocket:
-            yield Page(websocket)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def browser_page(live_web_server, tmp_path):
+    with chromium(f"{live_web_server}/users/live", tmp_path / "chromium-profile") as page:
+        yield page
 
 
 def row_text(page: Page, user_id: int) -> str | None:
@@ -120,9 +31,9 @@ def row_text(page: Page, user_id: int) -> str | None:
 
 
 @pytest.fixture
-def api(web_server, api_token):
+def api(live_web_server, api_token):
     token = api_token("writer")
-    with httpx.Client(base_url=web_server, headers={"Authorization": f"Token {token}"}) as c:
+    with httpx.Client(base_url=live_web_server, headers={"Authorization": f"Token {token}"}) as c:
         yield c
 
 
