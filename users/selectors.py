@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import QuerySet
 
 from users import cache
@@ -84,3 +85,27 @@ def principal_load(*, digest: str) -> Principal | None:
 def stale_cache_entry_count() -> int:
     """Users whose Redis entries await repair after an outage (services.cache_repair_stale)."""
     return StaleCacheEntry.objects.count()
+
+
+# Above this many rows (by the planner's statistics) the users are counted from those statistics
+# rather than by a full count, which would scan the table on every anonymous page view.
+EXACT_COUNT_LIMIT = 100_000
+
+
+def user_count() -> tuple[int, bool]:
+    """How many users there are, and whether that is exact (small tables) or an estimate."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [User._meta.db_table]
+        )
+        row = cursor.fetchone()
+    estimate = row[0] if row else -1
+    if estimate < EXACT_COUNT_LIMIT:  # -1: never analysed (a fresh table)
+        return User.objects.count(), True
+    return estimate, False
+
+
+def user_list_newest(*, limit: int) -> list[dict[str, Any]]:
+    """The `limit` most recently created users, newest first, as payloads."""
+    users = User.objects.order_by("-created_at", "-id")[:limit]
+    return [user_payload(user) for user in users]
