@@ -39,6 +39,8 @@ from django_eventstream.channelmanager import DefaultChannelManager
 from django_eventstream.event import Event
 from django_eventstream.storage import EventDoesNotExist, StorageBase
 
+from users import selectors
+
 logger = logging.getLogger(__name__)
 
 # Hard-coded in django-eventstream (eventstream.send_event): every environment sharing a Redis
@@ -410,11 +412,17 @@ def users_sse(request: HttpRequest) -> HttpResponse:
 
 
 def users_live(request: HttpRequest) -> HttpResponse:
-    """GET /users/live: a page listing users as they arrive, change and go."""
+    """GET /users/live: a page listing users as they arrive, change and go, opening with the
+    newest users (only for clients allowed to read users)."""
+    newest = (
+        selectors.user_list_newest(limit=LIVE_PAGE_ROWS)
+        if request.user.has_perm("users.view_user")
+        else []
+    )
     return render(
         request,
         "users/live.html",
-        {"stream_url": reverse("users-sse"), "keep": LIVE_PAGE_ROWS},
+        {"stream_url": reverse("users-sse"), "keep": LIVE_PAGE_ROWS, "newest": newest},
     )
 
 

@@ -8,6 +8,7 @@ import shutil
 
 import httpx
 import pytest
+from django.contrib.auth.models import Permission
 
 from tests.helpers import Page, chromium, wait_until
 from users.events import users_ingested
@@ -74,3 +75,28 @@ def test_live_page_shows_users_as_they_come_and_go(browser_page, api):
     assert page.evaluate("document.querySelectorAll('#users tr').length") == 50
     assert "Imp119" in row_text(page, 80119)
     assert row_text(page, 80000) is None
+
+
+def test_live_page_opens_with_the_newest_users_for_readers_only(
+    client, django_user_model, user_factory
+):
+    users = [user_factory(first_name=f"Newest{n}") for n in range(3)]  # created an hour apart
+    reader = django_user_model.objects.create_user("reader", password="pw")
+    reader.user_permissions.add(
+        Permission.objects.get(codename="view_user", content_type__app_label="users")
+    )
+    client.force_login(reader)
+
+    response = client.get("/users/live")
+
+    assert response.status_code == 200
+    newest = response.context["newest"]
+    assert [user["id"] for user in newest[:3]] == [user.id for user in reversed(users)]
+    assert 'id="newest-users"' in response.text and "Newest2" in response.text
+    assert "Since this page opened" in response.text
+
+    # Without the permission to read users the page lists nobody (or is refused outright).
+    client.force_login(django_user_model.objects.create_user("nobody", password="pw"))
+    response = client.get("/users/live")
+    assert response.status_code in (200, 302, 403)
+    assert "Newest" not in response.content.decode()
