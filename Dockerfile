@@ -21,7 +21,10 @@ RUN DJANGO_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(
 
 USER app
 EXPOSE 8080
+# Inside the container the server listens on every interface (the port is published by Compose
+# or the orchestrator); `make run` on a developer's machine binds 127.0.0.1.
+ENV HOST=0.0.0.0
 # Web worker processes share their Prometheus metrics through files here (emptied on start).
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 # The same commands as the Procfile; exec, so SIGTERM reaches uvicorn and it shuts down gracefully.
-CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn viswals.asgi:application --host 0.0.0.0 --port ${PORT:-8080} --workers ${WEB_CONCURRENCY:-2} --timeout-graceful-shutdown ${WEB_GRACEFUL_TIMEOUT:-5} --no-access-log --no-proxy-headers --http viswals.http_protocol:HeadLimitedHttpToolsProtocol"]
+CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn viswals.asgi:application --host ${HOST:-127.0.0.1} --port ${PORT:-8080} --workers ${WEB_CONCURRENCY:-2} --timeout-graceful-shutdown ${WEB_GRACEFUL_TIMEOUT:-5} --no-access-log --no-proxy-headers --http viswals.http_protocol:HeadLimitedHttpToolsProtocol --lifespan off"]

@@ -7,6 +7,11 @@ PYTHON ?= python3
 # Local runs use development settings; production sets its own environment (.env.example).
 LOCAL := DJANGO_DEBUG=$${DJANGO_DEBUG:-true}
 SAMPLE ?= data/users.csv
+# `make publish FILE=...`: the file to publish (default: the sample).
+FILE ?= $(SAMPLE)
+# Address the web server binds: loopback by default; HOST=0.0.0.0 to serve the network.
+HOST ?= 127.0.0.1
+export HOST
 # The Procfile commands (uvicorn, celery) come from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -30,15 +35,11 @@ database: install services
 migrate: database
 	$(LOCAL) $(PY) manage.py migrate --noinput
 
-# Install, migrate, start web (port 8080) and worker, publish the sample users; Ctrl-C stops.
+# Install, migrate, start web (http://127.0.0.1:8080) and worker, publish the sample, print the
+# local credentials (kept in .local/credentials); Ctrl-C stops (scripts/run-local.sh).
 run: migrate
 	$(LOCAL) $(PY) manage.py collectstatic --noinput --verbosity 0
-	$(LOCAL) $(PY) manage.py setup_local_access
-	@set -m; $(LOCAL) $(VENV)/bin/honcho start -f Procfile --port $${PORT:-8080} & honcho=$$!; \
-	trap 'kill -TERM -$$honcho 2>/dev/null; wait $$honcho' INT TERM; \
-	$(LOCAL) $(PY) manage.py publish_csv $(SAMPLE) --wait --timeout 120 \
-	  && echo "API: http://localhost:$${PORT:-8080}/users  live page: http://localhost:$${PORT:-8080}/users/live  admin: http://localhost:$${PORT:-8080}/admin/"; \
-	wait $$honcho
+	@$(LOCAL) PY=$(PY) SAMPLE=$(SAMPLE) $(PY) scripts/foreground.py bash scripts/run-local.sh
 
 web: migrate
 	$(LOCAL) $(VENV)/bin/honcho start -f Procfile --port $${PORT:-8080} web
@@ -46,8 +47,9 @@ web: migrate
 worker: migrate
 	$(LOCAL) $(VENV)/bin/honcho start -f Procfile --port $${PORT:-8080} worker
 
+# Publish a file (FILE=path, default the sample) and wait for the workers (`make run` running).
 publish: migrate
-	$(LOCAL) $(PY) manage.py publish_csv $(SAMPLE) --wait
+	$(LOCAL) $(PY) manage.py publish_csv $(FILE) --wait
 
 # Debian packages the tests need (headless Chromium for the live page test).
 system-deps:

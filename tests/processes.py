@@ -73,7 +73,8 @@ class WebServer(_Process):
         command = ["uvicorn", "viswals.asgi:application", "--host", "127.0.0.1",
                    "--port", str(self.port), "--workers", str(workers), "--no-access-log",
                    "--timeout-graceful-shutdown", str(graceful_timeout), "--no-proxy-headers",
-                   "--http", "viswals.http_protocol:HeadLimitedHttpToolsProtocol"]  # fmt: skip
+                   "--http", "viswals.http_protocol:HeadLimitedHttpToolsProtocol",
+                   "--lifespan", "off"]  # fmt: skip
         super().__init__(log_path, command, env)
         self.wait_until_ready(self._healthy, "server")
 

@@ -61,10 +61,14 @@ def test_compose_runs_the_whole_stack_with_healthchecks():
 
 def test_compose_and_dockerfile_run_the_procfile_commands():
     web, worker = procfile()["web"], procfile()["worker"]
-    assert web.startswith("uvicorn viswals.asgi:application --host 0.0.0.0 --port ${PORT:-8080}")
+    assert web.startswith(
+        "uvicorn viswals.asgi:application --host ${HOST:-127.0.0.1} --port ${PORT:-8080}"
+    )
+    assert "--lifespan off" in web  # Django has no lifespan handler: no warning per worker
     assert worker.startswith("celery -A viswals worker")
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert web in dockerfile
+    assert "ENV HOST=0.0.0.0" in dockerfile  # loopback on a laptop, every interface in a container
     compose_worker = compose()["services"]["worker"]["command"][-1].replace("$$", "$")
     assert compose_worker == worker
 
