@@ -574,8 +574,13 @@ _encoded_lock = threading.Lock()
 
 
 def encode_event(event_type: str, data: str, event_id: str | None) -> bytes:
-    """The SSE text of an event, as the library writes it."""
-    return sse_encode_event(event_type, data, event_id=event_id).encode()
+    """The SSE text of an event, as the library writes it (sse_encode_event); JSON without line
+    breaks (all of ours) skips its per-line split, a regex pass over ~1 MB batches."""
+    if not isinstance(data, str) or "\n" in data or "\r" in data or "\0" in event_type:
+        return sse_encode_event(event_type, data, event_id=event_id).encode()
+    event_type = event_type.replace("\r", "").replace("\n", "")
+    head = f"event: {event_type}\nid: {event_id}\n" if event_id else f"event: {event_type}\n"
+    return b"".join((head.encode(), b"data: ", data.encode(), b"\n\n"))
 
 
 def encode_live_event(event: Event, event_id: str | None) -> bytes:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import httpx
+import psutil
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -583,3 +586,116 @@ def _redis_client():
     from users.cache import redis_client
 
     return redis_client()
+
+
+# --- Clients that stop reading ---------------------------------------------------------------
+
+STALLED_CLIENTS = 60
+BIG_EVENTS = 30  # ~1 MB each: the history holds 30 MB for each stalled client to replay
+
+
+def _server_rss_mb(server: WebServer) -> float:
+    parent = psutil.Process(server.process.pid)
+    return sum(p.memory_info().rss for p in (parent, *parent.children(recursive=True))) / 2**20
+
+
+def _stalled_stream(port: int, token: str, last_event_id: str) -> socket.socket:
+    """A stream that asks for a replay and never reads (a small receive window, too)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /users/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        f"Authorization: Token {token}\r\nLast-Event-ID: {last_event_id}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def _bytes_until_closed(sock: socket.socket, limit: int, timeout: float) -> int | None:
+    """Read until the server closes (returns the bytes read), or None if it has not closed
+    within `timeout` seconds or `limit` bytes."""
+    sock.settimeout(timeout)
+    total = 0
+    try:
+        while total <= limit:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return total
+            total += len(chunk)
+    except ConnectionResetError:
+        return total
+    except TimeoutError:
+        return None
+    return None
+
+
+def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
+    tmp_path, api_token, redis_client
+):
+    from users.selectors import principal_for_token
+    from users.sse import streams_key
+
+    server = WebServer(
+        tmp_path / "web.log",
+        SSE_SEND_TIMEOUT="3",
+        SSE_MAX_STREAMS_PER_CLIENT=str(STALLED_CLIENTS + 10),
+        SSE_REPLAY_MAX_EVENTS="100000",  # not what bounds memory here
+        SSE_REPLAY_MAX_BYTES=str(2**30),
+        LOG_LEVEL="INFO",
+    )
+    sockets: list[socket.socket] = []
+    try:
+        token = api_token("reader")
+        headers = {"Authorization": f"Token {token}"}
+        user = new_user("Fast")
+        start = _current_id()
+        channel = settings.EVENTSTREAM_USERS_CHANNEL
+        storage = RedisStreamStorage()
+        for number in range(BIG_EVENTS):
+            pad = "x" * 1_000_000
+            storage.append_event(
+                channel, "users.ingested", f'{{"run":9,"batch":{number},"pad":"{pad}"}}'
+            )
+        for _ in range(4):  # both workers up and warm
+            assert httpx.get(f"{server.base}/users/{user.id}", headers=headers).status_code == 200
+
+        def reads_for(seconds: float) -> tuple[float, float]:
+            """GET /users/{id} for a while: (median seconds, peak server RSS in MB)."""
+            took, peak = [], 0.0
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                peak = max(peak, _server_rss_mb(server))
+                started = time.perf_counter()
+                response = httpx.get(f"{server.base}/users/{user.id}", headers=headers)
+                took.append(time.perf_counter() - started)
+                assert response.status_code == 200
+                time.sleep(0.05)
+            return statistics.median(took), peak
+
+        quiet_read, rss_before = reads_for(1.5)
+        sockets = [_stalled_stream(server.port, token, start) for _ in range(STALLED_CLIENTS)]
+        stalled_read, peak = reads_for(3)  # while they are stalled, before the timeout
+        grown = peak - rss_before
+        print(f"server RSS {rss_before:.0f} -> peak {peak:.0f} MB with {STALLED_CLIENTS} "
+              f"stalled replays of {BIG_EVENTS} MB; GET /users/{{id}} median "
+              f"{quiet_read * 1000:.0f} -> {stalled_read * 1000:.0f} ms")  # fmt: skip
+        # Before: each stalled replay held ~100 events' text at once (60 clients: +4.7 GB).
+        assert grown < STALLED_CLIENTS * 4, f"server RSS grew {grown:.0f} MB"
+        assert stalled_read < max(3 * quiet_read, quiet_read + 0.2)
+
+        # Dropped after SSE_SEND_TIMEOUT: far less than the 30 MB replay comes out of them.
+        time.sleep(4)  # reading now would unblock them
+        for sock in sockets:
+            received = _bytes_until_closed(sock, limit=16 * 2**20, timeout=15)
+            assert received is not None, "a stalled stream was not closed"
+        account = principal_for_token(token=token).account_id
+        key = streams_key(principal=SimpleNamespace(account_id=account), address="")
+        deadline = time.monotonic() + 5
+        while redis_client.zcard(key) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert redis_client.zcard(key) == 0, "the dropped streams still hold their places"
+        assert "closing a stream whose client read nothing" in server.log()
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
