@@ -81,10 +81,14 @@ class Page:
 
 
 @pytest.fixture
-def browser_page(web_server, tmp_path):
+def browser_page(web_server, tmp_path, login_account):
+    """The live page, reached as a browser does: the admin login page first (a staff account
+    in the reader role), which then sends it on to /users/live."""
+    username, password, _ = login_account("reader", staff=True)
     profile = tmp_path / "chromium-profile"
+    login_url = f"{web_server}/admin/login/?next=/users/live"
     process = subprocess.Popen(
-        ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"{web_server}/users/live"],
+        ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", login_url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: its helpers go with it
@@ -97,13 +101,29 @@ def browser_page(web_server, tmp_path):
             lambda: [
                 target
                 for target in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
-                if target["type"] == "page" and "/users/live" in target["url"]
+                if target["type"] == "page" and "/admin/login/" in target["url"]
             ],
             15,
-            "page did not open",
+            "login page did not open",
         )
         with ws_connect(targets[0]["webSocketDebuggerUrl"], max_size=None) as websocket:
-            yield Page(websocket)
+            page = Page(websocket)
+            wait_until(
+                lambda: page.evaluate("!!document.getElementById('id_password')"),
+                15,
+                "login form not shown",
+            )
+            page.evaluate(
+                f"document.getElementById('id_username').value = {json.dumps(username)};"
+                f"document.getElementById('id_password').value = {json.dumps(password)};"
+                "document.getElementById('login-form').submit(); true"
+            )
+            wait_until(
+                lambda: page.evaluate("location.pathname") == "/users/live",
+                15,
+                "login did not lead to the live page",
+            )
+            yield page
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
