@@ -31,7 +31,10 @@ import httpx
 import psutil
 from scratch import PY, ROOT, Scratch, free_port, generate_users
 
-SCRATCH = Scratch(f"sseb{os.getpid()}", API_ANON_THROTTLE_RATE="")
+# One account opens every stream here: lift the per-client stream limit.
+SCRATCH = Scratch(
+    f"sseb{os.getpid()}", API_ANON_THROTTLE_RATE="", SSE_MAX_STREAMS_PER_CLIENT="2000"
+)
 DB, ENV, TAG = SCRATCH.db, SCRATCH.env, SCRATCH.tag
 CHANNEL = ENV["EVENTSTREAM_USERS_CHANNEL"]
 psql, manage = SCRATCH.psql, SCRATCH.manage
@@ -39,6 +42,8 @@ psql, manage = SCRATCH.psql, SCRATCH.manage
 
 # --- A light SSE client (asyncio streams: 500 of them must not eat the server's CPU) -----------
 
+# Streams authenticate with a reader's token (main() sets it): reads need users.view_user.
+STREAM_AUTH = b""
 EVENT_RE = re.compile(rb"event: ([\w.-]+)\nid: [^\n]*:(\d+)\ndata: ([^\n]{0,80})")
 
 
@@ -57,7 +62,9 @@ class Stream:
         try:
             reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
             self._writer.write(
-                b"GET /users/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+                b"GET /users/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                + STREAM_AUTH
+                + b"\r\n"
             )
             status = await reader.readline()
             if b" 200 " not in status:
@@ -141,7 +148,7 @@ def start_server(port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/users/live", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return process
         except httpx.TransportError:
             pass
@@ -255,22 +262,13 @@ async def bench_latency(port: int, token: str, clients: int, posts: int) -> dict
     }
 
 
-def api_token() -> str:
-    code = (
-        "import django; django.setup()\n"
-        "from django.contrib.auth import get_user_model\n"
-        "from rest_framework.authtoken.models import Token\n"
-        "user = get_user_model().objects.create_user('bench', password='x')\n"
-        "print(Token.objects.create(user=user).key)\n"
-    )
-    return subprocess.run(
-        [PY, "-c", code],
-        cwd=ROOT,
-        env={**ENV, "DJANGO_SETTINGS_MODULE": "viswals.settings"},
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+def api_token(role: str) -> str:
+    """A new API client's token in `role`: the last line `create_api_client` prints."""
+    out = SCRATCH.manage(
+        "create_api_client", f"bench-{role}", "--role", role,
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return out.strip().splitlines()[-1]
 
 
 # --- (c) ingest with clients -----------------------------------------------------------------
@@ -389,7 +387,9 @@ def main() -> None:
     SCRATCH.create()
     server = None
     try:
-        token = api_token()
+        global STREAM_AUTH
+        STREAM_AUTH = f"Authorization: Token {api_token('reader')}\r\n".encode()
+        token = api_token("writer")
         port = free_port()
         server = start_server(port)
         asyncio.run(run(args, port, server, token, path))

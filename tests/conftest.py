@@ -101,6 +101,32 @@ def plain_static_storage(settings):
 
 
 @pytest.fixture
+def login_account(db):
+    """Make accounts that log in with a password: `login_account("reader", staff=True)` (or
+    None for no permission) returns (username, password, session cookie (name, value))."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from users.services import roles_ensure
+
+    counter = iter(range(1_000_000))
+
+    def make(role: str | None = "reader", *, staff: bool = False) -> tuple[str, str, tuple]:
+        name, password = f"{RUN_ID}-login-{role or 'nobody'}-{next(counter)}", "pw-" + RUN_ID
+        account = get_user_model().objects.create_user(name, password=password, is_staff=staff)
+        if role is not None:
+            roles_ensure()
+            account.groups.add(Group.objects.get(name=role))
+        client = Client()
+        client.force_login(account)
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+        return name, password, (settings.SESSION_COOKIE_NAME, cookie.value)
+
+    return make
+
+
+@pytest.fixture
 def redis_client():
     from users.cache import redis_client
 

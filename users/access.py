@@ -30,6 +30,14 @@ TOKEN_PREFIX = "vw_"
 # Longer strings are not our tokens: refuse them before hashing anything a client sent.
 MAX_TOKEN_LENGTH = 100
 
+INVALID_TOKEN = "Invalid, expired or revoked token."
+MALFORMED_AUTHORIZATION = "Malformed Authorization header: expected 'Token <token>'."
+
+
+class InvalidCredentials(Exception):
+    """Credentials that name our scheme but are no good (401): a malformed `Authorization:
+    Token` header, or an unknown, expired or revoked token."""
+
 
 class Principal(NamedTuple):
     """An authenticated client: its account, what it may do, and until when (epoch seconds;

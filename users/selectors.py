@@ -11,7 +11,15 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from users import cache
-from users.access import Principal, principal_for_account, token_digest
+from users.access import (
+    INVALID_TOKEN,
+    MALFORMED_AUTHORIZATION,
+    InvalidCredentials,
+    Principal,
+    principal_for_account,
+    token_digest,
+    token_from_authorization,
+)
 from users.models import ApiToken, StaleCacheEntry, User
 from users.payloads import user_payload
 
@@ -60,6 +68,22 @@ def principal_for_token(*, token: str) -> Principal | None:
         principal = Principal.decode(cached)
         return None if principal.expired() else principal
     return principal_load(digest=digest)
+
+
+def principal_for_request(request) -> Principal | None:
+    """Who a plain Django request (not DRF's) comes from: its `Authorization: Token` header's
+    principal, else its session account's; None for an anonymous client. Raises
+    InvalidCredentials for a malformed header or an unknown, expired or revoked token, as the
+    API does (users.api.authentication)."""
+    token = token_from_authorization(request.META.get("HTTP_AUTHORIZATION"))
+    if token is None:
+        return principal_for_account(getattr(request, "user", None))
+    if token == "":
+        raise InvalidCredentials(MALFORMED_AUTHORIZATION)
+    principal = principal_for_token(token=token)
+    if principal is None:
+        raise InvalidCredentials(INVALID_TOKEN)
+    return principal
 
 
 def principal_load(*, digest: str) -> Principal | None:

@@ -16,6 +16,10 @@ import os
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD_BYTES = int(os.environ.get("REQUEST_MAX_HEADER_BYTES", 16 * 1024))
+# An ASGI scope extension: a callable that drops the connection at once, buffered output and
+# all (users.sse closes streams of clients that stopped reading with it; ASGI has no message for
+# that, and closing politely would wait for the buffer to drain, i.e. forever).
+ABORT_EXTENSION = "viswals.abort"
 
 
 class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -48,6 +52,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             # Raising stops the parser; uvicorn then answers through send_400_response.
             self._head_too_large = True
             raise ValueError("request head too large")
+        self.scope["extensions"] = {
+            **self.scope.get("extensions", {}),
+            ABORT_EXTENSION: self.transport.abort,
+        }
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

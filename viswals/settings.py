@@ -366,3 +366,14 @@ EVENTSTREAM_HISTORY = env.int("EVENTSTREAM_HISTORY", default=1000)
 EVENTSTREAM_HISTORY_MB = env.int("EVENTSTREAM_HISTORY_MB", default=200)
 # Only the users channel is served; clients cannot pick other channels.
 EVENTSTREAM_CHANNELMANAGER_CLASS = "users.sse.UsersChannelManager"
+# Open streams per client (an account; the client address for anonymous clients in public-read
+# mode), across every web process; one more gets 429.
+SSE_MAX_STREAMS_PER_CLIENT = env.int("SSE_MAX_STREAMS_PER_CLIENT", default=10)
+# History one catch-up (a Last-Event-ID resume, or a client fallen behind) may send: events and
+# bytes. Beyond either, the client gets `stream-reset` and reloads through the API. 8 MiB is
+# about 8 ingest batch events; 1,000 events is the whole default history of small ones.
+SSE_REPLAY_MAX_EVENTS = env.int("SSE_REPLAY_MAX_EVENTS", default=1000)
+SSE_REPLAY_MAX_BYTES = env.int("SSE_REPLAY_MAX_BYTES", default=8 * 2**20)
+# Seconds a write to a stream's client may wait (it stopped reading) before the connection is
+# dropped: a stalled client costs one pending write, not an ever-growing buffer.
+SSE_SEND_TIMEOUT = env.float("SSE_SEND_TIMEOUT", default=30.0)

@@ -101,13 +101,16 @@ def test_metrics_move_with_requests_and_an_ingest(
     assert value(after, "cache_stale_entries") == 0
 
 
-def test_sse_streams_are_counted_while_open(web_server):
+def test_sse_streams_are_counted_while_open(web_server, api_token):
     server = web_server(workers=2, METRICS_TOKEN=TOKEN)
+    reader = {"Authorization": f"Token {api_token('reader')}"}
     received: list[bytes] = []
     stop = threading.Event()
 
     def listen() -> None:
-        with httpx.stream("GET", f"{server.base}/users/sse", timeout=10) as response:
+        with httpx.stream(
+            "GET", f"{server.base}/users/sse", headers=reader, timeout=10
+        ) as response:
             for chunk in response.iter_bytes():
                 received.append(chunk)
                 if stop.is_set():

@@ -66,22 +66,28 @@ def test_worker_stopped_mid_ingest_loses_and_repeats_nothing(start_worker, inges
     assert all({"timestamp", "level", "logger", "message"} <= set(r) for r in records)
 
 
-def test_web_server_drains_requests_and_closes_streams_on_sigterm(web_server, silent_port):
+def test_web_server_drains_requests_and_closes_streams_on_sigterm(
+    web_server, silent_port, api_token
+):
     # A broker that never answers makes /readyz take its full timeout: a request in flight.
     server = web_server(
         workers=1, CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{silent_port}//"
     )
     outcome: dict[str, object] = {}
-    stream_ended = threading.Event()
+    stream_opened, stream_ended = threading.Event(), threading.Event()
+    reader = {"Authorization": f"Token {api_token('reader')}"}
 
     def slow_request() -> None:
         outcome["response"] = httpx.get(f"{server.base}/readyz", timeout=10)
 
     def stream() -> None:
         try:
-            with httpx.stream("GET", f"{server.base}/users/sse", timeout=20) as response:
-                for _ in response.iter_bytes():
-                    pass
+            with httpx.stream(
+                "GET", f"{server.base}/users/sse", headers=reader, timeout=20
+            ) as response:
+                for chunk in response.iter_bytes():
+                    if b"stream-open" in chunk:
+                        stream_opened.set()
         except httpx.HTTPError:
             pass
         stream_ended.set()
@@ -98,5 +104,5 @@ def test_web_server_drains_requests_and_closes_streams_on_sigterm(web_server, si
     response = outcome["response"]
     assert response.status_code == 503  # answered in full, not cut off
     assert response.json()["failing"] == ["broker"]
-    assert stream_ended.wait(timeout=5)
+    assert stream_opened.is_set() and stream_ended.wait(timeout=5)
     assert took < 8, f"shutdown took {took:.1f}s"

@@ -20,8 +20,27 @@ pytestmark = [
 
 
 @pytest.fixture
-def browser_page(live_web_server, tmp_path):
-    with chromium(f"{live_web_server}/users/live", tmp_path / "chromium-profile") as page:
+def browser_page(live_web_server, tmp_path, login_account):
+    """The live page, reached as a browser does: the admin login page first (a staff account
+    in the reader role), which then sends it on to /users/live."""
+    username, password, _ = login_account("reader", staff=True)
+    login_url = f"{live_web_server}/admin/login/?next=/users/live"
+    with chromium(login_url, tmp_path / "chromium-profile") as page:
+        wait_until(
+            lambda: page.evaluate("!!document.getElementById('id_password')"),
+            15,
+            "login form not shown",
+        )
+        page.evaluate(
+            f"document.getElementById('id_username').value = {json.dumps(username)};"
+            f"document.getElementById('id_password').value = {json.dumps(password)};"
+            "document.getElementById('login-form').submit(); true"
+        )
+        wait_until(
+            lambda: page.evaluate("location.pathname") == "/users/live",
+            15,
+            "login did not lead to the live page",
+        )
         yield page
 
 
@@ -95,8 +114,12 @@ def test_live_page_opens_with_the_newest_users_for_readers_only(
     assert 'id="newest-users"' in response.text and "Newest2" in response.text
     assert "Since this page opened" in response.text
 
-    # Without the permission to read users the page lists nobody (or is refused outright).
+    # Without the permission to read users the page is refused; anonymous visitors log in.
     client.force_login(django_user_model.objects.create_user("nobody", password="pw"))
     response = client.get("/users/live")
-    assert response.status_code in (200, 302, 403)
+    assert response.status_code == 403
     assert "Newest" not in response.content.decode()
+    client.logout()
+    response = client.get("/users/live")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/login/?next=/users/live"

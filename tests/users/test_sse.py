@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import httpx
+import psutil
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django_eventstream.storage import EventDoesNotExist
 
 from tests.processes import WebServer
-from users.events import user_created
+from users.events import user_created, users_ingested
 from users.services import user_create, user_delete
 from users.sse import RedisStreamStorage, history_keys
 
@@ -46,9 +51,11 @@ class SSEEvent:
 class SSEClient:
     """Reads an event stream in a thread; events land in a queue."""
 
-    def __init__(self, url: str, last_event_id: str | None = None) -> None:
+    def __init__(
+        self, url: str, last_event_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.events: queue.Queue[SSEEvent] = queue.Queue()
-        headers = {"Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **(headers or {})}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
         self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
@@ -105,16 +112,32 @@ class SSEClient:
         return out
 
     def close(self) -> None:
+        # Closing the response does not close a socket another thread is reading: shut it down.
+        sock = self._response.extensions["network_stream"].get_extra_info("socket")
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
         self._response.close()
         self._client.close()
 
 
 @pytest.fixture
-def connect(sse_server) -> Iterator[Callable[..., SSEClient]]:
+def reader_headers(api_token) -> dict[str, str]:
+    return {"Authorization": f"Token {api_token('reader')}"}
+
+
+@pytest.fixture
+def connect(sse_server, reader_headers) -> Iterator[Callable[..., SSEClient]]:
+    """Open streams as a reader (or with the `headers` given)."""
     clients: list[SSEClient] = []
 
-    def open_client(last_event_id: str | None = None) -> SSEClient:
-        client = SSEClient(f"{sse_server}/users/sse", last_event_id=last_event_id)
+    def open_client(
+        last_event_id: str | None = None, headers: dict[str, str] | None = None, base=None
+    ) -> SSEClient:
+        client = SSEClient(
+            f"{base or sse_server}/users/sse",
+            last_event_id=last_event_id,
+            headers=reader_headers if headers is None else headers,
+        )
         clients.append(client)
         return client
 
@@ -253,9 +276,9 @@ def test_reading_the_history_uses_no_database(django_assert_num_queries):
     assert all(key.startswith(prefix) for key in history_keys(channel))
 
 
-def test_shutdown_does_not_hang_on_open_streams(tmp_path):
+def test_shutdown_does_not_hang_on_open_streams(tmp_path, reader_headers):
     server = WebServer(tmp_path / "web.log", workers=1, graceful_timeout=5)
-    client = SSEClient(f"{server.base}/users/sse")
+    client = SSEClient(f"{server.base}/users/sse", headers=reader_headers)
     try:
         took = server.stop()
     finally:
@@ -332,16 +355,347 @@ def test_a_gap_that_never_fills_sends_streams_to_the_history():
     assert delivered == [7]
 
 
-def test_keep_alives_are_sse_comments():
-    import asyncio
+# --- Who may stream -----------------------------------------------------------------------
 
-    from users.sse import KEEP_ALIVE_COMMENT, LIBRARY_KEEP_ALIVE, keep_alives_as_comments
 
-    async def chunks():
-        for chunk in (b"event: user.created\ndata: {}\n\n", LIBRARY_KEEP_ALIVE):
-            yield chunk
+def _sse_get(base: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """A request to the stream that is expected to be refused (the body is not a stream)."""
+    return httpx.get(f"{base}/users/sse", headers=headers or {}, timeout=10)
 
-    async def collect():
-        return [chunk async for chunk in keep_alives_as_comments(chunks())]
 
-    assert asyncio.run(collect()) == [b"event: user.created\ndata: {}\n\n", KEEP_ALIVE_COMMENT]
+def test_anonymous_stream_is_refused_with_401(sse_server):
+    response = _sse_get(sse_server)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Token realm="api"'
+    assert response.json() == {"detail": "Authentication credentials were not provided."}
+
+
+@pytest.mark.parametrize("authorization", ["Token vw_not-a-token", "Token", "Token a b"])
+def test_bad_token_on_the_stream_is_401(sse_server, authorization):
+    response = _sse_get(sse_server, {"Authorization": authorization})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Token realm="api"'
+    assert "token" in response.json()["detail"].lower()
+
+
+def test_account_without_view_user_gets_403_on_the_stream(sse_server, api_token, login_account):
+    by_token = _sse_get(sse_server, {"Authorization": f"Token {api_token(None)}"})
+    assert by_token.status_code == 403
+    assert by_token.json() == {"detail": "You do not have permission to perform this action."}
+    _, _, (cookie, session) = login_account(None)
+    assert _sse_get(sse_server, {"Cookie": f"{cookie}={session}"}).status_code == 403
+
+
+def test_reader_session_streams(connect, login_account):
+    _, _, (cookie, session) = login_account("reader")
+    client = connect(headers={"Cookie": f"{cookie}={session}"})
+    user = new_user("Session")
+    client.wait_for(is_user_event("user.created", user.id))
+
+
+def test_malformed_last_event_id_is_400(sse_server, reader_headers):
+    response = _sse_get(sse_server, {**reader_headers, "Last-Event-ID": "nonsense"})
+    assert response.status_code == 400
+    assert response.json()["field"] == "Last-Event-ID"
+
+
+def test_live_page_needs_a_login_with_view_user(sse_server, login_account):
+    anonymous = httpx.get(f"{sse_server}/users/live", timeout=10)
+    assert anonymous.status_code == 302
+    assert anonymous.headers["location"] == "/admin/login/?next=/users/live"
+    _, _, (cookie, nobody) = login_account(None)
+    refused = httpx.get(f"{sse_server}/users/live", headers={"Cookie": f"{cookie}={nobody}"})
+    assert refused.status_code == 403
+    _, _, (cookie, reader) = login_account("reader")
+    page = httpx.get(f"{sse_server}/users/live", headers={"Cookie": f"{cookie}={reader}"})
+    assert page.status_code == 200 and "/users/sse" in page.text
+
+
+@pytest.fixture(scope="module")
+def public_server(django_db_setup, tmp_path_factory):
+    """Reads open to anyone, and at most 3 streams per client."""
+    server = WebServer(
+        tmp_path_factory.mktemp("public") / "web.log",
+        API_READS_REQUIRE_AUTH="false",
+        SSE_MAX_STREAMS_PER_CLIENT="3",
+    )
+    yield server.base
+    server.stop()
+
+
+def test_public_mode_lets_anonymous_clients_stream_within_a_limit_per_address(
+    connect, public_server
+):
+    assert httpx.get(f"{public_server}/users/live", timeout=10).status_code == 200
+    clients = [connect(headers={}, base=public_server) for _ in range(3)]
+    user = new_user("Public")
+    for client in clients:
+        client.wait_for(is_user_event("user.created", user.id))
+    refused = _sse_get(public_server)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    clients[0].close()
+    _wait_until_a_stream_opens(public_server, {})
+
+
+def _wait_until_a_stream_opens(base: str, headers: dict[str, str], within: float = 3) -> None:
+    """A closed stream frees its place at once: a new one opens within moments."""
+    deadline = time.monotonic() + within
+    while True:
+        with httpx.stream("GET", f"{base}/users/sse", headers=headers, timeout=10) as response:
+            if response.status_code == 200:
+                return
+            assert response.status_code == 429
+        assert time.monotonic() < deadline, "the closed stream's place was not freed"
+        time.sleep(0.05)
+
+
+def test_an_account_has_at_most_ten_streams_across_processes(
+    connect, sse_server, api_token, reader_headers
+):
+    # Two server processes: the streams spread over both, the count is shared in Redis.
+    clients = [connect() for _ in range(10)]
+    refused = _sse_get(sse_server, reader_headers)
+    assert refused.status_code == 429
+    assert refused.json()["detail"] == "Too many open streams: at most 10 per client."
+    assert refused.headers["retry-after"] == "10"
+    other = connect(headers={"Authorization": f"Token {api_token('reader')}"})
+    user = new_user("Limit")
+    for client in (*clients, other):
+        client.wait_for(is_user_event("user.created", user.id))
+    clients[3].close()
+    _wait_until_a_stream_opens(sse_server, reader_headers)
+
+
+def test_stream_places_of_a_dead_process_age_out(redis_client, settings):
+    from users.sse import STREAM_SLOT_SECONDS, StreamSlot
+
+    settings.SSE_MAX_STREAMS_PER_CLIENT = 1
+    key = f"{settings.EVENTSTREAM_KEY_PREFIX}:streams:test-age-out"
+    stale = StreamSlot(key)
+    assert stale.take()
+    assert not StreamSlot(key).take()
+    # As if its process had died a while ago: the place's expiry has passed.
+    redis_client.zadd(key, {stale.stream_id: time.time() - 1})
+    assert StreamSlot(key).take()
+    assert 0 < redis_client.ttl(key) <= STREAM_SLOT_SECONDS
+    redis_client.delete(key)
+
+
+def test_stream_keys_are_bounded_whatever_the_address():
+    from users.sse import streams_key
+
+    key = streams_key(principal=None, address="x" * 10_000)
+    assert len(key) < 100
+
+
+# --- Replays --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bounded_server(django_db_setup, tmp_path_factory):
+    """Replays of at most 5 events or 300 kB."""
+    server = WebServer(
+        tmp_path_factory.mktemp("bounded") / "web.log",
+        SSE_REPLAY_MAX_EVENTS="5",
+        SSE_REPLAY_MAX_BYTES="300000",
+    )
+    yield server.base
+    server.stop()
+
+
+def _current_id() -> str:
+    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    return f"{channel}:{RedisStreamStorage().get_current_id(channel)}"
+
+
+def test_a_replay_beyond_its_event_or_byte_bound_is_a_reset(connect, bounded_server):
+    def resume(after: str) -> list[SSEEvent]:
+        client = connect(last_event_id=after, base=bounded_server)
+        return client.received(within=1.5)
+
+    start = _current_id()
+    for number in range(5):
+        user_created({"id": 950 + number})
+    assert [e.json()["id"] for e in resume(start)] == [950, 951, 952, 953, 954]
+    user_created({"id": 955})
+    assert [e.type for e in resume(start)] == ["stream-reset"]
+
+    start = _current_id()
+    users_ingested(run_id=1, batch=1, users_json=[json.dumps({"id": 1, "pad": "p" * 200_000})])
+    assert [e.type for e in resume(start)] == ["users.ingested"]
+    users_ingested(run_id=1, batch=2, users_json=[json.dumps({"id": 2, "pad": "p" * 200_000})])
+    assert [e.type for e in resume(start)] == ["stream-reset"]
+
+
+def test_no_replay_holds_a_deleted_user(connect):
+    from users.payloads import to_json, user_payload
+
+    start = _current_id()  # before the user was created
+    gone = new_user("Gone")
+    kept = new_user("Kept")
+    users_ingested(run_id=2, batch=1, users_json=[to_json(user_payload(u)) for u in (gone, kept)])
+    user_delete(user_id=gone.id)
+
+    client = connect(last_event_id=start)
+    events = _collect_until(client, is_user_event("user.deleted", gone.id))
+    text = "\n".join(e.data for e in events)
+    assert "Gone" not in text and "gone@example.com" not in text.lower()
+    assert [e.type for e in events] == ["user.created", "users.ingested", "user.deleted"]
+    assert events[0].json()["id"] == kept.id
+    batch = events[1].json()
+    assert [u["id"] for u in batch["users"]] == [kept.id] and batch["count"] == 1
+    assert events[2].json() == {"id": gone.id}
+
+
+def _collect_until(client: SSEClient, match, timeout: float = 10) -> list[SSEEvent]:
+    """Every event up to and including the first that matches."""
+    out: list[SSEEvent] = []
+    deadline = time.monotonic() + timeout
+    while not out or not match(out[-1]):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"expected event did not arrive; got {[e.type for e in out]}"
+        with suppress(queue.Empty):
+            out.append(client.events.get(timeout=remaining))
+    return out
+
+
+def test_tombstones_leave_with_the_history_and_spare_a_user_created_again(settings):
+    storage = RedisStreamStorage()
+    channel = f"{settings.EVENTSTREAM_USERS_CHANNEL}-tombstones"
+    settings.EVENTSTREAM_HISTORY = 3
+    before = storage.append_event(channel, "user.updated", '{"id": 7, "first_name": "Old"}').id
+    storage.append_event(channel, "user.deleted", '{"id": 7}')
+    again = storage.append_event(channel, "user.created", '{"id": 7, "first_name": "New"}').id
+    events = storage.get_events(channel, before - 1)
+    assert [(e.type, e.id) for e in events] == [
+        ("user.deleted", before + 1),
+        ("user.created", again),
+    ]
+    deleted_key = history_keys(channel)[4]
+    step = storage.read(channel, before - 1, max_events=10, max_bytes=10)  # one event at least
+    assert step.events == [] and step.last_read_id == before  # ...and that one was dropped
+    step = storage.read(channel, before, max_events=10, max_bytes=10)
+    assert [e.type for e in step.events] == ["user.deleted"]
+    for number in range(3):
+        storage.append_event(channel, "user.updated", f'{{"id": {100 + number}}}')
+    assert _redis_client().zcard(deleted_key) == 0  # trimmed with the history
+
+
+def _redis_client():
+    from users.cache import redis_client
+
+    return redis_client()
+
+
+# --- Clients that stop reading ---------------------------------------------------------------
+
+STALLED_CLIENTS = 60
+BIG_EVENTS = 30  # ~1 MB each: the history holds 30 MB for each stalled client to replay
+
+
+def _server_rss_mb(server: WebServer) -> float:
+    parent = psutil.Process(server.process.pid)
+    return sum(p.memory_info().rss for p in (parent, *parent.children(recursive=True))) / 2**20
+
+
+def _stalled_stream(port: int, token: str, last_event_id: str) -> socket.socket:
+    """A stream that asks for a replay and never reads (a small receive window, too)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /users/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        f"Authorization: Token {token}\r\nLast-Event-ID: {last_event_id}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def _bytes_until_closed(sock: socket.socket, limit: int, timeout: float) -> int | None:
+    """Read until the server closes (returns the bytes read), or None if it has not closed
+    within `timeout` seconds or `limit` bytes."""
+    sock.settimeout(timeout)
+    total = 0
+    try:
+        while total <= limit:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return total
+            total += len(chunk)
+    except ConnectionResetError:
+        return total
+    except TimeoutError:
+        return None
+    return None
+
+
+def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
+    tmp_path, api_token, redis_client
+):
+    from users.selectors import principal_for_token
+    from users.sse import streams_key
+
+    server = WebServer(
+        tmp_path / "web.log",
+        SSE_SEND_TIMEOUT="3",
+        SSE_MAX_STREAMS_PER_CLIENT=str(STALLED_CLIENTS + 10),
+        SSE_REPLAY_MAX_EVENTS="100000",  # not what bounds memory here
+        SSE_REPLAY_MAX_BYTES=str(2**30),
+        LOG_LEVEL="INFO",
+    )
+    sockets: list[socket.socket] = []
+    try:
+        token = api_token("reader")
+        headers = {"Authorization": f"Token {token}"}
+        user = new_user("Fast")
+        start = _current_id()
+        channel = settings.EVENTSTREAM_USERS_CHANNEL
+        storage = RedisStreamStorage()
+        for number in range(BIG_EVENTS):
+            pad = "x" * 1_000_000
+            storage.append_event(
+                channel, "users.ingested", f'{{"run":9,"batch":{number},"pad":"{pad}"}}'
+            )
+        for _ in range(4):  # both workers up and warm
+            assert httpx.get(f"{server.base}/users/{user.id}", headers=headers).status_code == 200
+
+        def reads_for(seconds: float) -> tuple[float, float]:
+            """GET /users/{id} for a while: (median seconds, peak server RSS in MB)."""
+            took, peak = [], 0.0
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                peak = max(peak, _server_rss_mb(server))
+                started = time.perf_counter()
+                response = httpx.get(f"{server.base}/users/{user.id}", headers=headers)
+                took.append(time.perf_counter() - started)
+                assert response.status_code == 200
+                time.sleep(0.05)
+            return statistics.median(took), peak
+
+        quiet_read, rss_before = reads_for(1.5)
+        sockets = [_stalled_stream(server.port, token, start) for _ in range(STALLED_CLIENTS)]
+        stalled_read, peak = reads_for(3)  # while they are stalled, before the timeout
+        grown = peak - rss_before
+        print(f"server RSS {rss_before:.0f} -> peak {peak:.0f} MB with {STALLED_CLIENTS} "
+              f"stalled replays of {BIG_EVENTS} MB; GET /users/{{id}} median "
+              f"{quiet_read * 1000:.0f} -> {stalled_read * 1000:.0f} ms")  # fmt: skip
+        # Before: each stalled replay held ~100 events' text at once (60 clients: +4.7 GB).
+        assert grown < STALLED_CLIENTS * 4, f"server RSS grew {grown:.0f} MB"
+        assert stalled_read < max(3 * quiet_read, quiet_read + 0.2)
+
+        # Dropped after SSE_SEND_TIMEOUT: far less than the 30 MB replay comes out of them.
+        time.sleep(4)  # reading now would unblock them
+        for sock in sockets:
+            received = _bytes_until_closed(sock, limit=16 * 2**20, timeout=15)
+            assert received is not None, "a stalled stream was not closed"
+        account = principal_for_token(token=token).account_id
+        key = streams_key(principal=SimpleNamespace(account_id=account), address="")
+        deadline = time.monotonic() + 5
+        while redis_client.zcard(key) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert redis_client.zcard(key) == 0, "the dropped streams still hold their places"
+        assert "closing a stream whose client read nothing" in server.log()
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()

@@ -11,9 +11,12 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from users import selectors
-from users.access import Principal, token_from_authorization
-
-INVALID_TOKEN = "Invalid, expired or revoked token."
+from users.access import (
+    INVALID_TOKEN,
+    MALFORMED_AUTHORIZATION,
+    Principal,
+    token_from_authorization,
+)
 
 
 class ApiTokenAuthentication(BaseAuthentication):
@@ -26,7 +29,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         if token is None:
             return None
         if token == "":
-            raise AuthenticationFailed("Malformed Authorization header: expected 'Token <token>'.")
+            raise AuthenticationFailed(MALFORMED_AUTHORIZATION)
         principal = selectors.principal_for_token(token=token)
         if principal is None:
             raise AuthenticationFailed(INVALID_TOKEN)

@@ -17,8 +17,14 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from users import cache, selectors
-from users.access import Principal, may, reads_require_auth, token_digest, token_from_authorization
-from users.api.authentication import INVALID_TOKEN
+from users.access import (
+    INVALID_TOKEN,
+    Principal,
+    may,
+    reads_require_auth,
+    token_digest,
+    token_from_authorization,
+)
 from users.api.exceptions import NOT_FOUND
 from users.api.throttling import account_window, account_window_parts, anon_window, retry_after
 from users.payloads import to_json
