@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tests.helpers import HEADER
+
 RUN_ID = f"t{os.getpid()}"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,13 +136,27 @@ def redis_client():
 
 
 @pytest.fixture
-def live_web_server(django_db_setup, tmp_path):
-    """The Procfile's web command (uvicorn) on a free loopback port; its base URL."""
+def web_server(django_db_setup, tmp_path):
+    """Start web servers (the Procfile's uvicorn, on free loopback ports) with extra
+    environment: `web_server(workers=1, API_READS_REQUIRE_AUTH="false")`; all stopped after."""
     from tests.processes import WebServer
 
-    server = WebServer(tmp_path / "web.log", graceful_timeout=5)
-    yield server.base
-    server.stop()
+    servers: list[WebServer] = []
+
+    def start(workers: int = 2, **env: str) -> WebServer:
+        server = WebServer(tmp_path / f"web-{len(servers)}.log", workers=workers, **env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def live_web_server(web_server):
+    """The base URL of a web server with the default environment."""
+    return web_server(graceful_timeout=5).base
 
 
 @pytest.fixture(scope="session")
@@ -165,9 +181,6 @@ def write_csv(tmp_path):
         return str(path)
 
     return write
-
-
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 
 
 @pytest.fixture

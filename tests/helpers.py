@@ -1,5 +1,5 @@
-"""Helpers shared by tests: waiting for a condition, and headless Chromium (Debian's
-`chromium`, `make system-deps`) driven over the DevTools protocol."""
+"""Helpers shared by tests: the CSV header, a cached user, waiting for a condition, and headless
+Chromium (Debian's `chromium`, `make system-deps`) driven over the DevTools protocol."""
 
 from __future__ import annotations
 
@@ -31,7 +31,20 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def wait_until(check, timeout: float, message: str):
+# The users CSV header, written out here on purpose: tests check the code against it.
+HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+
+
+def cached(user_id: int) -> dict | None:
+    """A user's entry in Redis as the API would serve it, None when not cached."""
+    from users.cache import cached_user_json
+
+    raw = cached_user_json(user_id)
+    return None if raw is None else json.loads(raw)
+
+
+def wait_until(check, timeout: float = 10, message: str = "condition not met in time"):
+    """Poll `check` until it returns something true (and return that) or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()

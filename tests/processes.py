@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -83,6 +85,16 @@ class WebServer(_Process):
             return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
+
+
+@contextmanager
+def running_web_server(log_path: Path, **options) -> Iterator[WebServer]:
+    """A WebServer for the length of a `with` block (module-scoped fixtures, single tests)."""
+    server = WebServer(log_path, **options)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class Worker(_Process):

@@ -13,10 +13,12 @@ from types import ModuleType
 
 import pytest
 
+from tests.helpers import HEADER as HEADER_TEXT
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "data" / "generate_users.py"
 SAMPLE = REPO_ROOT / "data" / "users.csv"
-HEADER = b"id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+HEADER = HEADER_TEXT.encode()
 EPOCH_MS = re.compile(r"\d{13}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from ingest.models import IngestBatch, IngestRun
 from tests.conftest import ROOT, subprocess_env
+from tests.helpers import HEADER
 from tests.services import HAVE_RABBITMQ, rabbitmqctl
 from users.models import User
 
@@ -26,7 +27,6 @@ pytestmark = [
     pytest.mark.skipif(not HAVE_RABBITMQ, reason="needs the local RabbitMQ"),
 ]
 
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 ROWS = 10_000
 
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.parsing import CsvFileError, RowRejected, parse_row, read_records, to_csv_line
+from tests.helpers import HEADER
 
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 GOOD = "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1"
 
 

@@ -11,14 +11,13 @@ from django.core.management.base import CommandError
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.tasks import store_batch
+from tests.helpers import HEADER, cached
 from users.models import User
 from users.payloads import user_payload
 from users.services import user_create
 from users.validation import API_ID_START
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
-
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 
 
 def publish(path: str, *extra: str, report=None) -> dict:
@@ -29,13 +28,6 @@ def publish(path: str, *extra: str, report=None) -> dict:
         return json.loads(report.read_text())
     call_command("publish_csv", *args, "--wait")
     return {}
-
-
-def cached(redis_client, user_id: int) -> dict | None:
-    from users.cache import cached_user_json
-
-    raw = cached_user_json(user_id)
-    return None if raw is None else json.loads(raw)
 
 
 def make_run(file_name: str, **fields) -> IngestRun:
@@ -94,7 +86,7 @@ def test_publish_stores_good_rows_and_reports_bad_ones(
     assert (zoe.id, zoe.first_name, zoe.parent_user_id) == (6, "Zoë", 999)
     # The cache holds exactly what the database holds.
     for user in (ann, bob, zoe):
-        assert cached(redis_client, user.id) == user_payload(user)
+        assert cached(user.id) == user_payload(user)
 
     run = IngestRun.objects.get(id=report["run"])
     assert run.status == IngestRun.Status.COMPLETED
@@ -117,7 +109,7 @@ def test_rerunning_a_file_changes_nothing(celery_worker_process, write_csv, redi
 
     assert first == second
     assert [u["last_name"] for u in second] == ["Lee-Moss", "Ray"]
-    assert [cached(redis_client, u["id"]) for u in second] == second
+    assert [cached(u["id"]) for u in second] == second
     assert IngestRun.objects.filter(status=IngestRun.Status.COMPLETED).count() == 2
 
 
@@ -156,7 +148,7 @@ def test_later_line_wins_when_batches_are_consumed_out_of_order(
 
     user = User.objects.get(id=20)
     assert (user.first_name, user.email_address, user.source_line) == ("New", "new@example.com", 50)
-    assert cached(redis_client, 20) == user_payload(user)
+    assert cached(20) == user_payload(user)
     assert User.objects.get(id=21).first_name == "Keep"
 
 

@@ -11,8 +11,7 @@ import pytest
 
 from ingest.models import IngestRun
 from tests.conftest import ROOT, subprocess_env
-
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
+from tests.helpers import HEADER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

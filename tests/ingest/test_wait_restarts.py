@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from ingest.models import IngestBatch, IngestRun
 from tests.conftest import ROOT, TEST_ENV, subprocess_env
+from tests.helpers import HEADER
 from tests.services import (
     HAVE_POSTGRESQL,
     HAVE_RABBITMQ,
@@ -33,7 +34,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 ROWS = 20_000
 BATCH = 20  # many small batches: the workers are still busy when the service restarts
 

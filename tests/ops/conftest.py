@@ -1,4 +1,4 @@
-"""Helpers of the operations tests: a real web server process, and ports nothing answers on."""
+"""Helpers of the operations tests: workers of their own, queues, ports nothing answers on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from tests.processes import WebServer, Worker, free_port  # noqa: F401 - used by tests
+from tests.processes import Worker, free_port  # noqa: F401 - used by tests
 
 
 @pytest.fixture
@@ -19,21 +19,6 @@ def silent_port():
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield sock.getsockname()[1]
-
-
-@pytest.fixture
-def web_server(tmp_path):
-    """Start web servers with extra environment; every one is stopped after the test."""
-    servers: list[WebServer] = []
-
-    def start(workers: int = 2, **env: str) -> WebServer:
-        server = WebServer(tmp_path / f"web-{len(servers)}.log", workers=workers, **env)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture

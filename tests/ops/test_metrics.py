@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 
 import httpx
 import pytest
@@ -13,6 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import HEADER, wait_until
 from users.services import user_create
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
@@ -21,7 +21,6 @@ pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 TOKEN = secrets.token_urlsafe(32)
 # No test stores (or caches) this id.
 ABSENT_ID = 987_654_321_098
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 
 
 def scrape(base: str) -> dict[tuple[str, tuple], float]:
@@ -41,13 +40,6 @@ def value(metrics: dict, name: str, **labels: str) -> float:
 
 def requests_of(metrics: dict, route: str, status: str) -> float:
     return value(metrics, "http_requests_total", route=route, method="GET", status=status)
-
-
-def wait_until(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_metrics_move_with_requests_and_an_ingest(

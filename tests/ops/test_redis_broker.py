@@ -13,11 +13,11 @@ from django.conf import settings
 
 from ingest.models import IngestRun
 from tests.conftest import ROOT, RUN_ID, subprocess_env
+from tests.helpers import HEADER
 from users.models import User
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 BROKER_DB = 13  # a database of its own: kombu's keys never mix with the cache's
 
 

@@ -18,13 +18,12 @@ LIMIT = 64 * 1024
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, tmp_path_factory):
-    from tests.processes import WebServer
+    from tests.processes import running_web_server
 
-    server = WebServer(
+    with running_web_server(
         tmp_path_factory.mktemp("limits") / "web.log", workers=1, API_MAX_BODY_BYTES=str(LIMIT)
-    )
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def exchange(server, head: bytes, body_chunks=(), pause: float = 0.0) -> tuple[int, dict, bytes]:

@@ -13,11 +13,11 @@ from django.core.management import call_command
 
 from ingest.models import IngestBatch, IngestRun
 from ingest.publishing import wait_for_run
+from tests.helpers import HEADER
 from users.models import User
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
 ROWS, BATCH = 6000, 100
 
 

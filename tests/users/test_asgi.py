@@ -8,7 +8,7 @@ import itertools
 import httpx
 import pytest
 
-from tests.processes import WebServer
+from tests.processes import WebServer, running_web_server
 from users import cache
 from users.models import User
 
@@ -22,15 +22,14 @@ _clients = itertools.count(1)
 def server(django_db_setup, tmp_path_factory):
     # Behind a (pretend) proxy on loopback: X-Forwarded-For tells clients apart, so each test
     # is its own client address and rate limits stay per test.
-    server = WebServer(
+    with running_web_server(
         tmp_path_factory.mktemp("api-web") / "web.log",
         workers=1,
         API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
         API_USER_THROTTLE_RATE=f"{RATE_LIMIT}/day",
         TRUSTED_PROXIES="127.0.0.1/32",
-    )
-    yield server.base
-    server.stop()
+    ) as server:
+        yield server.base
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ and reads that survive Redis being unreachable."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 
@@ -12,6 +11,7 @@ import pytest
 from django.test import override_settings
 
 from ingest.parsing import UserRow
+from tests.helpers import cached
 from users import cache
 from users.services import SourcedUser, user_update, users_upsert
 
@@ -26,19 +26,14 @@ DEAD_REDIS = {
 }
 
 
-def cached(redis_client, user_id: int) -> dict | None:
-    raw = cache.cached_user_json(user_id)
-    return None if raw is None else json.loads(raw)
-
-
 def test_miss_reads_postgres_and_fills_the_cache(
     reader_client, user_factory, clean_user_cache, redis_client
 ):
     user = user_factory()
     clean_user_cache(user.id)
-    assert cached(redis_client, user.id) is None
+    assert cached(user.id) is None
     body = reader_client.get(f"/users/{user.id}").json()
-    assert cached(redis_client, user.id) == body
+    assert cached(user.id) == body
 
 
 def test_hit_is_served_from_redis(reader_client, user_factory, clean_user_cache, redis_client):
@@ -62,10 +57,10 @@ def test_get_delete_get_is_404(
     user = user_factory()
     clean_user_cache(user.id)
     assert reader_client.get(f"/users/{user.id}").status_code == 200
-    assert cached(redis_client, user.id) is not None
+    assert cached(user.id) is not None
     with django_capture_on_commit_callbacks(execute=True):
         assert writer_client.delete(f"/users/{user.id}").status_code == 204
-    assert cached(redis_client, user.id) is None
+    assert cached(user.id) is None
     assert reader_client.get(f"/users/{user.id}").status_code == 404
 
 
@@ -78,7 +73,7 @@ def test_created_user_is_cached_on_commit(
             {"first_name": "A", "last_name": "B", "email_address": "a@b.example"},
             format="json",
         ).json()
-    assert cached(redis_client, body["id"]) == body
+    assert cached(body["id"]) == body
     assert reader_client.get(f"/users/{body['id']}").json() == body
     cache.forget_users([body["id"]])
 
@@ -203,7 +198,7 @@ def test_writes_during_a_redis_outage_are_repaired_when_it_returns(
     noted = set(StaleCacheEntry.objects.values_list("user_id", flat=True))
     assert noted == {edited.id, deleted.id, ingested.id}
     # Redis kept the old entries: without the repair a read would be stale.
-    assert cached(None, edited.id)["first_name"] != "Edited"
+    assert cached(edited.id)["first_name"] != "Edited"
 
     call_command("repair_cache")
     assert not StaleCacheEntry.objects.exists()

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django_eventstream.storage import EventDoesNotExist
 
-from tests.processes import WebServer
+from tests.processes import WebServer, running_web_server
 from users.events import user_created, users_ingested
 from users.services import user_create, user_delete
 from users.sse import RedisStreamStorage, history_keys
@@ -33,9 +33,9 @@ HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,
 
 @pytest.fixture(scope="module")
 def sse_server(django_db_setup, tmp_path_factory):
-    server = WebServer(tmp_path_factory.mktemp("web") / "web.log", graceful_timeout=5)
-    yield server.base
-    server.stop()
+    log = tmp_path_factory.mktemp("web") / "web.log"
+    with running_web_server(log, graceful_timeout=5) as server:
+        yield server.base
 
 
 @dataclass
@@ -414,13 +414,11 @@ def test_live_page_needs_a_login_with_view_user(sse_server, login_account):
 @pytest.fixture(scope="module")
 def public_server(django_db_setup, tmp_path_factory):
     """Reads open to anyone, and at most 3 streams per client."""
-    server = WebServer(
-        tmp_path_factory.mktemp("public") / "web.log",
-        API_READS_REQUIRE_AUTH="false",
-        SSE_MAX_STREAMS_PER_CLIENT="3",
-    )
-    yield server.base
-    server.stop()
+    log = tmp_path_factory.mktemp("public") / "web.log"
+    with running_web_server(
+        log, API_READS_REQUIRE_AUTH="false", SSE_MAX_STREAMS_PER_CLIENT="3"
+    ) as s:
+        yield s.base
 
 
 def test_public_mode_lets_anonymous_clients_stream_within_a_limit_per_address(
@@ -495,13 +493,9 @@ def test_stream_keys_are_bounded_whatever_the_address():
 @pytest.fixture(scope="module")
 def bounded_server(django_db_setup, tmp_path_factory):
     """Replays of at most 5 events or 300 kB."""
-    server = WebServer(
-        tmp_path_factory.mktemp("bounded") / "web.log",
-        SSE_REPLAY_MAX_EVENTS="5",
-        SSE_REPLAY_MAX_BYTES="300000",
-    )
-    yield server.base
-    server.stop()
+    log = tmp_path_factory.mktemp("bounded") / "web.log"
+    with running_web_server(log, SSE_REPLAY_MAX_EVENTS="5", SSE_REPLAY_MAX_BYTES="300000") as s:
+        yield s.base
 
 
 def _current_id() -> str:
