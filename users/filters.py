@@ -97,68 +97,61 @@ class UserOrderingFilter(django_filters.OrderingFilter):
 
 
 class UserFilter(django_filters.FilterSet):
-    # Each label is the query parameter's own name (the browsable API's Filters form shows it
-    # beside the box); what it does is the help text, which the OpenAPI schema also uses.
+    # Each box of the browsable API's Filters form is labelled with its query parameter's own
+    # name (set in __init__); what it does is the help text, which the OpenAPI schema also uses.
     name = django_filters.CharFilter(
         method="filter_name",
-        label="name",
         help_text='Case-insensitive substring of the first name, last name or "first last".',
     )
     email = django_filters.CharFilter(
         field_name="email_address",
         lookup_expr="icontains",
-        label="email",
         help_text="Case-insensitive substring of the email address.",
     )
     first_name = django_filters.CharFilter(
         method="filter_first_name",
-        label="first_name",
         help_text="The first name, exact and case-insensitive.",
     )
     last_name = django_filters.CharFilter(
         method="filter_last_name",
-        label="last_name",
         help_text="The last name, exact and case-insensitive.",
     )
     email_address = django_filters.CharFilter(
         lookup_expr="iexact",
-        label="email_address",
         help_text="The email address, exact and case-insensitive.",
     )
     created_after = UtcDateTimeFilter(
         field_name="created_at",
         lookup_expr="gte",
-        label="created_after",
         help_text="Created at or after this ISO 8601 time.",
     )
     created_before = UtcDateTimeFilter(
         field_name="created_at",
         lookup_expr="lt",
-        label="created_before",
         help_text="Created before this ISO 8601 time.",
     )
     deleted = StrictBooleanFilter(
         method="filter_deleted",
-        label="deleted",
         help_text="true: deleted users only; false: users not deleted.",
     )
     merged = StrictBooleanFilter(
         method="filter_merged",
-        label="merged",
         help_text="true: merged users only; false: users not merged.",
     )
-    parent_user_id = IntegerFilter(
-        label="parent_user_id", help_text="Users merged into this user id."
-    )
+    parent_user_id = IntegerFilter(help_text="Users merged into this user id.")
     ordering = UserOrderingFilter(
         fields=ORDERINGS,
-        label="ordering",
         help_text="id, created_at or last_name; prefix with - for descending (default: id).",
     )
 
     class Meta:
         model = User
         fields: list[str] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name, declared in self.filters.items():
+            declared.label = name
 
     def filter_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         value = value.strip()
