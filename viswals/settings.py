@@ -80,8 +80,7 @@ ASGI_APPLICATION = "viswals.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        # The landing page (viswals/home.py) belongs to no app.
-        "DIRS": [BASE_DIR / "viswals" / "templates"],
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

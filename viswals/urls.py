@@ -4,12 +4,13 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from users import pages
 from users.api.exceptions import not_found
-from viswals import health, home, metrics
+from viswals import health, metrics
 
 urlpatterns = [
-    path("", home.home, name="home"),
-    path("users/", home.users_trailing_slash),
+    path("", pages.home, name="home"),
+    path("users/", pages.users_trailing_slash),
     # Operations: liveness, readiness and Prometheus metrics (see README "Operations").
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

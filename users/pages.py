@@ -19,7 +19,7 @@ def home(request: HttpRequest) -> HttpResponse:
     users, exact = user_count()
     return render(
         request,
-        "home.html",
+        "users/home.html",
         {
             "users": f"{users:,}",
             "users_exact": exact,
