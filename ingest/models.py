@@ -7,6 +7,7 @@ class IngestRun(models.Model):
     class Status(models.TextChoices):
         PUBLISHING = "publishing"
         PUBLISHED = "published"  # every batch is on the queue; workers are storing
+        INDEXING = "indexing"  # a bulk run's batches are stored; its indexes are being built
         COMPLETED = "completed"  # every batch stored (rows may have been rejected)
         FAILED = "failed"  # publishing stopped, or a batch failed for good
 
@@ -17,6 +18,7 @@ class IngestRun(models.Model):
     batch_size = models.PositiveIntegerField()
     started_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
+    stored_at = models.DateTimeField(null=True, blank=True, help_text="last batch stored")
     finished_at = models.DateTimeField(null=True, blank=True)
     # Set when publishing ends; workers' counts live on IngestBatch and are summed here on
     # completion, so concurrent batches never contend for this row.
@@ -26,6 +28,9 @@ class IngestRun(models.Model):
     rows_rejected = models.BigIntegerField(default=0)
     batches_failed = models.IntegerField(default=0)
     error = models.TextField(blank=True)
+    # Loaded with the users table's primary key only: the other indexes are built once its
+    # last batch is stored, and the run completes when they are (ingest.indexes).
+    bulk = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-id"]

@@ -135,12 +135,14 @@ def with_database_patience(action: Callable[[], T], *, what: str = "PostgreSQL")
         delay = min(delay * 2, 2.0)
 
 
-def file_checksum(path: str) -> str:
-    digest = hashlib.sha256()
+def file_checksum(path: str) -> tuple[str, int]:
+    """The file's SHA-256 and its number of lines (read in the same pass)."""
+    digest, lines = hashlib.sha256(), 0
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+            lines += chunk.count(b"\n")
+    return digest.hexdigest(), lines
 
 
 def check_readable(path: str) -> int:
@@ -177,7 +179,7 @@ def publish_file(
         raise CsvFileError(error.strerror or str(error)) from None
     try:
         records = read_records(stream)  # reads the header: a bad file stops here
-        checksum = file_checksum(path)
+        checksum, lines = file_checksum(path)
         if should_stop():
             raise PublishInterrupted("interrupted; nothing was published")
         run = with_database_patience(
@@ -186,6 +188,7 @@ def publish_file(
                 file_size=size,
                 checksum=checksum,
                 batch_size=batch_size,
+                lines=lines,
             )
         )
         logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)

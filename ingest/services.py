@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Case, Count, DateTimeField, Q, Sum, Value, When
 from django.utils import timezone
 
+from ingest.indexes import index_lock, users_indexes_build, users_indexes_drop, users_indexes_status
 from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.parsing import RowRejected, parse_row, to_csv_line
 from users.services import SourcedUser, cache_repair_stale, users_upsert
@@ -38,12 +40,92 @@ class BatchOutcome:
 
 
 def ingest_run_start(
-    *, file_name: str, file_size: int, checksum: str, batch_size: int
+    *, file_name: str, file_size: int, checksum: str, batch_size: int, lines: int = 0
 ) -> IngestRun:
-    """Record the start of a publish_csv run."""
-    return IngestRun.objects.create(
-        file_name=file_name, file_size=file_size, checksum=checksum, batch_size=batch_size
+    """Record the start of a publish_csv run; a big file (`lines`) into an empty or small
+    users table makes it a bulk run, loaded with the primary key only."""
+    # Under the index lock: no restore (below, or by a worker) can slip in between dropping
+    # the indexes and recording the run that needs them dropped.
+    with index_lock():
+        bulk = _wants_bulk_load(lines=lines) and users_indexes_drop()
+        if not bulk and not _bulk_runs_loading():
+            users_indexes_build()  # what a crashed bulk run left out, if anything
+        return IngestRun.objects.create(
+            file_name=file_name,
+            file_size=file_size,
+            checksum=checksum,
+            batch_size=batch_size,
+            bulk=bulk,
+        )
+
+
+def _wants_bulk_load(*, lines: int) -> bool:
+    if lines < settings.INGEST_BULK_MIN_ROWS:
+        return False
+    most = int(lines * settings.INGEST_BULK_TABLE_RATIO)
+    with connection.cursor() as cursor:  # counts at most `most + 1` rows of the primary key
+        cursor.execute("SELECT count(*) FROM (SELECT 1 FROM users_user LIMIT %s) t", [most + 1])
+        return cursor.fetchone()[0] <= most
+
+
+def ingest_bulk_run_loading() -> int | None:
+    """The bulk run still loading (it wants the indexes left out), if any: publishing or
+    storing with progress within INGEST_BULK_IDLE_TIMEOUT (else it is taken for dead), or
+    building its indexes."""
+    since = timezone.now() - timedelta(seconds=settings.INGEST_BULK_IDLE_TIMEOUT)
+    loading = Q(status=IngestRun.Status.INDEXING) | Q(
+        Q(started_at__gte=since) | Q(batches__updated_at__gte=since),
+        status__in=[IngestRun.Status.PUBLISHING, IngestRun.Status.PUBLISHED],
     )
+    return IngestRun.objects.filter(loading, bulk=True).values_list("id", flat=True).first()
+
+
+def _bulk_runs_loading() -> bool:
+    """Whether a bulk run is still storing rows (one building its indexes wants them back)."""
+    run_id = ingest_bulk_run_loading()
+    return run_id is not None and not _runs_indexing()
+
+
+def ingest_indexes_restore(*, force: bool = False) -> list[str]:
+    """Build the users indexes that are missing, unless a bulk run is still loading (`force`:
+    even then); then close the bulk runs that waited for them. Return the names built."""
+    if users_indexes_status().complete and not _runs_indexing():
+        return []
+    with index_lock():
+        built = [] if (_bulk_runs_loading() and not force) else users_indexes_build()
+        _close_indexed_runs()
+    return built
+
+
+def _runs_indexing() -> bool:
+    return IngestRun.objects.filter(status=IngestRun.Status.INDEXING).exists()
+
+
+def _finish_bulk_runs() -> None:
+    """Build the indexes bulk runs left out and complete the runs waiting for them. A build
+    that fails (not a crash: that is picked up again by the batch's redelivery or the next
+    worker start) fails the runs, and the next run, worker start or `migrate` builds them."""
+    with index_lock():
+        try:
+            users_indexes_build()
+        except DatabaseError as error:
+            logger.exception("indexes: building failed")
+            IngestRun.objects.filter(status=IngestRun.Status.INDEXING).update(
+                status=IngestRun.Status.FAILED,
+                error=f"rows stored, but building the users indexes failed: {error}"[:2000],
+                finished_at=timezone.now(),
+            )
+            return
+        _close_indexed_runs()
+
+
+def _close_indexed_runs() -> None:
+    for run in IngestRun.objects.filter(status=IngestRun.Status.INDEXING):
+        IngestRun.objects.filter(id=run.id, status=IngestRun.Status.INDEXING).update(
+            status=IngestRun.Status.FAILED if run.batches_failed else IngestRun.Status.COMPLETED,
+            finished_at=timezone.now(),
+        )
+        _log_finished(run)
 
 
 def ingest_run_published(*, run: IngestRun, rows: int, batches: int) -> None:
@@ -64,10 +146,12 @@ def ingest_run_publishing(*, run_id: int, rows: int, batches: int) -> None:
 
 
 def ingest_run_fail(*, run: IngestRun, error: str) -> None:
-    """Stop a run that could not be published completely."""
+    """Stop a run that could not be published completely (a bulk run's indexes come back)."""
     IngestRun.objects.filter(id=run.id).update(
         status=IngestRun.Status.FAILED, error=error, finished_at=timezone.now()
     )
+    if run.bulk:
+        ingest_indexes_restore()
 
 
 def ingest_run_totals(*, run_id: int) -> dict[str, int]:
@@ -83,26 +167,41 @@ def ingest_run_totals(*, run_id: int) -> dict[str, int]:
 
 
 def ingest_run_refresh(*, run_id: int) -> None:
-    """Close the run once every published batch is stored or failed."""
+    """Close the run once every published batch is stored or failed; a bulk run first builds
+    the indexes it left out (status `indexing` meanwhile)."""
     totals = ingest_run_totals(run_id=run_id)
+    now = timezone.now()
+    outcome = IngestRun.Status.FAILED if totals["failed"] else IngestRun.Status.COMPLETED
     closed = IngestRun.objects.filter(
         id=run_id, status=IngestRun.Status.PUBLISHED, batches_published=totals["done"]
     ).update(
-        status=IngestRun.Status.FAILED if totals["failed"] else IngestRun.Status.COMPLETED,
+        status=Case(When(bulk=True, then=Value(IngestRun.Status.INDEXING)), default=Value(outcome)),
         rows_stored=totals["stored"],
         rows_rejected=totals["rejected"],
         batches_failed=totals["failed"],
         error=f"{totals['failed']} batch(es) failed" if totals["failed"] else "",
-        finished_at=timezone.now(),
+        stored_at=now,
+        finished_at=Case(
+            When(bulk=True, then=None), default=Value(now), output_field=DateTimeField()
+        ),
     )
-    if closed:
-        logger.info(
-            "ingest run %s finished: %s stored, %s rejected, %s failed batch(es)",
-            run_id,
-            totals["stored"],
-            totals["rejected"],
-            totals["failed"],
-        )
+    if not closed:
+        return
+    run = IngestRun.objects.get(id=run_id)
+    if run.status == IngestRun.Status.INDEXING:
+        _finish_bulk_runs()
+    else:
+        _log_finished(run)
+
+
+def _log_finished(run: IngestRun) -> None:
+    logger.info(
+        "ingest run %s finished: %s stored, %s rejected, %s failed batch(es)",
+        run.id,
+        run.rows_stored,
+        run.rows_rejected,
+        run.batches_failed,
+    )
 
 
 _BEGIN_ATTEMPT_SQL = """
@@ -129,6 +228,9 @@ def ingest_batch_store(
     attempts, status = _begin_attempt(run_id=run_id, batch=batch, rows=len(rows) + len(rejects))
     if status != IngestBatch.Status.STARTED:
         logger.info("run %s batch %s already %s; skipping redelivery", run_id, batch, status)
+        # The worker that stored it may have died building a bulk run's indexes.
+        if IngestRun.objects.filter(id=run_id, status=IngestRun.Status.INDEXING).exists():
+            _finish_bulk_runs()
         return BatchOutcome(0, 0, 0, skipped=True)
     if attempts > settings.INGEST_MAX_ATTEMPTS:
         ingest_batch_fail(

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from celery import shared_task, signals
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
-from ingest.services import BatchReject, BatchRow, ingest_batch_fail, ingest_batch_store
+from ingest.services import (
+    BatchReject,
+    BatchRow,
+    ingest_batch_fail,
+    ingest_batch_store,
+    ingest_indexes_restore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,3 +47,17 @@ def store_batch(
         )
         return
     ingest_batch_fail(run_id=run_id, batch=batch, error=failure, rows=rows, rejects=rejects)
+
+
+@signals.worker_ready.connect
+def _restore_indexes_on_start(**_) -> None:
+    """A worker start builds the users indexes a dead bulk import left out."""
+    try:
+        built = ingest_indexes_restore()
+    except DatabaseError:
+        logger.exception("could not check the users indexes at start")
+    else:
+        if built:
+            logger.warning("built the users indexes left out by a bulk import: %s", built)
+    finally:
+        connection.close()

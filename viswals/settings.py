@@ -198,6 +198,16 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 256 << 10
 ADMIN_IMPORT_MAX_BYTES = env.int("ADMIN_IMPORT_MAX_BYTES", default=100 << 20)
 # Uploads each web process publishes at once; one more is refused until one has finished.
 ADMIN_IMPORT_CONCURRENCY = env.int("ADMIN_IMPORT_CONCURRENCY", default=2)
+# Bulk imports (ingest.indexes): a file of at least INGEST_BULK_MIN_ROWS lines into a table
+# holding at most INGEST_BULK_TABLE_RATIO times as many users loads with the primary key only;
+# the other indexes are built once when its last batch is stored (README "Ingest performance").
+INGEST_BULK_MIN_ROWS = env.int("INGEST_BULK_MIN_ROWS", default=100_000)
+INGEST_BULK_TABLE_RATIO = env.float("INGEST_BULK_TABLE_RATIO", default=1.0)
+# A bulk run with no progress for this long is taken for dead: its indexes get restored.
+INGEST_BULK_IDLE_TIMEOUT = env.int("INGEST_BULK_IDLE_TIMEOUT", default=300)
+# Index builds at the end of a bulk import: sessions side by side, and memory for each sort.
+INGEST_INDEX_BUILD_PARALLEL = env.int("INGEST_INDEX_BUILD_PARALLEL", default=2)
+INGEST_INDEX_BUILD_MEMORY = env.str("INGEST_INDEX_BUILD_MEMORY", default="512MB")
 
 # --- Django REST framework ------------------------------------------------------------------
 REST_FRAMEWORK = {
