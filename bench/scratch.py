@@ -60,16 +60,18 @@ class Scratch:
             text=True,
         ).stdout.strip()
 
-    def manage(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    def manage(self, *args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [PY, "manage.py", *args], cwd=ROOT, env=self.env, check=True, **kwargs
-        )
+            [PY, "manage.py", *args], cwd=ROOT, env={**self.env, **(env or {})}, check=True,
+            **kwargs,
+        )  # fmt: skip
 
-    def publish_and_wait(self, path: Path) -> float:
-        """Run `publish_csv PATH --wait` (workers must be running); return the seconds taken."""
+    def publish_and_wait(self, path: Path, env: dict | None = None) -> float:
+        """Run `publish_csv PATH --wait` (workers must be running); return the seconds taken.
+        `env`: extra environment of publish_csv."""
         started = time.perf_counter()
         self.manage(
-            "publish_csv", str(path), "--wait", "--timeout", "600",
+            "publish_csv", str(path), "--wait", "--timeout", "600", env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         return time.perf_counter() - started
@@ -90,12 +92,16 @@ class Scratch:
         time.sleep(4)  # let it connect before any clock starts
         return worker
 
-    def cleanup(self) -> None:
-        """Drop the database, the queue and every Redis key under the tag."""
-        subprocess.run(["rabbitmqctl", "-q", "delete_queue", self.queue], capture_output=True)
+    def flush_redis(self) -> None:
+        """Delete every Redis key under the tag (the users cache, the event history)."""
         subprocess.run(
             f"redis-cli --scan --pattern '{self.tag}:*' | xargs -r -n 1000 redis-cli del "
             ">/dev/null",
             shell=True,
         )
+
+    def cleanup(self) -> None:
+        """Drop the database, the queue and every Redis key under the tag."""
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", self.queue], capture_output=True)
+        self.flush_redis()
         self.psql(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)", db="postgres")
