@@ -66,7 +66,8 @@ ON CONFLICT (id) DO UPDATE SET
 -- An older line (earlier run, or earlier line of the same run) never overwrites a newer one.
 WHERE u.source_run_id IS NULL
    OR (EXCLUDED.source_run_id, EXCLUDED.source_line) >= (u.source_run_id, u.source_line)
-RETURNING u.id
+-- xmax is 0 on a row version this statement inserted (not one it updated).
+RETURNING u.id, u.xmax = 0
 """
 
 
@@ -97,11 +98,13 @@ def users_upsert(
     else:
         written_ids = _upsert_with_copy(run_id=run_id, rows=sourced)
     written = [row for row in sourced if row.user.id in written_ids]
-    transaction.on_commit(partial(_after_upsert, run_id=run_id, batch=batch, rows=written))
+    new = sum(written_ids.values()) * 2 > len(written_ids)  # mostly inserted rows
+    transaction.on_commit(partial(_after_upsert, run_id=run_id, batch=batch, rows=written, new=new))
     return len(written)
 
 
-def _upsert_with_copy(*, run_id: int, rows: list[SourcedUser]) -> set[int]:
+def _upsert_with_copy(*, run_id: int, rows: list[SourcedUser]) -> dict[int, bool]:
+    """Returns the ids written, each with whether it was inserted (rather than updated)."""
     with connection.cursor() as cursor:
         cursor.execute(_STAGE_SQL)
         with cursor.cursor.copy(
@@ -125,14 +128,14 @@ def _upsert_with_copy(*, run_id: int, rows: list[SourcedUser]) -> set[int]:
                     )
                 )
         cursor.execute(_MERGE_SQL)
-        written = {row_id for (row_id,) in cursor.fetchall()}
+        written = dict(cursor.fetchall())
         # The stage is emptied at commit too; this keeps a second call in the same
         # transaction from merging these rows again.
         cursor.execute("DELETE FROM users_user_stage")
     return written
 
 
-def _upsert_with_orm(*, run_id: int, rows: list[SourcedUser]) -> set[int]:
+def _upsert_with_orm(*, run_id: int, rows: list[SourcedUser]) -> dict[int, bool]:
     fields = [
         "first_name",
         "last_name",
@@ -165,15 +168,18 @@ def _upsert_with_orm(*, run_id: int, rows: list[SourcedUser]) -> set[int]:
         update_fields=fields,
         batch_size=1000,
     )
-    return {row.user.id for row in rows}
+    return dict.fromkeys((row.user.id for row in rows), False)
 
 
-def _after_upsert(*, run_id: int, batch: int, rows: list[SourcedUser]) -> None:
+def _after_upsert(*, run_id: int, batch: int, rows: list[SourcedUser], new: bool) -> None:
     # Each user is encoded once, for the cache and the stream alike.
     payloads = [user_json(row.user) for row in rows]
     cached = cache.cache_users_if_newer(
-        (row.user.id, cache.ingest_version(run_id=run_id, line=row.line), payload)
-        for row, payload in zip(rows, payloads, strict=True)
+        (
+            (row.user.id, cache.ingest_version(run_id=run_id, line=row.line), payload)
+            for row, payload in zip(rows, payloads, strict=True)
+        ),
+        new=new,
     )
     if not cached:
         _remember_stale([row.user.id for row in rows])
