@@ -225,6 +225,7 @@ import os, time, django
 django.setup()
 from django.db import transaction
 from ingest.parsing import read_records, parse_row, RowRejected
+from bench.orm_upsert import orm_upsert
 from users.services import SourcedUser, users_upsert
 rows = []
 with open({str(path)!r}, "rb") as f:
@@ -237,7 +238,10 @@ for run_id, method in ((1, "orm"), (2, "copy")):
     started = time.perf_counter()
     for i in range(0, len(rows), 5000):
         with transaction.atomic():
-            users_upsert(run_id=run_id, batch=i, rows=rows[i:i + 5000], method=method)
+            if method == "orm":
+                orm_upsert(run_id=run_id, rows=rows[i:i + 5000])
+            else:
+                users_upsert(run_id=run_id, batch=i, rows=rows[i:i + 5000])
             transaction.get_connection().run_on_commit = []  # database only
     print(method, len(rows) / (time.perf_counter() - started))
 """

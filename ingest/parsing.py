@@ -13,10 +13,10 @@ import io
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from operator import itemgetter
 from typing import BinaryIO, NamedTuple
 
+from users.columns import USER_COLUMNS, UserRow
 from users.validation import (
     FieldError,
     clean_email,
@@ -27,16 +27,8 @@ from users.validation import (
     parse_user_id,
 )
 
-COLUMNS = (
-    "id",
-    "first_name",
-    "last_name",
-    "email_address",
-    "created_at",
-    "deleted_at",
-    "merged_at",
-    "parent_user_id",
-)
+# The file's columns are found by these names, in any order (users.columns declares them).
+COLUMNS = USER_COLUMNS
 # A users row is well under 2 KB. A longer line (a binary file, a runaway field) is rejected
 # without ever being held whole in memory, so the producer's memory stays flat whatever the input.
 MAX_LINE_BYTES = 1 << 20
@@ -48,19 +40,6 @@ Fields = Sequence[str]
 
 class CsvFileError(Exception):
     """The file as a whole cannot be used (no header, missing columns, not text)."""
-
-
-class UserRow(NamedTuple):
-    """A validated, normalised user row (a tuple: workers make one per row, cheaply)."""
-
-    id: int
-    first_name: str
-    last_name: str
-    email_address: str
-    created_at: datetime
-    deleted_at: datetime | None
-    merged_at: datetime | None
-    parent_user_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +60,22 @@ class Record(NamedTuple):
     size: int = 0  # characters of the line (lets the producer bound a batch's bytes)
 
 
+# Each column's own rule, by position in COLUMNS (the one place they truly differ).
+_ID, _FIRST, _LAST, _EMAIL, _CREATED, _DELETED, _MERGED, _PARENT = COLUMNS
+
+
 def parse_row(fields: Fields) -> UserRow:
     """Validate and normalise one record's COLUMNS values."""
     try:
         return UserRow(
-            id=parse_user_id(fields[0]),
-            first_name=clean_name(fields[1], column="first_name"),
-            last_name=clean_name(fields[2], column="last_name"),
-            email_address=clean_email(fields[3]),
-            created_at=parse_required_timestamp(fields[4], column="created_at"),
-            deleted_at=parse_optional_timestamp(fields[5], column="deleted_at"),
-            merged_at=parse_optional_timestamp(fields[6], column="merged_at"),
-            parent_user_id=parse_optional_user_id(fields[7], column="parent_user_id"),
+            parse_user_id(fields[0]),
+            clean_name(fields[1], column=_FIRST),
+            clean_name(fields[2], column=_LAST),
+            clean_email(fields[3]),
+            parse_required_timestamp(fields[4], column=_CREATED),
+            parse_optional_timestamp(fields[5], column=_DELETED),
+            parse_optional_timestamp(fields[6], column=_MERGED),
+            parse_optional_user_id(fields[7], column=_PARENT),
         )
     except FieldError as error:
         raise RowRejected(str(error)) from None

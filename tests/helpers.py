@@ -43,6 +43,16 @@ def cached(user_id: int) -> dict | None:
     return None if raw is None else json.loads(raw)
 
 
+def make_run(file_name: str, **fields):
+    """A run record as publish_csv makes it, for tests that store or queue batches by hand."""
+    from ingest.models import IngestRun
+
+    fields = {"status": IngestRun.Status.PUBLISHED, **fields}
+    return IngestRun.objects.create(
+        file_name=file_name, file_size=1, checksum="x", batch_size=2, **fields
+    )
+
+
 def wait_until(check, timeout: float = 10, message: str = "condition not met in time"):
     """Poll `check` until it returns something true (and return that) or time runs out."""
     deadline = time.monotonic() + timeout

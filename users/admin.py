@@ -3,18 +3,14 @@ the change reaches the SSE stream exactly as for API writes."""
 
 from django.contrib import admin
 
+from users.columns import USER_COLUMNS
 from users.models import ApiToken, User
 from users.services import user_create, user_delete, user_update
 
-EDITABLE = [
-    "first_name",
-    "last_name",
-    "email_address",
-    "created_at",
-    "deleted_at",
-    "merged_at",
-    "parent_user_id",
-]
+# Every column but the id, which the API assigns (users.columns).
+EDITABLE = [name for name in USER_COLUMNS if name != "id"]
+# In the list, times take less room: a short date, or yes/no for deleted and merged.
+_LIST_COLUMNS = {"created_at": "created", "deleted_at": "deleted", "merged_at": "merged"}
 
 
 class _IsSetFilter(admin.SimpleListFilter):
@@ -45,16 +41,7 @@ class MergedFilter(_IsSetFilter):
 class UserAdmin(admin.ModelAdmin):
     # Narrow columns (yes/no for deleted and merged, their times on the user's page) so the
     # list fits a 1400 px window beside the filters.
-    list_display = [
-        "id",
-        "first_name",
-        "last_name",
-        "email_address",
-        "created",
-        "deleted",
-        "merged",
-        "parent_user_id",
-    ]
+    list_display = [_LIST_COLUMNS.get(name, name) for name in USER_COLUMNS]
     search_fields = ["first_name", "last_name", "email_address"]
     list_filter = [DeletedFilter, MergedFilter]
     date_hierarchy = "created_at"

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
+from users.columns import COLUMN_TYPES, NULLABLE_COLUMNS, TIMESTAMP_COLUMNS, USER_COLUMNS
 
-class UserLike(Protocol):
-    id: int
-    first_name: str
-    last_name: str
-    email_address: str
-    created_at: datetime
-    deleted_at: datetime | None
-    merged_at: datetime | None
-    parent_user_id: int | None
+# A User, or an ingest UserRow: anything with the attributes of users.columns.USER_COLUMNS.
+UserLike = Any
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -29,14 +23,8 @@ def iso_utc(value: datetime | None) -> str | None:
 def user_payload(user: UserLike) -> dict[str, Any]:
     """Serialize a User (or an ingest UserRow: same attributes) to plain JSON-ready data."""
     return {
-        "id": user.id,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "email_address": user.email_address,
-        "created_at": iso_utc(user.created_at),
-        "deleted_at": iso_utc(user.deleted_at),
-        "merged_at": iso_utc(user.merged_at),
-        "parent_user_id": user.parent_user_id,
+        name: iso_utc(getattr(user, name)) if name in TIMESTAMP_COLUMNS else getattr(user, name)
+        for name in USER_COLUMNS
     }
 
 
@@ -73,15 +61,27 @@ def _json_time(value: datetime | None) -> str:
     return f'"{text[:-6]}Z"' if text.endswith("+00:00") else f'"{text}"'
 
 
-def user_json(user: UserLike) -> str:
-    """`to_json(user_payload(user))`, written out directly (the same text, about 3x faster):
-    ingest encodes every row it stores, for the cache and the stream."""
-    parent = user.parent_user_id
-    return (
-        f'{{"id":{user.id},"first_name":{_json_string(user.first_name)},'
-        f'"last_name":{_json_string(user.last_name)},'
-        f'"email_address":{_json_string(user.email_address)},'
-        f'"created_at":{_json_time(user.created_at)},"deleted_at":{_json_time(user.deleted_at)},'
-        f'"merged_at":{_json_time(user.merged_at)},'
-        f'"parent_user_id":{"null" if parent is None else str(parent)}}}'
-    )
+def _user_json_writer():
+    """Write `user_json` out for the columns of users.columns, once, at import: one f-string with
+    a direct encoder per column is about 3x faster than to_json(user_payload(user)), and ingest
+    encodes every row it stores (for the cache and the stream). The text is the same."""
+    encoders = {str: "_json_string({})", datetime: "_json_time({})", int: "_json_int({})"}
+
+    def encoder(name: str) -> str:
+        if COLUMN_TYPES[name] is int and name not in NULLABLE_COLUMNS:
+            return "{}"  # an int is its own JSON
+        return encoders[COLUMN_TYPES[name]]
+
+    parts = [f'"{name}":{{{encoder(name).format("user." + name)}}}' for name in USER_COLUMNS]
+    source = "def user_json(user):\n    return f'{{" + ",".join(parts) + "}}'\n"
+    namespace = {"_json_string": _json_string, "_json_time": _json_time, "_json_int": _json_int}
+    exec(source, namespace)  # noqa: S102 - source built above from constants
+    return namespace["user_json"]
+
+
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else str(value)
+
+
+user_json = _user_json_writer()
+user_json.__doc__ = "`to_json(user_payload(user))`, written out directly (the same text)."

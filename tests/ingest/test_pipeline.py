@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.tasks import store_batch
-from tests.helpers import HEADER, cached
+from tests.helpers import HEADER, cached, make_run
 from users.models import User
 from users.payloads import user_payload
 from users.services import user_create
@@ -28,14 +28,6 @@ def publish(path: str, *extra: str, report=None) -> dict:
         return json.loads(report.read_text())
     call_command("publish_csv", *args, "--wait")
     return {}
-
-
-def make_run(file_name: str, **fields) -> IngestRun:
-    """A run record as publish_csv makes it, for tests that queue batches by hand."""
-    fields = {"status": IngestRun.Status.PUBLISHED, **fields}
-    return IngestRun.objects.create(
-        file_name=file_name, file_size=1, checksum="x", batch_size=2, **fields
-    )
 
 
 def wait_for_batches(run: IngestRun, count: int, timeout: float = 30) -> None:

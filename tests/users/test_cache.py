@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from django.test import override_settings
 
-from ingest.parsing import UserRow
 from tests.helpers import cached
 from users import cache
+from users.columns import UserRow
 from users.services import SourcedUser, user_update, users_upsert
 
 pytestmark = pytest.mark.django_db
@@ -216,3 +216,16 @@ def test_repair_cache_fails_clearly_while_redis_is_down():
     with override_settings(CACHES=DEAD_REDIS), pytest.raises(CommandError, match="1 left"):
         call_command("repair_cache")
     assert StaleCacheEntry.objects.filter(user_id=123).exists()
+
+
+def test_the_cache_script_never_replaces_a_newer_version(redis_client, clean_user_cache):
+    clean_user_cache(424242)
+    assert cache.cache_users_if_newer([(424242, 20, '{"id":424242,"v":"newer"}')])
+    assert cache.cache_users_if_newer([(424242, 10, '{"id":424242,"v":"older"}')])
+    assert cached(424242) == {"id": 424242, "v": "newer"}
+    assert redis_client.get(cache.user_key(424242)).startswith(b"20|")
+    # The same with the fresh-import fast path (SET NX first), and an equal version wins.
+    assert cache.cache_users_if_newer([(424242, 5, '{"id":424242,"v":"old"}')], new=True)
+    assert cached(424242)["v"] == "newer"
+    assert cache.cache_users_if_newer([(424242, 20, '{"id":424242,"v":"same"}')], new=True)
+    assert cached(424242)["v"] == "same"

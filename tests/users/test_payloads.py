@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ingest.parsing import UserRow
+from users.columns import UserRow
 from users.payloads import to_json, user_json, user_payload
 
 WHEN = datetime(2021, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)

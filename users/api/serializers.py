@@ -7,6 +7,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from users.columns import USER_COLUMNS
+from users.models import User
 from users.payloads import user_payload
 from users.validation import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, FieldError, clean_email, clean_name
 
@@ -14,6 +16,10 @@ _NAME_HELP = (
     f"Required: not blank once trimmed, at most {NAME_MAX_LENGTH} characters, no control "
     "characters."
 )
+
+
+# What POST /users takes; the id is assigned and the other columns come only from imports.
+WRITABLE = ("first_name", "last_name", "email_address", "created_at")
 
 
 def _shared_rule(rule, value, **kwargs):
@@ -34,10 +40,9 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class UserSerializer(serializers.Serializer):
+class UserSerializer(serializers.ModelSerializer):
     """A user as the API, the cache and the stream show it (users.payloads.user_payload)."""
 
-    id = serializers.IntegerField(read_only=True)
     # Blank values reach the shared rules (allow_blank), so the API and the CSV path give the
     # same message for them.
     first_name = StrictCharField(allow_blank=True, trim_whitespace=False, help_text=_NAME_HELP)
@@ -50,9 +55,12 @@ class UserSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(
         required=False, help_text="ISO 8601; defaults to the time of creation."
     )
-    deleted_at = serializers.DateTimeField(read_only=True, allow_null=True)
-    merged_at = serializers.DateTimeField(read_only=True, allow_null=True)
-    parent_user_id = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = User
+        # Every column (users.columns); POST sets the four declared above, the rest is read-only.
+        fields = USER_COLUMNS
+        read_only_fields = [name for name in USER_COLUMNS if name not in WRITABLE]
 
     def validate_first_name(self, value: str) -> str:
         return _shared_rule(clean_name, value, column="first_name")

@@ -1,0 +1,78 @@
+"""ingest.services.ingest_batch_store called directly, without a broker or a worker: what a
+worker does with a batch, redeliveries included (the pipeline tests cover the same through
+RabbitMQ and a real Celery worker)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.models import IngestBatch, RejectedRow
+from ingest.services import ingest_batch_store
+from tests.helpers import cached, make_run
+from users.models import User
+
+pytestmark = pytest.mark.django_db
+
+
+def row(line: int, user_id: int, first: str) -> list:
+    return [line, str(user_id), first, "Lee", f"{first.lower()}@example.com", "1600000000000",
+            "-1", "-1", "-1"]  # fmt: skip
+
+
+@pytest.fixture
+def run():
+    return make_run("direct.csv")
+
+
+def test_a_batch_is_stored_with_its_rejects_and_counts(run, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = ingest_batch_store(
+            run_id=run.id, batch=1,
+            rows=[row(2, 61001, "Ann"), [3, "61002", "", "Lee", "x@x.com", "1", "-1", "-1", "-1"]],
+            rejects=[[4, "expected 8 fields, found 2", "1,2"]],
+        )  # fmt: skip
+    assert (outcome.stored, outcome.rejected, outcome.written) == (1, 2, 1)
+    assert User.objects.get(id=61001).first_name == "Ann"
+    assert cached(61001)["first_name"] == "Ann"
+    reasons = dict(RejectedRow.objects.filter(run=run).values_list("line", "reason"))
+    assert reasons == {3: "first_name: must not be blank", 4: "expected 8 fields, found 2"}
+    batch = IngestBatch.objects.get(run=run, number=1)
+    assert (batch.status, batch.stored, batch.rejected) == (IngestBatch.Status.STORED, 1, 2)
+
+
+def test_a_redelivered_batch_changes_nothing(run):
+    ingest_batch_store(run_id=run.id, batch=1, rows=[row(2, 61011, "Ann")], rejects=[])
+    User.objects.filter(id=61011).update(first_name="Edited meanwhile")
+    again = ingest_batch_store(run_id=run.id, batch=1, rows=[row(2, 61011, "Ann")], rejects=[])
+    assert again.skipped
+    assert User.objects.get(id=61011).first_name == "Edited meanwhile"
+    batch = IngestBatch.objects.get(run=run, number=1)
+    assert (batch.status, batch.stored) == (IngestBatch.Status.STORED, 1)
+    assert batch.attempts == 2  # every delivery is counted (for INGEST_MAX_ATTEMPTS)
+
+
+def test_later_line_wins_whatever_order_batches_arrive_in(run):
+    ingest_batch_store(run_id=run.id, batch=2, rows=[row(20, 61021, "Later")], rejects=[])
+    outcome = ingest_batch_store(
+        run_id=run.id, batch=1, rows=[row(5, 61021, "Earlier")], rejects=[]
+    )
+    assert outcome.written == 0  # the older line was skipped in PostgreSQL
+    assert User.objects.get(id=61021).first_name == "Later"
+    # ... and within one batch, the later of two lines.
+    ingest_batch_store(
+        run_id=run.id, batch=3, rows=[row(30, 61022, "First"), row(31, 61022, "Second")],
+        rejects=[],
+    )  # fmt: skip
+    assert User.objects.get(id=61022).first_name == "Second"
+
+
+def test_a_batch_started_too_often_is_failed_with_its_message_kept(run, settings):
+    settings.INGEST_MAX_ATTEMPTS = 2
+    IngestBatch.objects.create(run=run, number=1, rows=1, attempts=2)  # two deliveries died
+    outcome = ingest_batch_store(run_id=run.id, batch=1, rows=[row(2, 61031, "Ann")], rejects=[])
+    assert outcome.skipped
+    batch = IngestBatch.objects.get(run=run, number=1)
+    assert batch.status == IngestBatch.Status.FAILED
+    assert "gave up after 2 attempts" in batch.error
+    assert batch.payload  # kept, for requeue_failed_batches
+    assert not User.objects.filter(id=61031).exists()
