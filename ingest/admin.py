@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from ingest import selectors
 from ingest.models import IngestBatch, IngestRun, RejectedRow
-from ingest.parsing import CsvFileError
+from ingest.parsing import COLUMNS, CsvFileError
 from ingest.publishing import requeue_failed_batches
 from ingest.uploads import (
     ImportBusy,
@@ -67,8 +67,7 @@ class RejectedRowInline(admin.TabularInline):
 class ImportForm(forms.Form):
     file = forms.FileField(
         label="CSV file",
-        help_text="Columns id, first_name, last_name, email_address, created_at, deleted_at, "
-        "merged_at, parent_user_id (the publish_csv contract, see README).",
+        help_text=f"Columns {', '.join(COLUMNS)} (the publish_csv contract, see README).",
     )
 
 

@@ -25,8 +25,8 @@ from users.services import SourcedUser, cache_repair_stale, users_upsert
 
 logger = logging.getLogger(__name__)
 
-# Message rows: [line, id, first_name, last_name, email_address, created_at, deleted_at,
-# merged_at, parent_user_id]; rejects found by the producer: [line, reason, raw].
+# Message rows: [line, *the values of ingest.parsing.COLUMNS]; rejects found by the producer:
+# [line, reason, raw].
 BatchRow = list[Any]
 BatchReject = list[Any]
 

@@ -125,16 +125,14 @@ def _next_api_id() -> int:
 
 
 def user_create(
-    *,
-    first_name: str,
-    last_name: str,
-    email_address: str,
-    created_at: datetime | None = None,
-    deleted_at: datetime | None = None,
-    merged_at: datetime | None = None,
-    parent_user_id: int | None = None,
-) -> User:
-    """Create a user with a fresh id from the API range."""
+    *, first_name: str, last_name: str, email_address: str, created_at: datetime | None = None,
+    **columns: Any,
+) -> User:  # fmt: skip
+    """Create a user with a fresh id from the API range. `columns`: any other of
+    users.columns.USER_COLUMNS but the id (the admin sets them; they default to none)."""
+    unknown = set(columns) - set(USER_COLUMNS[1:])
+    if unknown:
+        raise TypeError(f"not a user column: {', '.join(sorted(unknown))}")
     with transaction.atomic():
         user = User.objects.create(
             id=_next_api_id(),
@@ -142,9 +140,7 @@ def user_create(
             last_name=last_name,
             email_address=email_address,
             created_at=created_at or timezone.now(),
-            deleted_at=deleted_at,
-            merged_at=merged_at,
-            parent_user_id=parent_user_id,
+            **columns,
         )
         payload = user_payload(user)
         transaction.on_commit(partial(_after_write, payload, events.user_created))
