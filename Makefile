@@ -60,6 +60,8 @@ system-deps:
 # The whole suite, against real PostgreSQL, Redis and RabbitMQ (started if down). The tests make
 # a secret key of their own (tests/environment.py).
 test: install services system-deps
+	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run --no-input >/dev/null \
+	  || { echo "models and migrations differ: run manage.py makemigrations"; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

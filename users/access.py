@@ -3,11 +3,12 @@ ahead of Django, the SSE stream and the live page), and API tokens.
 
 An account may `view`, `add` or `delete` users when it has the model permission
 (`users.view_user`, `users.add_user`, `users.delete_user`), usually through the `reader` or
-`writer` group (migration users/0008). Reads need `view` unless settings.API_READS_REQUIRE_AUTH
-is off (public-read mode). A client is known by a `Principal`: its account and what it may do,
-taken from a session's user or an API token. Tokens are checked against their SHA-256 digest;
-the principal of a token is kept in Redis for a few seconds (users.cache), so a warm read needs
-no PostgreSQL round trip, and dropped when the token or the account's permissions change.
+`writer` group (created by a migration, restored after every migrate). Reads need `view`
+unless settings.API_READS_REQUIRE_AUTH is off (public-read mode). A client is known by a
+`Principal`: its account and what it may do, taken from a session's user or an API token.
+Tokens are checked against their SHA-256 digest; the principal of a token is kept in Redis for
+a few seconds (users.cache), so a warm read needs no PostgreSQL round trip, and dropped when
+the token or the account's permissions change.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("view", "add", "delete")
-# The groups migration users/0008 creates, and what their members may do.
+# The groups a migration creates (users.services.roles_ensure restores them), and their rights.
 ROLES = {"reader": ("view",), "writer": ("view", "add", "delete")}
 # Tokens look like "vw_<43 url-safe characters>" (256 random bits).
 TOKEN_PREFIX = "vw_"

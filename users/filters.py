@@ -1,7 +1,7 @@
 """`UserFilter`: the query parameters of `GET /users`.
 
 Substring filters (`name`, `email`) compile to `UPPER(column) LIKE UPPER('%…%')`, which the
-trigram GIN indexes of migration 0003 serve. Every value is validated: a bad one is a 400 that
+trigram GIN indexes (users.models) serve. Every value is validated: a bad one is a 400 that
 names its parameter, never silently ignored.
 """
 

@@ -15,7 +15,7 @@ def _trigram_index(expression, name: str) -> GinIndex:
 
 class User(models.Model):
     # The CSV's own id; API-created users get ids from a sequence starting at
-    # users.validation.API_ID_START (see migration 0001), so the two never collide.
+    # users.validation.API_ID_START (created by the initial migration), so the two never collide.
     id = models.BigIntegerField(primary_key=True)
     first_name = models.CharField(max_length=255, blank=True)
     last_name = models.CharField(max_length=255, blank=True)
@@ -38,7 +38,7 @@ class User(models.Model):
             models.Index(fields=["created_at"], name="users_created_at_idx"),
             # API list: keyset pagination ordered by last name (id breaks ties).
             models.Index(fields=["last_name", "id"], name="users_last_name_id_idx"),
-            # API substring filters (users.filters.UserFilter; migration 0003 adds pg_trgm).
+            # API substring filters (users.filters.UserFilter; the initial migration adds pg_trgm).
             # Only two trigram indexes: each one costs every ingested row dearly (GIN), and a
             # substring of either name is a substring of "first last", so one serves `name`.
             _trigram_index("email_address", "users_email_trgm"),
