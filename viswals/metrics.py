@@ -91,8 +91,9 @@ def _remove_tree(path: str) -> None:
 # Must run before prometheus_client is imported: it picks its value store at import.
 MULTIPROCESS_DIR = _multiprocess_dir()
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction  # noqa: E402
+from asgiref.sync import iscoroutinefunction  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.utils.decorators import sync_and_async_middleware  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
@@ -132,7 +133,7 @@ SSE_EVENTS_SENT = Counter(
     "sse_events_sent",
     "Events written to SSE clients (summed over open streams, control events included).",
 )
-# Both are kept by MetricsMiddleware around every text/event-stream response, so they cover
+# Both are kept by metrics_middleware around every text/event-stream response, so they cover
 # events from any source (API writes in web processes, ingest batches from Celery workers):
 # the web process is where they reach clients, and the only place that is scraped.
 
@@ -145,37 +146,32 @@ def route_of(request) -> str:
     return "/" + match.route if match.route else (match.view_name or "<unnamed>")
 
 
-class MetricsMiddleware:
+@sync_and_async_middleware
+def metrics_middleware(get_response):
     """Count and time every request by route and status. Async-capable and cheap."""
+    if iscoroutinefunction(get_response):
 
-    sync_capable = True
-    async_capable = True
+        async def middleware(request):
+            started = time.perf_counter()
+            response = await get_response(request)
+            _observe(request, response, time.perf_counter() - started)
+            if response.streaming and response.is_async and _is_event_stream(response):
+                response.streaming_content = _counted_stream(response.streaming_content)
+            return response
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+    else:
 
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
-        started = time.perf_counter()
-        response = self.get_response(request)
-        self._observe(request, response, time.perf_counter() - started)
-        return response
+        def middleware(request):
+            started = time.perf_counter()
+            response = get_response(request)
+            _observe(request, response, time.perf_counter() - started)
+            return response
 
-    async def __acall__(self, request):
-        started = time.perf_counter()
-        response = await self.get_response(request)
-        self._observe(request, response, time.perf_counter() - started)
-        if response.streaming and response.is_async and _is_event_stream(response):
-            response.streaming_content = _counted_stream(response.streaming_content)
-        return response
+    return middleware
 
-    @staticmethod
-    def _observe(request, response, seconds: float) -> None:
-        observe_request(route_of(request), request.method, response.status_code, seconds)
+
+def _observe(request, response, seconds: float) -> None:
+    observe_request(route_of(request), request.method, response.status_code, seconds)
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
