@@ -24,7 +24,9 @@ EXPOSE 8080
 # Inside the container the server listens on every interface (the port is published by Compose
 # or the orchestrator); `make run` on a developer's machine binds 127.0.0.1.
 ENV HOST=0.0.0.0
-# Web worker processes share their Prometheus metrics through files here (emptied on start).
+# Web worker processes share their Prometheus metrics through files here (emptied on start by
+# scripts/web.sh).
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
-# The same commands as the Procfile; exec, so SIGTERM reaches uvicorn and it shuts down gracefully.
-CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn viswals.asgi:application --host ${HOST:-127.0.0.1} --port ${PORT:-8080} --workers ${WEB_CONCURRENCY:-2} --timeout-graceful-shutdown ${WEB_GRACEFUL_TIMEOUT:-5} --no-access-log --no-proxy-headers --http viswals.http_protocol:HeadLimitedHttpToolsProtocol --lifespan off"]
+# The Procfile's web command; it execs uvicorn, so SIGTERM reaches uvicorn and it shuts down
+# gracefully.
+CMD ["sh", "scripts/web.sh"]

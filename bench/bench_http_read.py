@@ -61,6 +61,7 @@ SERVER_ENV = {
     "API_ANON_THROTTLE_RATE": "1000000000/minute",
     "API_USER_THROTTLE_RATE": "1000000000/minute",
     "LOG_LEVEL": "WARNING",
+    "HOST": "127.0.0.1",
     "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the venv's uvicorn
 }
 
@@ -150,13 +151,11 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def web_command() -> str:
-    """The Procfile's web line, bound to loopback for the benchmark."""
+    """The Procfile's web line (bound to loopback by SERVER_ENV's HOST)."""
     line = next(
         line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
     )
-    command = line.removeprefix("web:").strip()
-    command = command.replace("--host 0.0.0.0", "--host 127.0.0.1")
-    return f"exec {command}"
+    return f"exec {line.removeprefix('web:').strip()}"
 
 
 def wrk(port: int, script: Path, duration: int) -> dict[str, float]:

@@ -14,12 +14,11 @@ import asyncio
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 
 import httpx
-from scratch import PY, ROOT, free_port
+from scratch import free_port, start_web_server
 
 
 async def flood(base: str, path: str, concurrency: int) -> list[tuple[int, float]]:
@@ -60,11 +59,7 @@ def main() -> int:
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
         "LOG_LEVEL": "ERROR",
     }
-    server = subprocess.Popen(
-        [PY, "-m", "uvicorn", "viswals.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "2", "--no-access-log"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    server = start_web_server(port, env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from scratch import PY, ROOT, Scratch, free_port, generate_users
+from scratch import PY, ROOT, Scratch, free_port, generate_users, start_web_server
 
 # One account opens every stream here: lift the per-client stream limit.
 SCRATCH = Scratch(
@@ -131,20 +131,7 @@ async def wait_for(predicate, timeout: float) -> bool:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [PY, "-m", "uvicorn", "viswals.asgi:application", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--workers", "2", "--timeout-graceful-shutdown", "5"]
-        + [
-            "--no-access-log",
-            "--no-proxy-headers",
-            "--http",
-            "viswals.http_protocol:HeadLimitedHttpToolsProtocol",
-        ],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_web_server(port, ENV)
     deadline = time.monotonic() + 30
     while True:
         try:

@@ -21,6 +21,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_web_server(port: int, env: dict[str, str], workers: int = 2) -> subprocess.Popen:
+    """The Procfile's web command (scripts/web.sh: uvicorn, with a metrics directory of its own)
+    on a loopback port, running the uvicorn installed beside this interpreter; output dropped."""
+    return subprocess.Popen(
+        ["sh", "scripts/web.sh"],
+        cwd=ROOT,
+        env={
+            **env,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WEB_CONCURRENCY": str(workers),
+            "PATH": f"{Path(PY).parent}{os.pathsep}{env.get('PATH', '')}",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def generate_users(rows: int, path: Path) -> None:
     """Make the benchmark's CSV with data/generate_users.py (once: it is reused if present)."""
     if not path.exists():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -72,29 +71,8 @@ class PublishResult:
     rejected_early: int  # rows the producer already knew were bad (structure, encoding)
 
 
-class ReportPathError(Exception):
-    """The --report file could not be written: found out before anything is published."""
-
-
 class DependencyUnavailable(Exception):
     """PostgreSQL stayed unreachable for longer than INGEST_WAIT_DEPENDENCY_PATIENCE."""
-
-
-def check_report_path(path: str) -> None:
-    """Raise ReportPathError unless a report can be written at `path`: checked before a run
-    starts, so a typo does not cost a whole ingest before it shows."""
-    if os.path.isdir(path):
-        raise ReportPathError("is a directory, not a file")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ReportPathError(f"directory {directory} does not exist")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise ReportPathError("permission denied")
-    try:  # what os.access cannot tell: a read-only file system, root's view of permissions
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".publish_csv-", suffix=".tmp"):
-            pass
-    except OSError as error:
-        raise ReportPathError(f"directory {directory} is not writable: {error.strerror}") from None
 
 
 _DATABASE_ERRORS = (OperationalError, InterfaceError)

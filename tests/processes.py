@@ -1,12 +1,14 @@
-"""Real processes for tests: the Procfile's web command (uvicorn) and Celery workers, on loopback
-ports and this test run's queue, each with its output kept in a file."""
+"""Real processes for tests: the Procfile's web command (scripts/web.sh: uvicorn) and Celery
+workers, on loopback ports and this test run's queue, each with its output kept in a file."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +27,8 @@ def free_port() -> int:
 
 
 class _Process:
-    """A child process started with this test run's environment; its output goes to a file."""
+    """A child process (`command`, an argv) started with this test run's environment; its output
+    goes to a file."""
 
     stop_timeout = 15.0
 
@@ -33,7 +36,7 @@ class _Process:
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", *command],
+                command,
                 cwd=ROOT,
                 env=subprocess_env(**env),
                 stdout=log,
@@ -65,19 +68,25 @@ class _Process:
 
 
 class WebServer(_Process):
-    """The Procfile's web command (uvicorn) on a free loopback port."""
+    """The Procfile's web command (scripts/web.sh) on a free loopback port, with a metrics
+    directory of its own (PROMETHEUS_MULTIPROC_DIR) beside its log."""
 
     def __init__(
         self, log_path: Path, workers: int = 2, graceful_timeout: int = 3, **env: str
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        command = ["uvicorn", "viswals.asgi:application", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--workers", str(workers), "--no-access-log",
-                   "--timeout-graceful-shutdown", str(graceful_timeout), "--no-proxy-headers",
-                   "--http", "viswals.http_protocol:HeadLimitedHttpToolsProtocol",
-                   "--lifespan", "off"]  # fmt: skip
-        super().__init__(log_path, command, env)
+        metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=log_path.parent)
+        server_env = {
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": str(workers),
+            "WEB_GRACEFUL_TIMEOUT": str(graceful_timeout),
+            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            # scripts/web.sh runs the uvicorn installed beside this interpreter.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        super().__init__(log_path, ["sh", str(ROOT / "scripts" / "web.sh")], server_env | env)
         self.wait_until_ready(self._healthy, "server")
 
     def _healthy(self) -> bool:
@@ -103,8 +112,8 @@ class Worker(_Process):
     stop_timeout = 30.0
 
     def __init__(self, log_path: Path, queue: str, name: str, concurrency: int = 1, **env):
-        command = ["celery", "-A", "viswals", "worker", "-Q", queue, "-c", str(concurrency),
-                   "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                   "--without-heartbeat", "-n", f"{name}@%h"]  # fmt: skip
+        command = [sys.executable, "-m", "celery", "-A", "viswals", "worker", "-Q", queue,
+                   "-c", str(concurrency), "--loglevel", "INFO", "--without-gossip",
+                   "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"]  # fmt: skip
         super().__init__(log_path, command, {"INGEST_QUEUE": queue, **env})
         self.wait_until_ready(lambda: "ready." in self.log(), "worker")

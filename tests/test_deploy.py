@@ -61,13 +61,16 @@ def test_compose_runs_the_whole_stack_with_healthchecks():
 
 def test_compose_and_dockerfile_run_the_procfile_commands():
     web, worker = procfile()["web"], procfile()["worker"]
-    assert web.startswith(
-        "uvicorn viswals.asgi:application --host ${HOST:-127.0.0.1} --port ${PORT:-8080}"
+    assert web == "sh scripts/web.sh"
+    web_script = (ROOT / "scripts" / "web.sh").read_text()
+    assert (
+        'exec uvicorn viswals.asgi:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8080}"'
+        in web_script
     )
-    assert "--lifespan off" in web  # Django has no lifespan handler: no warning per worker
+    assert "--lifespan off" in web_script  # Django has no lifespan handler: no warning per worker
     assert worker.startswith("celery -A viswals worker")
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert web in dockerfile
+    assert 'CMD ["sh", "scripts/web.sh"]' in dockerfile
     assert "ENV HOST=0.0.0.0" in dockerfile  # loopback on a laptop, every interface in a container
     compose_worker = compose()["services"]["worker"]["command"][-1].replace("$$", "$")
     assert compose_worker == worker
@@ -79,3 +82,56 @@ def test_env_example_documents_every_variable_settings_read():
     documented = set(re.findall(r"^(?:# )?([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read, "no variables found in settings"
     assert read <= documented, f"undocumented: {sorted(read - documented)}"
+
+
+@pytest.fixture
+def web_script_run(tmp_path):
+    """Run scripts/web.sh with a stand-in `uvicorn` that prints the metrics directory it was
+    given; return (that directory, the script's process id)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "uvicorn"
+    stand_in.write_text('#!/bin/sh\necho "$PROMETHEUS_MULTIPROC_DIR $$"\n')
+    stand_in.chmod(0o755)
+
+    def run(**env: str) -> tuple[Path, int]:
+        result = subprocess.run(
+            ["sh", str(ROOT / "scripts" / "web.sh")],
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path), **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        directory, pid = result.stdout.split()
+        return Path(directory), int(pid)
+
+    return run
+
+
+def test_web_script_gives_each_server_a_metrics_directory_of_its_own(web_script_run, tmp_path):
+    servers = tmp_path / f"viswals-metrics-{os.getuid()}"
+    running = str(os.getpid())  # stands for a running server: kept
+    (servers / running).mkdir(parents=True)
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    (servers / str(exited.pid)).mkdir()  # a server that has exited: removed
+
+    directory, pid = web_script_run()
+
+    assert directory == servers / str(pid)  # exec keeps the pid: uvicorn's supervisor's
+    assert directory.is_dir()
+    assert sorted(p.name for p in servers.iterdir()) == sorted([running, str(pid)])
+
+
+def test_web_script_empties_a_given_metrics_directory(web_script_run, tmp_path):
+    given = tmp_path / "prometheus"
+    given.mkdir()
+    (given / "counter_123.db").write_bytes(b"old")
+    (given / "keep.txt").write_text("not ours")
+
+    directory, _ = web_script_run(PROMETHEUS_MULTIPROC_DIR=str(given))
+
+    assert directory == given
+    assert sorted(p.name for p in given.iterdir()) == ["keep.txt"]
+    web_script_run(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing"))
+    assert (tmp_path / "missing").is_dir()

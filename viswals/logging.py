@@ -16,7 +16,8 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction
+from django.utils.decorators import sync_and_async_middleware
 from pythonjsonlogger.json import JsonFormatter
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -60,7 +61,8 @@ def request_id_asgi(app):
     return application
 
 
-class RequestIdMiddleware:
+@sync_and_async_middleware
+def request_id_middleware(get_response):
     """Bind the request id to the request's context and return it in the response header.
 
     Async-capable so async views stay on the event loop. The context variable is set, not reset:
@@ -68,42 +70,36 @@ class RequestIdMiddleware:
     ASGI each request has its own context, so nothing carries over to another request.
     Under ASGI the id comes from `request_id_asgi`, which also sets the response header.
     """
+    if iscoroutinefunction(get_response):
 
-    sync_capable = True
-    async_capable = True
+        async def middleware(request):
+            from_asgi = _bind_request_id(request)
+            return _with_request_id(request, await get_response(request), from_asgi)
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+    else:
 
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
-        from_asgi = self._bind(request)
-        response = self.get_response(request)
-        if not from_asgi:
-            response[REQUEST_ID_HEADER] = request.request_id
-        return response
+        def middleware(request):
+            from_asgi = _bind_request_id(request)
+            return _with_request_id(request, get_response(request), from_asgi)
 
-    async def __acall__(self, request):
-        from_asgi = self._bind(request)
-        response = await self.get_response(request)
-        if not from_asgi:
-            response[REQUEST_ID_HEADER] = request.request_id
-        return response
+    return middleware
 
-    @staticmethod
-    def _bind(request) -> bool:
-        scope = getattr(request, "scope", None)
-        request_id = scope.get("request_id") if scope else None
-        from_asgi = request_id is not None
-        if not from_asgi:
-            request_id = _valid_or_new(request.headers.get(REQUEST_ID_HEADER))
-        request_id_var.set(request_id)
-        request.request_id = request_id
-        return from_asgi
+
+def _bind_request_id(request) -> bool:
+    scope = getattr(request, "scope", None)
+    request_id = scope.get("request_id") if scope else None
+    from_asgi = request_id is not None
+    if not from_asgi:
+        request_id = _valid_or_new(request.headers.get(REQUEST_ID_HEADER))
+    request_id_var.set(request_id)
+    request.request_id = request_id
+    return from_asgi
+
+
+def _with_request_id(request, response, from_asgi: bool):
+    if not from_asgi:
+        response[REQUEST_ID_HEADER] = request.request_id
+    return response
 
 
 def bind_task_context(task, args: tuple | None, kwargs: dict | None) -> None:

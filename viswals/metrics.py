@@ -2,10 +2,10 @@
 
 Web processes. uvicorn runs several worker processes; each keeps its own counters, so they are
 written to files in a shared directory (prometheus-client's multiprocess mode) and `/metrics`
-sums them, whichever worker answers. The directory is `PROMETHEUS_MULTIPROC_DIR` when set (the
-Docker image sets it and empties it on start); otherwise a uvicorn worker (a child of uvicorn's
-supervisor) uses one per supervisor under the temp directory, and a single-process server
-keeps its metrics in memory. Under a forking server (gunicorn), set PROMETHEUS_MULTIPROC_DIR.
+sums them, whichever worker answers. The directory is `PROMETHEUS_MULTIPROC_DIR`, which the
+process start sets: scripts/web.sh (the Procfile's `web:` line, the image's CMD) gives each
+server an empty one. Without it (`manage.py runserver`, a single process) the metrics stay in
+memory. Under a forking server (gunicorn), set PROMETHEUS_MULTIPROC_DIR to an empty directory.
 
 Ingest (ingest/metrics.py, registered through settings.METRICS_COLLECTORS). The figures are
 read at scrape time from what the pipeline records anyway: sums over
@@ -25,11 +25,23 @@ from __future__ import annotations
 import glob
 import hmac
 import logging
-import multiprocessing
 import os
 import re
-import tempfile
 import time
+
+from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+from django.utils.decorators import sync_and_async_middleware
+from django.utils.module_loading import import_string
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,24 +56,16 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _multiprocess_dir() -> str | None:
-    """Choose (and prepare) the directory shared by this server's worker processes."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    parent = multiprocessing.parent_process()
-    if not path and parent is not None and parent.pid is not None:
-        base = os.path.join(tempfile.gettempdir(), "viswals-metrics")
-        # Directories of supervisors that have exited are left-overs of earlier servers.
-        for stale in glob.glob(os.path.join(base, "*")):
-            name = os.path.basename(stale)
-            if name.isdigit() and int(name) != parent.pid and not _process_alive(int(name)):
-                _remove_tree(stale)
-        path = os.path.join(base, str(parent.pid))
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    if not path:
-        return None
+def _prepare_multiprocess_dir(path: str) -> None:
+    """Create the shared directory if missing and remove the files no process should sum.
+
+    The directory is new (or emptied) for each server, but uvicorn's supervisor restarts a
+    worker that dies, within the same directory, and nothing tells prometheus-client the old
+    one is gone (gunicorn has a hook for `mark_process_dead`; uvicorn has none). So each worker,
+    as it starts, removes the live gauges of processes that are gone (they would be summed
+    forever: the open streams of a crashed worker), and any file named after its own pid,
+    which an earlier worker with the same pid left."""
     os.makedirs(path, exist_ok=True)
-    # Files named after this pid belong to an earlier process that had the same pid; live
-    # gauges of processes that are gone would otherwise be summed forever.
     for file in glob.glob(os.path.join(path, "*.db")):
         match = re.search(r"_(\d+)\.db$", file)
         if not match:
@@ -73,40 +77,13 @@ def _multiprocess_dir() -> str | None:
                 os.remove(file)
             except FileNotFoundError:
                 pass
-    return path
 
 
-def _remove_tree(path: str) -> None:
-    for file in glob.glob(os.path.join(path, "*")):
-        try:
-            os.remove(file)
-        except OSError:
-            pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-# Must run before prometheus_client is imported: it picks its value store at import.
-MULTIPROCESS_DIR = _multiprocess_dir()
-
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.utils.module_loading import import_string  # noqa: E402
-from prometheus_client import (  # noqa: E402
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
-from prometheus_client import values as _values  # noqa: E402
-
-# In case prometheus_client was imported before the directory was chosen.
-_values.ValueClass = _values.get_value_class()
+# Set by the process start (scripts/web.sh) before prometheus-client is imported, which is when
+# it picks its value store: files in this directory, or memory without it.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+if MULTIPROCESS_DIR:
+    _prepare_multiprocess_dir(MULTIPROCESS_DIR)  # before the metrics below open their files
 
 # --- HTTP -----------------------------------------------------------------------------------
 HTTP_REQUESTS = Counter(
@@ -132,7 +109,7 @@ SSE_EVENTS_SENT = Counter(
     "sse_events_sent",
     "Events written to SSE clients (summed over open streams, control events included).",
 )
-# Both are kept by MetricsMiddleware around every text/event-stream response, so they cover
+# Both are kept by metrics_middleware around every text/event-stream response, so they cover
 # events from any source (API writes in web processes, ingest batches from Celery workers):
 # the web process is where they reach clients, and the only place that is scraped.
 
@@ -145,37 +122,32 @@ def route_of(request) -> str:
     return "/" + match.route if match.route else (match.view_name or "<unnamed>")
 
 
-class MetricsMiddleware:
+@sync_and_async_middleware
+def metrics_middleware(get_response):
     """Count and time every request by route and status. Async-capable and cheap."""
+    if iscoroutinefunction(get_response):
 
-    sync_capable = True
-    async_capable = True
+        async def middleware(request):
+            started = time.perf_counter()
+            response = await get_response(request)
+            _observe(request, response, time.perf_counter() - started)
+            if response.streaming and response.is_async and _is_event_stream(response):
+                response.streaming_content = _counted_stream(response.streaming_content)
+            return response
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+    else:
 
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
-        started = time.perf_counter()
-        response = self.get_response(request)
-        self._observe(request, response, time.perf_counter() - started)
-        return response
+        def middleware(request):
+            started = time.perf_counter()
+            response = get_response(request)
+            _observe(request, response, time.perf_counter() - started)
+            return response
 
-    async def __acall__(self, request):
-        started = time.perf_counter()
-        response = await self.get_response(request)
-        self._observe(request, response, time.perf_counter() - started)
-        if response.streaming and response.is_async and _is_event_stream(response):
-            response.streaming_content = _counted_stream(response.streaming_content)
-        return response
+    return middleware
 
-    @staticmethod
-    def _observe(request, response, seconds: float) -> None:
-        observe_request(route_of(request), request.method, response.status_code, seconds)
+
+def _observe(request, response, seconds: float) -> None:
+    observe_request(route_of(request), request.method, response.status_code, seconds)
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:

@@ -56,13 +56,13 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: time and count every response, then tag the request's logs with its id.
     # Both are async-capable, so async views are not pushed into a thread.
-    "viswals.metrics.MetricsMiddleware",
-    "viswals.logging.RequestIdMiddleware",
+    "viswals.metrics.metrics_middleware",
+    "viswals.logging.request_id_middleware",
     # Errors raised before a view (bad Host, a failing middleware) as JSON under /users.
     "users.api.exceptions.json_errors_middleware",
     "django.middleware.security.SecurityMiddleware",
     # whitenoise, made async-capable (see viswals/static.py).
-    "viswals.static.WhiteNoiseMiddleware",
+    "viswals.static.static_files_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -2,41 +2,37 @@
 
 whitenoise's middleware is sync-only, and one sync-only middleware makes Django run the whole
 middleware chain, and every view, in a worker thread: async views would lose their point. This
-subclass is async-capable: a static file is served from a thread, everything else is awaited.
+middleware wraps whitenoise's own (which finds and serves the files) and is async-capable: a
+static file is served from a thread, everything else is awaited.
 """
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from whitenoise.middleware import WhiteNoiseMiddleware as SyncWhiteNoiseMiddleware
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.utils.decorators import sync_and_async_middleware
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 
-class WhiteNoiseMiddleware(SyncWhiteNoiseMiddleware):
-    sync_capable = True
-    async_capable = True
+@sync_and_async_middleware
+def static_files_middleware(get_response):
+    """Serve collected static files; pass every other request on."""
+    whitenoise = WhiteNoiseMiddleware(get_response)
+    if not iscoroutinefunction(get_response):
+        return whitenoise
 
-    def __init__(self, get_response=None, *args, **kwargs) -> None:
-        super().__init__(get_response, *args, **kwargs)
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self.is_async:
-            return self.__acall__(request)
-        return super().__call__(request)
-
-    async def __acall__(self, request):
+    async def middleware(request):
         path = request.path_info
-        if self.autorefresh:
+        if whitenoise.autorefresh:
             # Development: look on disk, but only for static URLs (no thread for the others).
             static_file = (
-                await sync_to_async(self.find_file)(path)
-                if path.startswith(self.static_prefix)
+                await sync_to_async(whitenoise.find_file)(path)
+                if path.startswith(whitenoise.static_prefix)
                 else None
             )
         else:
-            static_file = self.files.get(path)  # built at start-up: a dict lookup
+            static_file = whitenoise.files.get(path)  # built at start-up: a dict lookup
         if static_file is not None:
-            return await sync_to_async(self.serve)(static_file, request)
-        return await self.get_response(request)
+            return await sync_to_async(whitenoise.serve)(static_file, request)
+        return await get_response(request)
+
+    return middleware

@@ -2,96 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import signal
-import sys
-import threading
-import time
-from contextlib import contextmanager
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
+from ingest.interrupts import interrupted_by_signals, stop_requested
 from ingest.models import IngestRun
 from ingest.parsing import CsvFileError
+from ingest.progress import Progress
 from ingest.publishing import (
     DependencyUnavailable,
     PublishError,
     PublishInterrupted,
-    ReportPathError,
-    check_report_path,
     publish_file,
     repair_cache_after_run,
     wait_for_run,
     with_database_patience,
 )
+from ingest.reports import ReportPathError, check_report_path, run_report, write_report
 from viswals.runtime import gc_tuned_for_batches
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # what a shell reports for a process stopped by Ctrl-C
-
-
-class StopRequest:
-    """Ctrl-C or SIGTERM while publishing: finish the message being sent, then stop. (Cut off
-    mid-frame, the broker connection could not even be closed.) A second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-
-@contextmanager
-def signals_handled_by(handler):
-    """SIGINT and SIGTERM (docker compose stop, a supervisor) go to `handler` in the block.
-    Signal handlers belong to the main thread; elsewhere (call_command from a thread) the
-    signals are left alone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-class Progress:
-    """A tqdm bar on a terminal; a plain line every few seconds otherwise (logs, CI)."""
-
-    def __init__(self, stream, label: str, interactive: bool, every: float = 5.0) -> None:
-        self.stream, self.label, self.every = stream, label, every
-        self.started = self.last_line = time.monotonic()
-        self.bar = (
-            tqdm(desc=label, unit=" rows", unit_scale=True, file=stream, dynamic_ncols=True)
-            if interactive
-            else None
-        )
-        self.count = 0
-
-    def update(self, count: int) -> None:
-        if self.bar is not None:
-            self.bar.update(count - self.count)
-        elif time.monotonic() - self.last_line >= self.every:
-            self.last_line = time.monotonic()
-            self.stream.write(f"{self.label}: {count} rows, {self.rate(count):,.0f} rows/s\n")
-        self.count = count
-
-    def rate(self, count: int) -> float:
-        return count / max(time.monotonic() - self.started, 1e-9)
-
-    def close(self) -> float:
-        if self.bar is not None:
-            self.bar.close()
-        return time.monotonic() - self.started
 
 
 class Command(BaseCommand):
@@ -134,11 +65,10 @@ class Command(BaseCommand):
                     f"{options['report']}: cannot write report: {error}; nothing was published",
                     returncode=USAGE_ERROR,
                 ) from None
-        interactive = sys.stderr.isatty()
-        progress = Progress(self.stderr._out, "published", interactive)
-        stop = StopRequest()
+        progress = Progress(self.stderr, "published")
         try:
-            with gc_tuned_for_batches(), signals_handled_by(stop.handle):
+            # A signal stops publishing between two messages.
+            with gc_tuned_for_batches(), stop_requested() as stop:
                 result = publish_file(
                     path=path, batch_size=batch_size, on_progress=progress.update, should_stop=stop
                 )
@@ -163,10 +93,10 @@ class Command(BaseCommand):
         if not (options["wait"] or options["report"]):
             return
 
-        progress = Progress(self.stderr._out, "stored", interactive)
+        progress = Progress(self.stderr, "stored")
         try:
             # Waiting holds no broker connection: a signal may stop it anywhere.
-            with signals_handled_by(signal.default_int_handler):
+            with interrupted_by_signals():
                 run = wait_for_run(
                     run_id=run.id, timeout=options["timeout"], on_progress=progress.update
                 )
@@ -191,7 +121,7 @@ class Command(BaseCommand):
         )
         try:
             stale = repair_cache_after_run()
-            report = options["report"] and with_database_patience(lambda: self._report(run))
+            report = options["report"] and with_database_patience(lambda: run_report(run=run))
         except DependencyUnavailable as error:
             raise CommandError(self._stopped_waiting(run.id, error)) from None
         if stale:
@@ -200,7 +130,11 @@ class Command(BaseCommand):
                 "run `python manage.py repair_cache` once it is back"
             )
         if report:
-            self._write_report(report, options["report"])
+            try:
+                write_report(report=report, path=options["report"])
+            except ReportPathError as error:
+                raise CommandError(f"{options['report']}: cannot write report: {error}") from None
+            self.stdout.write(f"report written to {options['report']}")
         if run.status == IngestRun.Status.FAILED:
             raise CommandError(f"run {run.id} failed: {run.error}")
 
@@ -210,21 +144,3 @@ class Command(BaseCommand):
             f"stopped waiting: {error}; run {run_id} goes on in the workers (its status is in "
             "the admin, under Ingest runs)"
         )
-
-    @staticmethod
-    def _report(run: IngestRun) -> dict:
-        rejected = run.rejected_rows.order_by("line").values("line", "reason", "raw")
-        return {
-            "run": run.id,
-            "published": run.rows_published,
-            "stored": run.rows_stored,
-            "rejected": list(rejected.iterator()),
-        }
-
-    def _write_report(self, report: dict, report_path: str) -> None:
-        try:
-            with open(report_path, "w", encoding="utf-8") as out:
-                json.dump(report, out, ensure_ascii=False, indent=1)
-        except OSError as error:
-            raise CommandError(f"{report_path}: cannot write report: {error.strerror}") from None
-        self.stdout.write(f"report written to {report_path}")
