@@ -62,15 +62,23 @@ def test_unwritable_report_exits_2_before_publishing(write_csv, tmp_path, report
     assert sorted(tmp_path.iterdir()) == [tmp_path / "file.csv", tmp_path / "users-0.csv"]
 
 
+ONE_ROW = f"{HEADER}\n1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n"
+
+
+def failed_without_traceback(path: str, **env: str) -> subprocess.CompletedProcess:
+    """publish_csv of `path` with this environment, which must fail (exit 1) in plain words."""
+    result = run_publish(path, **env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
 def test_broker_that_stays_away_fails_the_run_clearly(write_csv):
-    path = write_csv(f"{HEADER}\n1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n")
-    result = run_publish(
-        path,
+    result = failed_without_traceback(
+        write_csv(ONE_ROW),
         CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:1//",
         INGEST_PUBLISH_RETRIES="1",
     )
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
     assert "broker unavailable while publishing batch 1" in result.stderr
     assert "run the command again" in result.stderr
     run = IngestRun.objects.get()
@@ -130,13 +138,11 @@ def test_interrupted_publish_records_the_run_and_says_how_to_finish(write_csv, s
 
 
 def test_unreachable_database_exits_in_one_line(write_csv):
-    path = write_csv(f"{HEADER}\n1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n")
-    result = run_publish(
+    path = write_csv(ONE_ROW)
+    result = failed_without_traceback(
         path,
         DATABASE_URL="postgres://postgres@127.0.0.1:1/nothing",
         INGEST_WAIT_DEPENDENCY_PATIENCE="1",
     )
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"CommandError: {path}: cannot record the run: PostgreSQL unreachable")
