@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.tasks import store_batch
-from tests.helpers import HEADER, cached, make_run
+from tests.helpers import HEADER, cached, make_run, wait_until
 from users.models import User
 from users.payloads import user_payload
 from users.services import user_create
@@ -189,7 +189,8 @@ def test_redelivered_batch_is_not_counted_twice(celery_worker_process):
             args=(run.id, 1, rows, rejects), queue=celery_worker_process_queue()
         )
     wait_for_batches(run, 1)
-    time.sleep(1)
+    # Both deliveries are handled (each one is counted before it is skipped or stored).
+    wait_until(lambda: IngestBatch.objects.get(run=run, number=1).attempts == 2, timeout=30)
 
     run.refresh_from_db()
     assert (run.status, run.rows_stored, run.rows_rejected) == ("completed", 1, 1)
