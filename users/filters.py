@@ -89,6 +89,8 @@ class IntegerFilter(django_filters.NumberFilter):
 
 class UserOrderingFilter(django_filters.OrderingFilter):
     def filter(self, qs: QuerySet, value):
+        # "ordering=,id" splits into ["", "id"]: empty terms are no ordering, not a field "".
+        value = [term for term in value or () if term]
         if not value:
             return qs
         field = value[0]

@@ -32,6 +32,14 @@ def _api_test_settings(settings):
     settings.SECURE_SSL_REDIRECT = False
 
 
+@pytest.fixture(scope="session")
+def openapi() -> dict:
+    """The OpenAPI schema, as /api/schema/ serves it."""
+    from drf_spectacular.generators import SchemaGenerator
+
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
 @pytest.fixture
 def user_factory(db):
     return UserFactory
