@@ -262,6 +262,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The enum hook is drf-spectacular's default; ours adds what the views do not declare
+    # (answers from around them, the field rules' constraints, GET /users/sse).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "users.api.schema.postprocess_schema",
+    ],
 }
 
 # --- Static files ---------------------------------------------------------------------------

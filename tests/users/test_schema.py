@@ -37,6 +37,60 @@ def test_schema_validates_without_warnings(tmp_path):
     assert "tokenAuth" in schema["components"]["securitySchemes"]
 
 
+# What each operation can answer (README "REST API", Errors): the views' own statuses, and
+# 400 (a bad Host), 413, 431 and 500 from around them.
+AROUND = {"400", "413", "431", "500"}
+DOCUMENTED = {
+    ("/users", "get"): {"200", "401", "403", "406", "429"} | AROUND,
+    ("/users", "post"): {"201", "401", "403", "406", "415", "429"} | AROUND,
+    ("/users/{id}", "get"): {"200", "401", "403", "404", "406", "429"} | AROUND,
+    ("/users/{id}", "delete"): {"204", "401", "403", "404", "406", "429"} | AROUND,
+    ("/users/sse", "get"): {"200", "401", "403", "429"} | AROUND,
+}
+
+
+@pytest.mark.parametrize(("path", "method"), list(DOCUMENTED))
+def test_every_status_an_operation_can_answer_is_documented(openapi, path, method):
+    responses = openapi["paths"][path][method]["responses"]
+    assert set(responses) == DOCUMENTED[path, method]
+    for status, response in responses.items():
+        if status.startswith(("4", "5")):  # one JSON shape per status
+            schema = response["content"]["application/json"]["schema"]
+            if status == "400":
+                assert schema["additionalProperties"] == {
+                    "type": "array",
+                    "items": {"type": "string"},
+                }
+            else:
+                assert schema == {"$ref": "#/components/schemas/Error"}
+
+
+def test_event_stream_is_documented(openapi):
+    stream = openapi["paths"]["/users/sse"]["get"]
+    ok = stream["responses"]["200"]
+    assert set(ok["content"]) == {"text/event-stream"}
+    assert set(ok["x-events"]) == {
+        "stream-open", "user.created", "user.updated", "user.deleted", "users.ingested",
+        "stream-reset", "stream-error",
+    }  # fmt: skip
+    assert {p["name"] for p in stream["parameters"]} == {"Last-Event-ID", "lastEventId"}
+    schemas = openapi["components"]["schemas"]
+    assert schemas["UserDeletedEvent"]["required"] == ["id"]
+    assert set(schemas["UsersIngestedEvent"]["properties"]) == {"run", "batch", "count", "users"}
+    for event in ("user.created", "user.deleted", "users.ingested", "stream-reset"):
+        assert f"`{event}`" in stream["description"]
+
+
+def test_user_body_carries_the_shared_field_rules(openapi):
+    fields = openapi["components"]["schemas"]["User"]["properties"]
+    assert fields["first_name"]["maxLength"] == fields["last_name"]["maxLength"] == 255
+    assert fields["email_address"] == {
+        **fields["email_address"],
+        "format": "email",
+        "maxLength": 254,
+    }
+
+
 def test_schema_and_docs_are_served(client, plain_static_storage):
     assert client.get("/api/schema/").status_code == 200
     docs = client.get("/api/docs/")

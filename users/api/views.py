@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -25,56 +25,38 @@ from users import selectors, services
 from users.api.exceptions import NOT_FOUND, SERVER_ERROR
 from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
 from users.api.pagination import UserCursorPagination
-from users.api.serializers import ErrorSerializer, UserSerializer
+from users.api.schema import ERROR, VALIDATION_ERROR
+from users.api.serializers import UserSerializer
 from users.filters import UserFilter
 from users.payloads import to_json
 from viswals.client_address import request_client_address
 
 logger = logging.getLogger(__name__)
 
-_VALIDATION_ERROR = OpenApiResponse(
-    response={
-        "type": "object",
-        "additionalProperties": {"type": "array", "items": {"type": "string"}},
-        "example": {"email_address": ["not a valid email address: 'x'"]},
-    },
-    description="Each offending field or query parameter with its messages; what concerns "
-    "the request as a whole (malformed JSON, say) is under `non_field_errors`.",
-)
-_ERROR = OpenApiResponse(ErrorSerializer, description='`{"detail": "..."}`')
+# Every DRF operation: 401/403 (users.access), 406 (an Accept header it cannot satisfy), 429.
+# Answers from around the views (400 for a bad Host, 413, 431, 500) are added by
+# users.api.schema.postprocess_schema, as is GET /users/sse.
+_REFUSALS = {401: ERROR, 403: ERROR, 406: ERROR, 429: ERROR}
 
 
 @extend_schema_view(
     list=extend_schema(
         summary="List users",
         description="Keyset-paginated, filtered and ordered; follow `next`/`previous`.",
-        responses={
-            200: UserSerializer(many=True),
-            400: _VALIDATION_ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            429: _ERROR,
-        },  # fmt: skip
+        responses={200: UserSerializer(many=True), 400: VALIDATION_ERROR, **_REFUSALS},
     ),
     create=extend_schema(
         summary="Create a user",
         description="The id is assigned by the server (an `id` in the body is ignored).",
-        responses={
-            201: UserSerializer,
-            400: _VALIDATION_ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            413: _ERROR,
-            429: _ERROR,
-        },  # fmt: skip
+        responses={201: UserSerializer, 400: VALIDATION_ERROR, 415: ERROR, **_REFUSALS},
     ),
     retrieve=extend_schema(
         summary="Get a user",
-        responses={200: UserSerializer, 401: _ERROR, 403: _ERROR, 404: _ERROR, 429: _ERROR},
+        responses={200: UserSerializer, 404: ERROR, **_REFUSALS},
     ),
     destroy=extend_schema(
         summary="Delete a user",
-        responses={204: None, 401: _ERROR, 403: _ERROR, 404: _ERROR, 429: _ERROR},
+        responses={204: None, 404: ERROR, **_REFUSALS},
     ),
 )
 class UserViewSet(
