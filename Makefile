@@ -15,7 +15,7 @@ export HOST
 # The Procfile commands (uvicorn, celery) come from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run install services database migrate web worker publish test lint format bench \
+.PHONY: run install services database migrate web worker publish test fuzz lint format bench \
 	system-deps clean
 
 $(VENV)/.installed: requirements.txt
@@ -63,6 +63,14 @@ test: install services system-deps
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run --no-input >/dev/null \
 	  || { echo "models and migrations differ: run manage.py makemigrations"; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Schemathesis against the Procfile's web server on its own test database, as a writer, every
+# operation of /api/schema/; fails on any answer the schema does not document (README
+# "Development"). FUZZ_MAX_EXAMPLES (per operation and phase), FUZZ_SEED.
+fuzz: install services
+	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-insecure-test-only-key} \
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-1000} FUZZ_TIME_LIMIT=$${FUZZ_TIME_LIMIT:-1800} \
+	  $(PY) -m pytest tests/users/test_schema_fuzz.py -q -s --timeout 2000
 
 lint: install
 	$(VENV)/bin/ruff check .
