@@ -133,6 +133,17 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class WithoutTraceback(logging.Filter):
+    """Drop the traceback of a record: for errors a client caused, which Django logs with
+    one (a `Host` outside ALLOWED_HOSTS is `django.security.DisallowedHost` at ERROR, with
+    exc_info). The message names what was wrong; a traceback only hides it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """Human-readable lines for development, with the context appended when there is one."""
 

@@ -319,11 +319,18 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # One JSON object per line in production (for log shippers), readable text in development.
 # Request ids and ingest run/batch numbers are added by viswals.logging.ContextFilter.
 LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+# Django's loggers of SuspiciousOperation errors a client can cause (viswals.logging).
+_CLIENT_ERROR_LOGGERS = [
+    f"django.security.{name}"
+    for name in ("DisallowedHost", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent",
+                 "SuspiciousMultipartForm", "SuspiciousSession", "InvalidSessionKey")
+]  # fmt: skip
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
         "context": {"()": "viswals.logging.ContextFilter"},
+        "without_traceback": {"()": "viswals.logging.WithoutTraceback"},
     },
     "formatters": {
         "text": {
@@ -342,6 +349,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # Errors a client caused (a bad Host header...) are one line, not a traceback.
+        **{name: {"filters": ["without_traceback"]} for name in _CLIENT_ERROR_LOGGERS},
         # Failed logins and lockouts (WARNING), not a banner in every command and a line per
         # successful login.
         "axes": {"level": "WARNING"},

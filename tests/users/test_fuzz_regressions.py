@@ -31,7 +31,8 @@ def assert_documented(openapi: dict, method: str, path: str, response) -> None:
 def no_traceback(caplog):
     caplog.set_level(logging.INFO)
     yield
-    assert not [record for record in caplog.records if record.exc_info], caplog.text
+    records = caplog.get_records("call")
+    assert not [record for record in records if record.exc_info], caplog.text
 
 
 def cursor(data) -> str:
@@ -81,3 +82,13 @@ def test_create_body_found_by_the_fuzz_is_a_documented_answer(
     assert_documented(openapi, "post", "/users", response)
     # Not {"detail": ...}: a 400 has one shape, request-wide errors under non_field_errors.
     assert list(response.json()) == ["non_field_errors"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("get", "/users"), ("delete", "/users/{id}")])
+def test_host_outside_allowed_hosts_is_a_documented_400_logged_as_one_line(
+    writer_client, openapi, no_traceback, method, path
+):
+    # Django logs this one at ERROR with its traceback (django.security.DisallowedHost).
+    response = getattr(writer_client, method)(path.format(id=1), HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert_documented(openapi, method, path, response)
