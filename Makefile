@@ -68,7 +68,6 @@ test: install services system-deps
 # operation of /api/schema/; fails on any answer the schema does not document (README
 # "Development"). FUZZ_MAX_EXAMPLES (per operation and phase), FUZZ_SEED.
 fuzz: install services
-	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-insecure-test-only-key} \
 	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-1000} FUZZ_TIME_LIMIT=$${FUZZ_TIME_LIMIT:-1800} \
 	  $(PY) -m pytest tests/users/test_schema_fuzz.py -q -s --timeout 2000
 
