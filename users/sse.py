@@ -798,7 +798,8 @@ def _users_sse(request: HttpRequest) -> HttpResponse:
     try:
         last_id = _last_event_id(request, channel)
     except ValueError:
-        return _json_error(400, INVALID_LAST_EVENT_ID, field="Last-Event-ID")
+        # The API's one 400 shape: the offending parameter with its messages.
+        return JsonResponse({"Last-Event-ID": [INVALID_LAST_EVENT_ID]}, status=400)
     address = request_client_address(request)
     slot = StreamSlot(streams_key(principal=principal, address=address))
     try:

@@ -45,7 +45,7 @@ DOCUMENTED = {
     ("/users", "post"): {"201", "401", "403", "406", "415", "429"} | AROUND,
     ("/users/{id}", "get"): {"200", "401", "403", "404", "406", "429"} | AROUND,
     ("/users/{id}", "delete"): {"204", "401", "403", "404", "406", "429"} | AROUND,
-    ("/users/sse", "get"): {"200", "401", "403", "429"} | AROUND,
+    ("/users/sse", "get"): {"200", "401", "403", "429", "503"} | AROUND,
 }
 
 
@@ -79,6 +79,21 @@ def test_event_stream_is_documented(openapi):
     assert set(schemas["UsersIngestedEvent"]["properties"]) == {"run", "batch", "count", "users"}
     for event in ("user.created", "user.deleted", "users.ingested", "stream-reset"):
         assert f"`{event}`" in stream["description"]
+
+
+@pytest.mark.django_db(transaction=True)  # the view closes its database connection
+def test_event_stream_refusals_have_the_documented_bodies(openapi, anon_client, reader_client):
+    import jsonschema
+
+    responses = openapi["paths"]["/users/sse"]["get"]["responses"]
+    refusals = [
+        anon_client.get("/users/sse"),
+        reader_client.get("/users/sse", HTTP_LAST_EVENT_ID="nonsense"),
+    ]
+    assert [response.status_code for response in refusals] == [401, 400]
+    for response in refusals:
+        schema = responses[str(response.status_code)]["content"]["application/json"]["schema"]
+        jsonschema.validate(response.json(), {**schema, "components": openapi["components"]})
 
 
 def test_user_body_carries_the_shared_field_rules(openapi):

@@ -24,7 +24,7 @@ from django_eventstream.storage import EventDoesNotExist
 from tests.processes import WebServer, running_web_server
 from users.events import user_created, users_ingested
 from users.services import user_create, user_delete
-from users.sse import RedisStreamStorage, history_keys
+from users.sse import INVALID_LAST_EVENT_ID, RedisStreamStorage, history_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -398,7 +398,7 @@ def test_reader_session_streams(connect, login_account):
 def test_malformed_last_event_id_is_400(sse_server, reader_headers):
     response = _sse_get(sse_server, {**reader_headers, "Last-Event-ID": "nonsense"})
     assert response.status_code == 400
-    assert response.json()["field"] == "Last-Event-ID"
+    assert response.json() == {"Last-Event-ID": [INVALID_LAST_EVENT_ID]}
 
 
 def test_live_page_needs_a_login_with_view_user(sse_server, login_account):

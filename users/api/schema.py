@@ -158,6 +158,9 @@ _SSE_OPERATION = {
         "401": _json(_ERROR_REF, "No credentials, or a bad token."),
         "403": _json(_ERROR_REF, "An account without `users.view_user`."),
         "429": _json(_ERROR_REF, "Too many streams open for this client (`Retry-After`)."),
+        "503": _json(
+            _ERROR_REF, "Redis, which counts the streams, is unreachable (`Retry-After`)."
+        ),
     },
 }
 
