@@ -14,6 +14,8 @@ The error bodies themselves are declared here once and used by the views' `exten
 
 from __future__ import annotations
 
+import copy
+
 from drf_spectacular.utils import OpenApiResponse
 
 from users.api.serializers import ErrorSerializer
@@ -174,12 +176,13 @@ def postprocess_schema(result: dict, generator, request, public) -> dict:
         for name in ("first_name", "last_name"):
             properties[name].update(minLength=1, maxLength=NAME_MAX_LENGTH)
         properties["email_address"].update(format="email", maxLength=EMAIL_MAX_LENGTH)
-    schemas.update(_EVENT_SCHEMAS)
-    result["paths"]["/users/sse"] = {"get": _SSE_OPERATION}
+    # Copies: the result is changed below, the declarations here must stay as they are.
+    schemas.update(copy.deepcopy(_EVENT_SCHEMAS))
+    result["paths"]["/users/sse"] = {"get": copy.deepcopy(_SSE_OPERATION)}
     for operations in result["paths"].values():
         for operation in operations.values():
             responses = operation["responses"]
             for status, response in _AROUND_THE_VIEWS.items():
-                responses.setdefault(status, response)
+                responses.setdefault(status, copy.deepcopy(response))
             operation["responses"] = dict(sorted(responses.items()))
     return result
