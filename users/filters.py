@@ -100,7 +100,7 @@ class UserOrderingFilter(django_filters.OrderingFilter):
 
 class UserFilter(django_filters.FilterSet):
     # Each box of the browsable API's Filters form is labelled with its query parameter's own
-    # name (set in __init__); what it does is the help text, which the OpenAPI schema also uses.
+    # name (set below the class); what it does is the help text, which the schema also uses.
     name = django_filters.CharFilter(
         method="filter_name",
         help_text='Case-insensitive substring of the first name, last name or "first last".',
@@ -150,11 +150,6 @@ class UserFilter(django_filters.FilterSet):
         model = User
         fields: list[str] = []
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        for name, declared in self.filters.items():
-            declared.label = name
-
     def filter_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         value = value.strip()
         if not value:
@@ -186,3 +181,9 @@ class UserFilter(django_filters.FilterSet):
         if value is None:
             return queryset
         return queryset.filter(merged_at__isnull=not value)
+
+
+# Each filter's label is its query parameter's name. Set on the class's filters, which every
+# FilterSet instance copies: a form field built (and cached) earlier would keep the old label.
+for _name, _declared in UserFilter.base_filters.items():
+    _declared.label = _name
