@@ -10,6 +10,9 @@ from users.models import User
 
 def orm_upsert(*, run_id: int, rows) -> int:
     """Upsert SourcedUser rows with bulk_create; return how many were sent."""
+    # One row per id (the later line), as users_upsert does: PostgreSQL refuses to update a
+    # row twice in one statement.
+    rows = list({row.user.id: row for row in rows}.values())
     User.objects.bulk_create(
         [
             User(
