@@ -5,7 +5,7 @@ accounts are listed as "Staff accounts")."""
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig as DjangoAdminConfig
 
-APP_ORDER = {"users": 0, "ingest": 1, "auth": 2, "authtoken": 3}
+APP_ORDER = {"users": 0, "ingest": 1, "auth": 2}
 
 
 class AdminSite(admin.AdminSite):
