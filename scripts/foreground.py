@@ -15,8 +15,11 @@ def main() -> int:
     try:
         tty = os.open("/dev/tty", os.O_RDWR)
         previous = os.tcgetpgrp(tty)
-    except OSError:
-        return subprocess.call(sys.argv[1:])
+    except OSError:  # no terminal: the command still handles an interrupt, not this wrapper
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return subprocess.call(
+            sys.argv[1:], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+        )
     # A background process group may only take the terminal with SIGTTOU ignored.
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command handles Ctrl-C
