@@ -157,17 +157,21 @@ def cached_user_json(user_id: int) -> bytes | None:
         return None
 
 
-def forget_users(user_ids: Iterable[int]) -> bool:
-    """Delete users' entries; False when Redis could not be reached (logged)."""
-    keys = [user_key(user_id) for user_id in user_ids]
+def _delete(keys: list[str], what: str) -> bool:
+    """Delete keys in one round trip; False when Redis could not be reached (logged)."""
     if not keys:
         return True
     try:
         redis_client().delete(*keys)
     except RedisError:
-        logger.exception("cache: could not delete %d users", len(keys))
+        logger.exception("cache: could not delete %d %s", len(keys), what)
         return False
     return True
+
+
+def forget_users(user_ids: Iterable[int]) -> bool:
+    """Delete users' entries; False when Redis could not be reached (logged)."""
+    return _delete([user_key(user_id) for user_id in user_ids], "users")
 
 
 # --- API token principals (users.access) ---------------------------------------------------
@@ -200,15 +204,7 @@ def cache_principal(digest: str, encoded: str, *, ttl: float) -> None:
 def forget_principals(digests: Iterable[str]) -> bool:
     """Drop cached principals; False when Redis could not be reached (logged). Entries expire
     after settings.API_TOKEN_CACHE_SECONDS whatever happens, which bounds a missed drop."""
-    keys = [principal_key(digest) for digest in digests]
-    if not keys:
-        return True
-    try:
-        redis_client().delete(*keys)
-    except RedisError:
-        logger.exception("cache: could not drop %d token principals", len(keys))
-        return False
-    return True
+    return _delete([principal_key(digest) for digest in digests], "token principals")
 
 
 # --- Rate limiting ---------------------------------------------------------------------------
