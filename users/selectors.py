@@ -70,19 +70,28 @@ def principal_for_token(*, token: str) -> Principal | None:
     return principal_load(digest=digest)
 
 
-def principal_for_request(request) -> Principal | None:
-    """Who a plain Django request (not DRF's) comes from: its `Authorization: Token` header's
-    principal, else its session account's; None for an anonymous client. Raises
-    InvalidCredentials for a malformed header or an unknown, expired or revoked token, as the
-    API does (users.api.authentication)."""
-    token = token_from_authorization(request.META.get("HTTP_AUTHORIZATION"))
+def principal_for_authorization(header: str | bytes | None) -> Principal | None:
+    """The principal of an `Authorization: Token <token>` header; None when the header is
+    absent or another scheme. Raises InvalidCredentials for a malformed header or an unknown,
+    expired or revoked token."""
+    token = token_from_authorization(header)
     if token is None:
-        return principal_for_account(getattr(request, "user", None))
+        return None
     if token == "":
         raise InvalidCredentials(MALFORMED_AUTHORIZATION)
     principal = principal_for_token(token=token)
     if principal is None:
         raise InvalidCredentials(INVALID_TOKEN)
+    return principal
+
+
+def principal_for_request(request) -> Principal | None:
+    """Who a plain Django request (not DRF's) comes from: its `Authorization: Token` header's
+    principal, else its session account's; None for an anonymous client. Raises
+    InvalidCredentials as principal_for_authorization does, as the API does."""
+    principal = principal_for_authorization(request.META.get("HTTP_AUTHORIZATION"))
+    if principal is None:  # no token header: the session's account, if any
+        return principal_for_account(getattr(request, "user", None))
     return principal
 
 

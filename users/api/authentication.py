@@ -11,12 +11,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from users import selectors
-from users.access import (
-    INVALID_TOKEN,
-    MALFORMED_AUTHORIZATION,
-    Principal,
-    token_from_authorization,
-)
+from users.access import InvalidCredentials, Principal
 
 
 class ApiTokenAuthentication(BaseAuthentication):
@@ -25,14 +20,14 @@ class ApiTokenAuthentication(BaseAuthentication):
     keyword = "Token"
 
     def authenticate(self, request) -> tuple | None:
-        token = token_from_authorization(request.META.get("HTTP_AUTHORIZATION"))
-        if token is None:
+        try:
+            principal = selectors.principal_for_authorization(
+                request.META.get("HTTP_AUTHORIZATION")
+            )
+        except InvalidCredentials as error:
+            raise AuthenticationFailed(str(error)) from None
+        if principal is None:  # no token header: another authenticator may know the client
             return None
-        if token == "":
-            raise AuthenticationFailed(MALFORMED_AUTHORIZATION)
-        principal = selectors.principal_for_token(token=token)
-        if principal is None:
-            raise AuthenticationFailed(INVALID_TOKEN)
         # The principal says what the client may do; the account row is read only if something
         # asks for it (the browsable API's page header), keeping a list request one query.
         account = SimpleLazyObject(partial(get_user_model().objects.get, pk=principal.account_id))
