@@ -49,11 +49,6 @@ def to_json(data: Any) -> str:
 _encode_basestring = json.encoder.encode_basestring
 
 
-def _json_string(value: str) -> str:
-    text = _encode_basestring(value)
-    return text if text.isascii() else _escape_line_separators(text)
-
-
 def _json_time(value: datetime | None) -> str:
     if value is None:
         return "null"
@@ -63,24 +58,31 @@ def _json_time(value: datetime | None) -> str:
 
 def _user_json_writer():
     """Write `user_json` out for the columns of users.columns, once, at import: one f-string with
-    a direct encoder per column is about 3x faster than to_json(user_payload(user)), and ingest
-    encodes every row it stores (for the cache and the stream). The text is the same."""
-    encoders = {str: "_json_string({})", datetime: "_json_time({})", int: "_json_int({})"}
+    a direct encoder per column is several times faster than to_json(user_payload(user)), and
+    ingest encodes every row it stores (for the cache and the stream). The text is the same:
+    the line separators to_json escapes can only sit inside strings, so the whole text is
+    checked for them once."""
+    encoders = {str: "_encode_basestring({})", datetime: "_json_time({})", int: "{}"}
 
     def encoder(name: str) -> str:
-        if COLUMN_TYPES[name] is int and name not in NULLABLE_COLUMNS:
-            return "{}"  # an int is its own JSON
-        return encoders[COLUMN_TYPES[name]]
+        encode = encoders[COLUMN_TYPES[name]]  # an int is its own JSON
+        if name in NULLABLE_COLUMNS:
+            return f'"null" if (v := user.{name}) is None else {encode.format("v")}'
+        return encode.format(f"user.{name}")
 
-    parts = [f'"{name}":{{{encoder(name).format("user." + name)}}}' for name in USER_COLUMNS]
-    source = "def user_json(user):\n    return f'{{" + ",".join(parts) + "}}'\n"
-    namespace = {"_json_string": _json_string, "_json_time": _json_time, "_json_int": _json_int}
+    parts = [f'"{name}":{{{encoder(name)}}}' for name in USER_COLUMNS]
+    source = (
+        "def user_json(user):\n"
+        f"    text = f'{{{{{','.join(parts)}}}}}'\n"
+        "    return text if text.isascii() else _escape_line_separators(text)\n"
+    )
+    namespace = {
+        "_encode_basestring": _encode_basestring,
+        "_json_time": _json_time,
+        "_escape_line_separators": _escape_line_separators,
+    }
     exec(source, namespace)  # noqa: S102 - source built above from constants
     return namespace["user_json"]
-
-
-def _json_int(value: int | None) -> str:
-    return "null" if value is None else str(value)
 
 
 user_json = _user_json_writer()

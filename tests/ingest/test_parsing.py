@@ -273,3 +273,59 @@ def test_the_sample_file_rejects_the_rows_the_readme_says():
     columns = sorted(reason.split(":")[0] for reason in reasons)
     assert len(reasons) == 11, reasons
     assert columns.count("id") == 3 and columns.count("first_name") == 1, reasons
+
+
+# --- the common-row fast path agrees with the field rules --------------------------------------
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ingest.parsing import _plain_row, parse_row_by_rules  # noqa: E402
+
+_digits = st.integers(min_value=-5, max_value=2**64).map(str)
+_tricky_numbers = st.sampled_from(
+    ["-1", "", " 12", "12 ", "+5", "0", "007", "1e3", "١٢", "²", "999999999999999",
+     "1000000000000000", "9223372036854775807", "9223372036854775808", "9" * 19, "9" * 30,
+     "253402300799999", "253402300800000", "-62135596800000", "-62135596800001",
+     "4102444800001", "32503680000001"]
+)  # fmt: skip
+_numbers = _digits | _tricky_numbers | st.text(max_size=6)
+_names = st.sampled_from(["Ann", " Ann ", "Hélène", "Иванов", "O'Neil", "a\tb", "a\x85b",
+                          "x\u2028y", "", " ", "\x7f", "e\u0301", "A" * 255, "A" * 256]) | st.text(
+    max_size=8
+)  # fmt: skip
+_emails = st.sampled_from(
+    ["ann@example.com", "Ann@EXAMPLE.com", " ann@example.com", "ann@localhost", "ſ@x.com",
+     "K@x.com", "a..b@x.com", '"a b"@x.com', "ann@[127.0.0.1]", "ann@-x.com", "ann@x", "@x.com",
+     "ann@", "a@b@x.com", "ann@exämple.com", "ännchen@x.com", "a" * 250 + "@x.co", ""]
+) | st.emails().map(str) | st.text(max_size=12)  # fmt: skip
+
+
+def _by_rules(fields):
+    try:
+        return parse_row_by_rules(fields)
+    except RowRejected:
+        return None
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.tuples(_numbers, _names, _names, _emails, _numbers, _numbers, _numbers, _numbers)
+)
+@example(("1", "Ann", "Lee", "ann@example.com", "1600000000123", "-1", "", "7"))
+def test_the_fast_path_returns_what_the_rules_return_or_steps_aside(fields):
+    fast = _plain_row(fields)
+    if fast is not None:
+        assert fast == _by_rules(fields)
+        assert [type(value) for value in fast] == [type(value) for value in _by_rules(fields)]
+
+
+def test_the_fast_path_takes_the_common_rows():
+    rows = [
+        ("1", "Ann", "Lee", "ann@Example.COM", "1600000000123", "-1", "-1", "-1"),
+        ("2", "Hélène", "Иванов", "h.i@x.fr", "1422087878020", "", "1682621068227", "1"),
+    ]
+    for fields in rows:
+        assert _plain_row(fields) == parse_row_by_rules(fields)
+    assert _plain_row(rows[0]).email_address == "ann@example.com"
+    assert _plain_row((" 1", "Ann", "Lee", "a@x.com", "1", "-1", "-1", "-1")) is None
