@@ -70,8 +70,9 @@ class Record(NamedTuple):
 
 # Each column's own rule, by position in COLUMNS (the one place they truly differ).
 _ID, _FIRST, _LAST, _EMAIL, _CREATED, _DELETED, _MERGED, _PARENT = COLUMNS
-# UserRow(...) goes through a generated Python __new__; the tuple's own is a C call.
-_new_row = tuple.__new__
+# UserRow(...) and Record(...) go through a generated Python __new__; the tuple's own is a
+# C call (one row and one record per line of the file).
+_new_row = _new_record = tuple.__new__
 
 
 def parse_row(fields: Fields) -> UserRow:
@@ -265,6 +266,13 @@ def _records(
             yield Record(number, None, reason, f"{_readable(line)[:RAW_PREVIEW_CHARS]}…")
             continue
         line = line.rstrip("\r\n")
+        # The common line (no quotes, UTF-8, every field): one split, one tuple. Any other
+        # line takes the checks below, in their order.
+        if '"' not in line and _is_utf8(line):
+            row = line.split(",")
+            if len(row) == width:
+                yield _new_record(Record, (number, pick_columns(row), None, None, len(line)))
+                continue
         if not line.strip():
             continue  # a blank line: neither a row nor a reject
         try:
