@@ -163,8 +163,8 @@ USERS_CACHE_TTL = env.int("USERS_CACHE_TTL", default=7 * 24 * 3600)
 
 # --- Celery / RabbitMQ ----------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
-CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "orjson"  # plain JSON, encoded in C (viswals/celery.py)
+CELERY_ACCEPT_CONTENT = ["orjson", "json"]
 CELERY_TASK_IGNORE_RESULT = True  # batch outcomes are recorded in PostgreSQL (IngestBatch)
 CELERY_RESULT_BACKEND = None
 # Ack after the batch is committed; a worker that dies mid-batch gets it redelivered.
