@@ -74,7 +74,8 @@ def user_key(user_id: int) -> str:
 
 
 def ingest_version(*, run_id: int, line: int) -> int:
-    """Order of ingest writes: a later run wins, then a later line (fits a Lua number)."""
+    """Order of ingest writes: a later run wins, then a later line (fits a Lua number). Linear
+    in the line: a batch adds each row's line to its run's version at line 0."""
     return run_id * 1_000_000_000 + line
 
 
