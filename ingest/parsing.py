@@ -133,9 +133,9 @@ def _plain_row(fields: Fields) -> UserRow | None:
     if not (at and ascii_local_part(local)):
         return None
     domain = normal_domain(domain)
-    created_at = _plain_time(created)
-    deleted_at = None if deleted in _NONE_VALUES else _plain_time(deleted)
-    merged_at = None if merged in _NONE_VALUES else _plain_time(merged)
+    created_time = _plain_time(created)
+    deleted_time = None if deleted in _NONE_VALUES else _plain_time(deleted)
+    merged_time = None if merged in _NONE_VALUES else _plain_time(merged)
     if parent in _NONE_VALUES:
         parent_id = None
     elif len(parent) <= 19 and parent.isdigit() and parent.isascii():
@@ -144,11 +144,20 @@ def _plain_row(fields: Fields) -> UserRow | None:
             return None
     else:
         return None
-    if domain is None or _UNSURE in (created_at, deleted_at, merged_at):
+    if domain is None or _UNSURE in (created_time, deleted_time, merged_time):
         return None
     return _new_row(
         UserRow,
-        (user_id, first, last, f"{local}@{domain}", created_at, deleted_at, merged_at, parent_id),
+        (
+            user_id,
+            first,
+            last,
+            f"{local}@{domain}",
+            created_time,
+            deleted_time,
+            merged_time,
+            parent_id,
+        ),
     )
 
 
