@@ -19,12 +19,12 @@ logger = logging.getLogger(__name__)
 
 
 def _send(event_type: str, data: str) -> None:
-    """Send an event whose data is JSON text already encoded (the library's own encoding,
-    json.dumps with its defaults, would differ from the API's bytes)."""
-    from django_eventstream import send_event
+    """Append an event, its data JSON text already encoded, to the channel's history: every web
+    process reads it from there (users.sse)."""
+    from users.sse import RedisStreamStorage
 
     try:
-        send_event(settings.EVENTSTREAM_USERS_CHANNEL, event_type, data, json_encode=False)
+        RedisStreamStorage().append_event(settings.EVENTSTREAM_USERS_CHANNEL, event_type, data)
     except Exception:
         # The write is committed; a stream outage must not turn it into an error.
         logger.exception("events: could not send %s", event_type)

@@ -30,15 +30,22 @@ What lives here:
 - Stalled clients: writes to a stream's socket wait at most SSE_SEND_TIMEOUT seconds
   (`stalled_streams_closed`, an ASGI wrapper); then the connection is aborted, so a client that
   stops reading costs one pending write, not a growing buffer.
-- `SupervisedListenerManager`: replaces the library's per-process Redis pub/sub listener, which
-  is started once and dies silently for good when Redis stays away too long (or on a malformed
-  message). Ours reconnects with backoff, and after every (re)subscription, or on a gap in the
-  ids it receives, makes every open stream re-read the history, so nothing published meanwhile
-  is lost and late messages are not sent twice. users.eventstream_patches installs it.
+- `HistoryListenerManager`: the delivery to a process's open streams. For each channel with
+  streams open in the process, one reader task follows the history itself (XREAD BLOCK from the
+  last id it delivered) and hands each event to the process's streams, through the library's
+  Listener queues. The history is written in id order, so the reader gets events in order
+  whichever process sent them; after losing Redis it connects again with backoff and goes on
+  from its last id, so nothing appended meanwhile is missed or sent twice. A new stream starts
+  at the id its reader has delivered, before it sends stream-open. A stream whose queue
+  overflowed, or that sees a live event skip ids (its reader fell behind the history's
+  trimming), reads the history from its own last id: the missed events, or a stream-reset.
+  When the ids go back (the history was lost: Redis flushed, or restarted without its data)
+  the reader sends its streams to the history too, which tells them stream-reset.
 - Large live events (ingest batches, ~1 MB) are encoded once per process and the same bytes
   shared by every open stream.
 
-Events are sent by `users.events`, from services, after commit.
+Events are appended by `users.events`, from services, after commit; nothing else carries them
+between processes (no pub/sub).
 """
 
 from __future__ import annotations
@@ -67,10 +74,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render
 from django.urls import reverse
 from django_eventstream import views as eventstream_views
-from django_eventstream.channelmanager import DefaultChannelManager
 from django_eventstream.event import Event
 from django_eventstream.storage import EventDoesNotExist, StorageBase
-from django_eventstream.utils import augment_cors_headers, sse_encode_error, sse_encode_event
+from django_eventstream.utils import augment_cors_headers, sse_encode_event
 
 from users import selectors
 from users.access import InvalidCredentials, Principal, may
@@ -79,10 +85,6 @@ from viswals.client_address import request_client_address
 from viswals.http_protocol import ABORT_EXTENSION
 
 logger = logging.getLogger(__name__)
-
-# Hard-coded in django-eventstream (eventstream.send_event): every environment sharing a Redis
-# publishes here, hence the per-environment channel names (settings.EVENTSTREAM_USERS_CHANNEL).
-PUBSUB_CHANNEL = "events_channel"
 
 # --- History ----------------------------------------------------------------------------------
 
@@ -302,184 +304,149 @@ def _holds_user(data: str, user_id: int) -> bool:
     return f'"id":{user_id},' in data or f'"id": {user_id},' in data
 
 
-# --- Channels ---------------------------------------------------------------------------------
+# --- Delivery to this process's streams ------------------------------------------------------
+
+# A reader's XREAD BLOCK comes back empty-handed after this long; it then checks that the
+# history is still there (a flushed Redis starts the ids again) and that it still has streams.
+# Its socket waits a little longer: a dead connection fails there and is made again.
+READER_BLOCK_SECONDS = 10.0
+READER_MAX_BACKOFF = 5.0
+# Events taken per read: as many as a stream's queue holds before it overflows (and the stream
+# reads the history itself).
+READER_BATCH = eventstream_views.MAX_PENDING
+# A new stream waits this long for its process's reader to be connected, else it ends.
+READER_START_TIMEOUT = 5.0
 
 
-class UsersChannelManager(DefaultChannelManager):
-    """Every request streams the users channel, and only that (no `?channel=` picking)."""
+@dataclass(eq=False)
+class _Reader:
+    """The task following one channel's history, and the last id it delivered (None until it
+    first reached Redis)."""
 
-    def get_channels_for_request(self, request, view_kwargs):
-        return {settings.EVENTSTREAM_USERS_CHANNEL}
-
-    def can_read_channel(self, user, channel):
-        return channel == settings.EVENTSTREAM_USERS_CHANNEL
-
-    def is_channel_reliable(self, channel):
-        return True
+    task: asyncio.Task | None = None
+    last_id: int | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-# --- Cross-process delivery -------------------------------------------------------------------
-
-# Seconds without a message after which the listener pings Redis to detect a dead connection.
-LISTENER_PING_INTERVAL = 10.0
-LISTENER_MAX_BACKOFF = 5.0
-# Several processes send events: ids are allocated in order, but their messages can arrive out
-# of order. A message that skips ids waits this long for the missing ones before the streams
-# are sent to read the history instead (re-reading costs each stream a Redis read and its own
-# encoding of ~1 MB batch events, which under a big import is most of the streaming work).
-REORDER_WAIT = 0.25
-
-
-class SupervisedListenerManager(eventstream_views.ListenerManager):
-    """The library's listener registry, fed by a Redis subscriber that survives outages."""
+class HistoryListenerManager(eventstream_views.ListenerManager):
+    """The library's registry of open streams, fed by one reader task per channel in this
+    process that follows the channel's history (XREAD BLOCK from the last id it delivered)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.redis_listener = None  # the library's own one-shot listener is never started
-        self._task: asyncio.Task | None = None
-        self._last_ids: dict[str, int] = {}
-        self._early: dict[str, dict[int, Event]] = {}  # per channel: events ahead of a gap
-        self.subscriptions = 0  # how many times the subscriber (re)subscribed; for tests/logs
+        self.redis_listener = None  # the library's pub/sub listener: nothing publishes there
+        self._readers: dict[str, _Reader] = {}
+        self.connections = 0  # how many times a reader connected to Redis; for tests and logs
 
     def add_listener(self, listener) -> None:
-        self._ensure_subscriber()
         super().add_listener(listener)
-
-    def _ensure_subscriber(self) -> None:
         loop = asyncio.get_running_loop()
         with self.lock:
-            if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-                self._task = loop.create_task(self._subscribe_forever())
+            for channel in listener.channels:
+                reader = self._readers.get(channel)
+                if reader is None or reader.task.done() or reader.task.get_loop() is not loop:
+                    reader = self._readers[channel] = _Reader()
+                    reader.task = loop.create_task(self._read_forever(channel, reader))
 
-    async def _subscribe_forever(self) -> None:
+    async def delivered_id(self, channel: str) -> int:
+        """The last id this process's reader of `channel` delivered, once it is connected:
+        a stream that registered its listener before asking gets every event after it.
+        Raises TimeoutError when the reader cannot reach Redis."""
+        reader = self._readers[channel]
+        async with asyncio.timeout(READER_START_TIMEOUT):
+            await reader.started.wait()
+        return reader.last_id
+
+    def _wanted(self, channel: str, reader: _Reader) -> bool:
+        """Whether `reader` is still `channel`'s reader: it leaves once no stream here reads
+        the channel (under the lock: a stream opening meanwhile starts a new reader)."""
+        with self.lock:
+            if self._readers.get(channel) is not reader:
+                return False
+            if self.listeners_by_channel.get(channel):
+                return True
+            del self._readers[channel]
+            return False
+
+    async def _read_forever(self, channel: str, reader: _Reader) -> None:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        id_key, log_key, *_ = history_keys(channel)
         delay = 0.5
-        while True:
-            # No silent internal reconnects: every lost connection comes back here, so the
-            # streams re-read the history for whatever was published while we were away.
+        while self._wanted(channel, reader):
             client = Redis(
                 **{
                     **settings.EVENTSTREAM_REDIS,
-                    "retry": Retry(NoBackoff(), 0),
-                    "socket_timeout": None,  # waits are bounded by get_message(timeout=...)
+                    "retry": Retry(NoBackoff(), 0),  # every failure comes back here
+                    "socket_timeout": READER_BLOCK_SECONDS + 5,
                     "socket_keepalive": True,
-                    "client_name": f"{settings.EVENTSTREAM_KEY_PREFIX}:listener",
+                    "decode_responses": True,
+                    "client_name": f"{settings.EVENTSTREAM_KEY_PREFIX}:reader",
                 }
             )
-            pubsub = client.pubsub()  # get_message() returns None only on a quiet timeout
             try:
-                await pubsub.subscribe(PUBSUB_CHANNEL)
-                self.subscriptions += 1
-                if self.subscriptions > 1:
-                    logger.info("sse: Redis subscriber reconnected")
-                self._last_ids.clear()
-                self._early.clear()
-                self._resync(None)
+                self._continue_from(channel, reader, await client.get(id_key))
+                reader.started.set()
+                self.connections += 1
+                if self.connections > 1:
+                    logger.info("sse: history reader connected again")
                 delay = 0.5
-                pinged = False
-                while True:
-                    message = await pubsub.get_message(timeout=LISTENER_PING_INTERVAL)
-                    if message is None:
-                        if pinged:  # a half-open connection: writes pass, nothing comes back
-                            raise ConnectionError("no reply to PING")
-                        await pubsub.ping()
-                        pinged = True
+                while self._wanted(channel, reader):
+                    reply = await client.xread(
+                        {log_key: f"{reader.last_id}-0"},
+                        count=READER_BATCH,
+                        block=int(READER_BLOCK_SECONDS * 1000),
+                    )
+                    if not reply:
+                        self._continue_from(channel, reader, await client.get(id_key))
                         continue
-                    pinged = False
-                    if message["type"] == "message":
-                        self._dispatch(message["data"])
+                    for entry_id, fields in reply[0][1]:
+                        event_id = int(entry_id.split("-", 1)[0])
+                        reader.last_id = event_id
+                        self.add_to_queues(
+                            channel, Event(channel, fields["t"], fields["d"], event_id)
+                        )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any failure: reconnect, never die
-                logger.warning("sse: Redis subscriber lost (%s); retrying in %.1fs", exc, delay)
+            except Exception as exc:  # any failure: connect again and go on from last_id
+                logger.warning("sse: history reader lost (%s); retrying in %.1fs", exc, delay)
             finally:
-                with suppress(Exception):
-                    await pubsub.aclose()
                 with suppress(Exception):
                     await client.aclose()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, LISTENER_MAX_BACKOFF)
+            delay = min(delay * 2, READER_MAX_BACKOFF)
 
-    def _dispatch(self, raw: bytes | str) -> None:
-        if not self.listeners_by_channel:
-            return  # no open stream in this process: skip decoding (batches are ~1 MB)
-        try:
-            message = json.loads(raw)
-            channel = message["channel"]
-            event_type = message["event_type"]
-            data = message["data"]
-            pub_id = message.get("pub_id")
-            event_id = int(pub_id) if pub_id is not None else None
-        except (ValueError, KeyError, TypeError):
-            logger.warning("sse: ignoring a malformed message on %s", PUBSUB_CHANNEL)
+    def _continue_from(self, channel: str, reader: _Reader, current: str | None) -> None:
+        """Set where `reader` goes on from: its last id, or the newest for a new reader (its
+        streams read what came before from the history themselves)."""
+        current_id = int(current or 0)
+        if reader.last_id is not None and current_id < reader.last_id:
+            # The history is gone (Redis flushed, or restarted without its data) and the ids
+            # start again: the streams hear so (stream-reset) from the history.
+            logger.warning("sse: the history of %s was lost; resetting its streams", channel)
+            with self.lock:
+                for listener in self.listeners_by_channel.get(channel, ()):
+                    listener.overflow = True  # the stream's "read the history" path
+                    listener.wake_threadsafe()
+        elif reader.last_id is not None:
             return
-        with self.lock:
-            if channel not in self.listeners_by_channel:
-                return  # another environment's channel, or nobody listening here
-        event = Event(channel, event_type, data, id=event_id)
-        last = self._last_ids.get(channel)
-        if event_id is None or last is None or event_id == last + 1:
-            if event_id is not None:
-                self._last_ids[channel] = event_id
-            self.add_to_queues(channel, event)
-            self._deliver_early(channel)
-        elif event_id <= last:
-            return  # late: already delivered, or read from the history after a gap
-        else:
-            early = self._early.setdefault(channel, {})
-            if not early:
-                asyncio.get_running_loop().call_later(
-                    REORDER_WAIT, self._give_up_on_gap, channel, last + 1
-                )
-            early[event_id] = event
-
-    def _deliver_early(self, channel: str) -> None:
-        """Deliver held events that the last delivery made consecutive."""
-        early = self._early.get(channel)
-        while early and self._last_ids[channel] + 1 in early:
-            event = early.pop(self._last_ids[channel] + 1)
-            self._last_ids[channel] = event.id
-            self.add_to_queues(channel, event)
-
-    def _give_up_on_gap(self, channel: str, missing_id: int) -> None:
-        early = self._early.get(channel)
-        if not early:
-            return  # the gap filled in time
-        last = self._last_ids.get(channel)
-        if last is not None and last >= missing_id:  # it filled, but a later gap is open
-            asyncio.get_running_loop().call_later(
-                REORDER_WAIT, self._give_up_on_gap, channel, last + 1
-            )
-            return
-        # Everything up to the newest held id is in the history already: read it from there.
-        self._last_ids[channel] = max(early)
-        early.clear()
-        self._resync(channel)
-
-    def _resync(self, channel: str | None) -> None:
-        """Make open streams (of one channel, or all) re-read the history from their last id."""
-        with self.lock:
-            if channel is None:
-                listeners = {lst for group in self.listeners_by_channel.values() for lst in group}
-            else:
-                listeners = set(self.listeners_by_channel.get(channel, ()))
-            for listener in listeners:
-                listener.overflow = True  # the stream's "queue overflowed: read storage" path
-                listener.wake_threadsafe()
+        reader.last_id = current_id
 
 
-def listener_manager() -> SupervisedListenerManager:
-    """The process's listener manager (users.eventstream_patches installs ours at start-up)."""
-    from users.eventstream_patches import install_listener_manager
+_manager_lock = threading.Lock()
+_manager: HistoryListenerManager | None = None
 
-    manager = eventstream_views.listener_manager
-    if isinstance(manager, SupervisedListenerManager):
-        return manager
-    with _client_lock:
-        return install_listener_manager()
+
+def listener_manager() -> HistoryListenerManager:
+    """The process's registry of open streams."""
+    global _manager
+    if _manager is None:
+        with _manager_lock:
+            if _manager is None:
+                _manager = HistoryListenerManager()
+    return _manager
 
 
 # --- Streams per client -----------------------------------------------------------------------
@@ -681,24 +648,24 @@ async def users_stream(
     listener.assign_loop()
     manager.add_listener(listener)
     try:
+        try:
+            # Every event after this id reaches the listener's queue; the history has those
+            # before it (its reads from now on see at least this id). Taken before stream-open:
+            # a client gets every event sent once it has seen stream-open.
+            delivered = await manager.delivered_id(channel)
+        except TimeoutError:
+            logger.warning("sse: the history reader is not connected; ending a stream")
+            return
         yield STREAM_OPENING
         catch_up = last_id is not None
-        if last_id is None:
-            last_id = await sync_to_async(
-                RedisStreamStorage().get_current_id, thread_sensitive=False
-            )(channel)
-        position = [last_id]
+        position = [delivered if last_id is None else last_id]
         while True:
-            while catch_up:
+            if catch_up:
+                # Live events queued meanwhile stay queued: those already read from the history
+                # are skipped below by their ids.
                 async for body in _catch_up(channel, position[0], position):
                     yield body
-                # Events queued while reading the history are in it too: read it again.
-                with manager.lock:
-                    catch_up = bool(listener.channel_items)
-                    listener.channel_items = {}
-                    listener.overflow = False
-                    if catch_up:
-                        listener.aevent.clear()
+                catch_up = False
             await slot.renew_if_due()
             try:
                 async with asyncio.timeout(KEEP_ALIVE_SECONDS):
@@ -708,24 +675,20 @@ async def users_stream(
                 continue
             with manager.lock:
                 items = listener.channel_items.get(channel, [])
-                overflow, error = listener.overflow, listener.error
+                catch_up = listener.overflow  # its queue overflowed, or the history was lost
                 listener.aevent.clear()
                 listener.channel_items = {}
                 listener.overflow = False
             for event in items:
-                if event.id is not None:
-                    if event.id <= position[0]:
-                        continue  # already sent from the history
-                    position[0] = event.id
-                    yield encode_live_event(event, event_id_text(channel, event.id))
-                else:
-                    yield encode_live_event(event, None)
-            if error:
-                yield sse_encode_error(
-                    error["condition"], error["text"], extra=error.get("extra")
-                ).encode()
-                return
-            catch_up = overflow  # queue overflowed, or the subscriber asks for a re-read
+                if event.id <= position[0]:
+                    continue  # already sent from the history
+                if event.id > position[0] + 1:
+                    # Some are missing: the reader started after this stream, or fell behind
+                    # the history's trimming. The history has them (or says stream-reset).
+                    catch_up = True
+                    break
+                position[0] = event.id
+                yield encode_live_event(event, event_id_text(channel, event.id))
     except StreamEnded:
         return
     finally:

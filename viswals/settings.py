@@ -361,11 +361,10 @@ LOGGING = {
 }
 
 # --- Server-Sent Events (django-eventstream) ------------------------------------------------
-# Channel names are prefixed per environment: Redis pub/sub ignores database numbers, so
-# environments (and test runs) sharing one Redis must not share channel names.
+# The channel's name is part of its history's keys (below), as is the key prefix.
 EVENTSTREAM_USERS_CHANNEL = env.str("EVENTSTREAM_USERS_CHANNEL", default="users")
-# Events fan out between processes (web workers, Celery workers) through Redis pub/sub.
-# redis.Redis / redis.asyncio.Redis keyword arguments, derived from REDIS_URL.
+# The Redis holding the event history, which every web process reads (users.sse): redis.Redis /
+# redis.asyncio.Redis keyword arguments, derived from REDIS_URL.
 _redis_parts = redis.connection.parse_url(REDIS_URL)
 EVENTSTREAM_REDIS = {
     key: _redis_parts[key]
@@ -379,17 +378,15 @@ if REDIS_URL.startswith("rediss://"):
 # Events are sent after commit, inside the request or task: a stuck Redis must not hold them up
 # for long (the error is logged, the write stands).
 EVENTSTREAM_REDIS |= {"socket_connect_timeout": 2, "socket_timeout": 5}
-# Event history for Last-Event-ID resume lives in Redis (one capped stream per channel), not in
-# the library's Django model storage, which holds a database connection per open stream.
-EVENTSTREAM_STORAGE_CLASS = "users.sse.RedisStreamStorage"
+# Event history for Last-Event-ID resume lives in Redis (one capped stream per channel,
+# users.sse.RedisStreamStorage), not in the library's Django model storage, which holds a
+# database connection per open stream.
 # Prefix of the history keys ("<prefix>:log:<channel>", "<prefix>:id:<channel>").
 EVENTSTREAM_KEY_PREFIX = env.str("EVENTSTREAM_KEY_PREFIX", default="sse:v1")
 # Events kept per channel for resume; a client further behind gets a `stream-reset` event.
 EVENTSTREAM_HISTORY = env.int("EVENTSTREAM_HISTORY", default=1000)
 # ...and at most this many megabytes of event data (a users.ingested batch event is ~1 MB).
 EVENTSTREAM_HISTORY_MB = env.int("EVENTSTREAM_HISTORY_MB", default=200)
-# Only the users channel is served; clients cannot pick other channels.
-EVENTSTREAM_CHANNELMANAGER_CLASS = "users.sse.UsersChannelManager"
 # Open streams per client (an account; the client address for anonymous clients in public-read
 # mode), across every web process; one more gets 429.
 SSE_MAX_STREAMS_PER_CLIENT = env.int("SSE_MAX_STREAMS_PER_CLIENT", default=10)

@@ -1,18 +1,16 @@
-"""users.eventstream_patches: applied at start-up, and only on the django-eventstream it was
-written for."""
+"""users.eventstream_patches: the stream runs only on the django-eventstream it was written for,
+and nothing of the library publishes events."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django_eventstream import eventstream as eventstream_module
-from django_eventstream import views as eventstream_views
 
 from tests.conftest import ROOT
 from users import eventstream_patches
-from users.sse import SupervisedListenerManager
 
 
 def test_the_pinned_django_eventstream_is_the_version_patched():
@@ -34,6 +32,24 @@ def test_another_django_eventstream_refuses_to_start(monkeypatch):
         eventstream_patches.apply()
 
 
-def test_patches_are_applied_at_start_up():
-    assert isinstance(eventstream_views.listener_manager, SupervisedListenerManager)
-    assert getattr(eventstream_module.publish_event, "grip_skipped", False)
+@pytest.mark.django_db
+def test_events_are_appended_to_the_history_and_published_nowhere(redis_client, settings):
+    """Web processes read events from the history: nothing goes onto pub/sub (the library's
+    send_event would publish every event, ~1 MB ingest batches included, to every process)."""
+    from users.events import user_created
+    from users.sse import RedisStreamStorage
+
+    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe("events_channel")  # the library's (shared by everyone on this Redis)
+    try:
+        assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+        before = RedisStreamStorage().get_current_id(channel)
+        user_created({"id": 5})
+        assert RedisStreamStorage().get_current_id(channel) == before + 1
+        deadline = time.monotonic() + 0.5
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=remaining)
+            assert message is None or channel.encode() not in message["data"]
+    finally:
+        pubsub.close()

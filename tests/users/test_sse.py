@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import socket
 import statistics
 import threading
@@ -248,21 +249,65 @@ def test_client_further_behind_than_the_history_is_told_to_reset(connect, settin
     future.wait_for(lambda event: event.type == "stream-reset")
 
 
-def test_stream_survives_losing_its_redis_connection(connect, redis_client):
-    client = connect()
-    listeners = [
+def _kill_history_readers(redis_client) -> None:
+    readers = [
         info["id"]
         for info in redis_client.client_list()
-        if info["name"] == f"{settings.EVENTSTREAM_KEY_PREFIX}:listener"
+        if info["name"] == f"{settings.EVENTSTREAM_KEY_PREFIX}:reader"
     ]
-    assert listeners, "the server's Redis subscriber is not connected"
-    for client_id in listeners:
+    assert readers, "the server's history reader is not connected"
+    for client_id in readers:
         redis_client.execute_command("CLIENT", "KILL", "ID", client_id)
-    # Sent while the subscriber is away: read back from the history once it is back.
+
+
+def test_stream_survives_losing_its_redis_connection(connect, redis_client):
+    client = connect()
+    before = new_user("Before")
+    client.wait_for(is_user_event("user.created", before.id))
+    _kill_history_readers(redis_client)
+    # Sent while the reader is away: read once it is back, from where it was.
     user = new_user("Outage")
-    client.wait_for(is_user_event("user.created", user.id), timeout=15)
     after = new_user("After")
-    client.wait_for(is_user_event("user.created", after.id), timeout=15)
+    events = _collect_until(client, is_user_event("user.created", after.id), timeout=15)
+    created = [e.json()["id"] for e in events if e.type == "user.created"]
+    assert created == [user.id, after.id]  # nothing lost, nothing twice (Before is not resent)
+    ids = [int(e.id.partition(":")[2]) for e in events]
+    assert ids == sorted(set(ids))
+
+
+def test_a_lost_history_resets_open_streams(web_server, reader_headers, redis_client, settings):
+    """Redis flushed (or restarted without its data): the ids start again, and open streams
+    are told stream-reset, then go on live."""
+    settings.EVENTSTREAM_USERS_CHANNEL = f"{settings.EVENTSTREAM_USERS_CHANNEL}-lost"
+    server = web_server(workers=1, EVENTSTREAM_USERS_CHANNEL=settings.EVENTSTREAM_USERS_CHANNEL)
+    client = SSEClient(f"{server.base}/users/sse", headers=reader_headers)
+    try:
+        for number in range(3):
+            user_created({"id": 960 + number})
+            client.wait_for(is_user_event("user.created", 960 + number))
+        redis_client.delete(*history_keys(settings.EVENTSTREAM_USERS_CHANNEL))
+        user_created({"id": 970})  # id 1 again: below what the stream has seen
+        _kill_history_readers(redis_client)
+        reset = client.wait_for(lambda event: event.type == "stream-reset", timeout=15)
+        assert reset.id == f"{settings.EVENTSTREAM_USERS_CHANNEL}:1"
+        user_created({"id": 971})
+        assert client.wait_for(is_user_event("user.created", 971)).id.endswith(":2")
+    finally:
+        client.close()
+        redis_client.delete(*history_keys(settings.EVENTSTREAM_USERS_CHANNEL))
+
+
+@pytest.mark.restarts_services
+def test_stream_survives_a_redis_restart(connect):
+    from tests.services import restart_redis
+
+    client = connect()
+    before = new_user("BeforeRestart")
+    client.wait_for(is_user_event("user.created", before.id))
+    restart_redis()
+    after = new_user("AfterRestart")
+    events = _collect_until(client, is_user_event("user.created", after.id), timeout=20)
+    assert [e.type for e in events] == ["user.created"]  # nothing resent, no reset
 
 
 def test_reading_the_history_uses_no_database(django_assert_num_queries, redis_client):
@@ -308,53 +353,88 @@ def test_history_is_bounded_by_count_and_by_size(settings):
     assert storage.get_events(channel, huge) == []
 
 
-def _recording_manager():
-    from users.sse import SupervisedListenerManager
+def test_the_reader_delivers_events_of_every_sender_in_order_once(settings):
+    """Events appended from several threads (as from several processes) reach a process's
+    streams in id order, each once."""
+    import asyncio
 
-    manager = SupervisedListenerManager()
+    from users.sse import HistoryListenerManager
+
+    channel = f"{settings.EVENTSTREAM_USERS_CHANNEL}-order"
+    storage = RedisStreamStorage()
+    manager = HistoryListenerManager()
     delivered: list[int] = []
-    resyncs: list[str] = []
     manager.add_to_queues = lambda channel, event: delivered.append(event.id)
-    manager._resync = resyncs.append
-    manager.listeners_by_channel = {"c": {object()}}
-    manager._last_ids["c"] = 4
-    return manager, delivered, resyncs
+
+    def send(count: int) -> None:
+        for _ in range(count):
+            storage.append_event(channel, "user.updated", '{"id": 1}')
+
+    async def listen() -> None:
+        listener = type("Listener", (), {"channels": {channel}})()
+        manager.add_listener(listener)
+        await asyncio.sleep(0.3)  # the reader starts from the newest id
+        start = storage.get_current_id(channel)
+        senders = [threading.Thread(target=send, args=(25,)) for _ in range(4)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            await asyncio.to_thread(sender.join)
+        deadline = time.monotonic() + 10
+        while len(delivered) < 100 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        manager.remove_listener(listener)
+        assert delivered == list(range(start + 1, start + 101))
+
+    try:
+        asyncio.run(listen())
+    finally:
+        _redis_client().delete(*history_keys(channel))
 
 
-def _message(event_id: int) -> str:
-    return json.dumps({"channel": "c", "event_type": "t", "data": "{}", "pub_id": str(event_id)})
-
-
-def test_messages_arriving_out_of_order_are_delivered_in_order():
+def test_a_stream_that_misses_ids_reads_them_from_the_history(monkeypatch):
+    """A live event that skips ids (the reader fell behind the history's trimming) sends the
+    stream to the history for the ones in between."""
     import asyncio
 
-    manager, delivered, resyncs = _recording_manager()
+    from django_eventstream.views import Listener
 
-    async def arrive():
-        for event_id in (6, 8, 5, 7, 7, 3):  # gaps, a duplicate and a late one
-            manager._dispatch(_message(event_id))
-        await asyncio.sleep(0.4)
+    from users import sse
 
-    asyncio.run(arrive())
-    assert delivered == [5, 6, 7, 8]
-    assert resyncs == []  # no stream had to re-read the history
+    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    manager = sse.HistoryListenerManager()
 
+    async def no_reader(channel, reader) -> None:  # the test feeds the queue itself
+        reader.last_id = RedisStreamStorage().get_current_id(channel)
+        reader.started.set()
 
-def test_a_gap_that_never_fills_sends_streams_to_the_history():
-    import asyncio
+    manager._read_forever = no_reader
+    monkeypatch.setattr(sse, "_manager", manager)
+    slot = SimpleNamespace(renew_if_due=lambda: asyncio.sleep(0), arelease=lambda: asyncio.sleep(0))
 
-    from users.sse import REORDER_WAIT
+    async def stream() -> tuple[list[int], int]:
+        listener = Listener()
+        listener.channels = {channel}
+        body = sse.users_stream(channel=channel, last_id=None, listener=listener, slot=slot)
+        await anext(body)  # stream-open
+        waiting = asyncio.ensure_future(anext(body))
+        await asyncio.sleep(0.3)  # it took the newest id as its position and waits
+        for number in range(3):
+            await asyncio.to_thread(user_created, {"id": 980 + number})
+        current = RedisStreamStorage().get_current_id(channel)
+        # Only the last one reaches its queue, as if the first two had been missed.
+        manager.add_to_queues(channel, RedisStreamStorage().get_events(channel, current - 1)[0])
+        got: list[int] = []
+        while len(got) < 3:
+            chunk = await asyncio.wait_for(waiting, 5)
+            got += [int(m) for m in re.findall(rb"id: [^:\n]+:(\d+)", chunk)]
+            waiting = asyncio.ensure_future(anext(body))
+        waiting.cancel()
+        await body.aclose()
+        return got, current
 
-    manager, delivered, resyncs = _recording_manager()
-
-    async def arrive():
-        manager._dispatch(_message(6))
-        await asyncio.sleep(REORDER_WAIT + 0.2)
-        manager._dispatch(_message(7))
-
-    asyncio.run(arrive())
-    assert resyncs == ["c"]  # 5 never came: streams read 5 and 6 from the history
-    assert delivered == [7]
+    got, current = asyncio.run(stream())
+    assert got == [current - 2, current - 1, current]
 
 
 # --- Who may stream -----------------------------------------------------------------------
