@@ -25,6 +25,7 @@ from ingest.parsing import CsvFileError, Record, read_records
 from ingest.services import (
     BatchReject,
     BatchRow,
+    batch_message,
     ingest_batches_reopen,
     ingest_run_fail,
     ingest_run_published,
@@ -242,7 +243,7 @@ class _BatchPublisher:
         run, number = self.run, self.batches + 1
         try:
             store_batch.apply_async(
-                args=(run.id, number, self.rows, self.rejects),
+                args=(run.id, number, batch_message(self.rows, self.rejects)),
                 queue=settings.INGEST_QUEUE,
                 producer=producer,
                 retry=True,
@@ -275,7 +276,11 @@ def requeue_failed_batches(*, run_id: int) -> int:
     with current_app.producer_or_acquire() as producer:
         for batch in batches:
             store_batch.apply_async(
-                args=(run_id, batch.number, batch.payload["rows"], batch.payload["rejects"]),
+                args=(
+                    run_id,
+                    batch.number,
+                    batch_message(batch.payload["rows"], batch.payload["rejects"]),
+                ),
                 queue=settings.INGEST_QUEUE,
                 producer=producer,
                 retry=True,

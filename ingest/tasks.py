@@ -8,8 +8,7 @@ from celery import shared_task, signals
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from ingest.services import (
-    BatchReject,
-    BatchRow,
+    batch_from_message,
     ingest_batch_fail,
     ingest_batch_store,
     ingest_indexes_restore,
@@ -23,9 +22,17 @@ MAX_RETRIES = 8
 
 
 @shared_task(name="ingest.store_batch", bind=True, acks_late=True, ignore_result=True)
-def store_batch(
-    self, run_id: int, batch: int, rows: list[BatchRow], rejects: list[BatchReject]
-) -> None:
+def store_batch(self, run_id: int, batch: int, message: str) -> None:
+    """Store one batch; `message`: its rows and rejects (ingest.services.batch_message)."""
+    try:
+        rows, rejects = batch_from_message(message)
+    except (TypeError, ValueError) as error:  # not a message this version writes
+        logger.error("run %s batch %s: unreadable message (%s)", run_id, batch, error)
+        ingest_batch_fail(
+            run_id=run_id, batch=batch, error=f"unreadable batch message: {error}",
+            rows=[], rejects=[],
+        )  # fmt: skip
+        return
     try:
         outcome = ingest_batch_store(run_id=run_id, batch=batch, rows=rows, rejects=rejects)
     except TRANSIENT_ERRORS as error:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.models import IngestBatch, RejectedRow
-from ingest.services import ingest_batch_store
+from ingest.services import batch_from_message, batch_message, ingest_batch_store
 from tests.helpers import cached, make_run
 from users.models import User
 
@@ -76,3 +76,12 @@ def test_a_batch_started_too_often_is_failed_with_its_message_kept(run, settings
     assert "gave up after 2 attempts" in batch.error
     assert batch.payload  # kept, for requeue_failed_batches
     assert not User.objects.filter(id=61031).exists()
+
+
+def test_a_batch_message_carries_rows_and_rejects_exactly():
+    rows = [[2, "1", "Zoë", "Ödegaard", "z@x.com", "1600000000000", "-1", "", "-1"]]
+    rejects = [[3, "expected 8 fields, found 2", 'x,"y\u2028']]
+    assert batch_from_message(batch_message(rows, rejects)) == (rows, rejects)
+    for not_a_batch in ('{"rows": []}', "[1]", "not json"):
+        with pytest.raises((TypeError, ValueError)):
+            batch_from_message(not_a_batch)

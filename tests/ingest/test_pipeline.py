@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
+from ingest.services import batch_message
 from ingest.tasks import store_batch
 from tests.helpers import HEADER, cached, make_run, wait_until
 from users.models import User
@@ -133,9 +134,13 @@ def test_later_line_wins_when_batches_are_consumed_out_of_order(
     ]
     late = [[50, "20", "New", "Name", "new@example.com", "1600000000000", "-1", "-1", "-1"]]
     # The later batch is queued and stored first; the earlier one arrives afterwards.
-    store_batch.apply_async(args=(run.id, 2, late, []), queue=celery_worker_process_queue())
+    store_batch.apply_async(
+        args=(run.id, 2, batch_message(late, [])), queue=celery_worker_process_queue()
+    )
     wait_for_batches(run, 1)
-    store_batch.apply_async(args=(run.id, 1, early, []), queue=celery_worker_process_queue())
+    store_batch.apply_async(
+        args=(run.id, 1, batch_message(early, [])), queue=celery_worker_process_queue()
+    )
     wait_for_batches(run, 2)
 
     user = User.objects.get(id=20)
@@ -169,7 +174,9 @@ def test_api_created_users_never_collide_with_ingested_ids(celery_worker_process
 def test_a_batch_that_keeps_failing_is_recorded_as_failed(celery_worker_process):
     run = make_run("broken.csv", rows_published=1, batches_published=1)
     # A message whose rows are not lists: a bug-shaped input must not loop forever.
-    store_batch.apply_async(args=(run.id, 1, [42], []), queue=celery_worker_process_queue())
+    store_batch.apply_async(
+        args=(run.id, 1, batch_message([42], [])), queue=celery_worker_process_queue()
+    )
     wait_for_batches(run, 1)
 
     batch = IngestBatch.objects.get(run=run, number=1)
@@ -180,13 +187,27 @@ def test_a_batch_that_keeps_failing_is_recorded_as_failed(celery_worker_process)
     assert run.batches_failed == 1
 
 
+def test_a_message_that_is_not_a_batch_is_recorded_as_failed(celery_worker_process):
+    run = make_run("old-format.csv", rows_published=1, batches_published=1)
+    # Rows as plain lists (not one batch_message text): recorded, never lost or retried forever.
+    rows = [[2, "30", "Ann", "Lee", "ann@example.com", "1600000000000", "-1", "-1", "-1"]]
+    store_batch.apply_async(args=(run.id, 1, rows), queue=celery_worker_process_queue())
+    wait_for_batches(run, 1)
+
+    batch = IngestBatch.objects.get(run=run, number=1)
+    assert batch.status == IngestBatch.Status.FAILED
+    assert batch.error.startswith("unreadable batch message")
+    run.refresh_from_db()
+    assert run.status == IngestRun.Status.FAILED
+
+
 def test_redelivered_batch_is_not_counted_twice(celery_worker_process):
     run = make_run("twice.csv", rows_published=2, batches_published=1)
     rows = [[2, "30", "Ann", "Lee", "ann@example.com", "1600000000000", "-1", "-1", "-1"]]
     rejects = [[3, "expected 8 fields, found 2", "x,y"]]
     for _ in range(2):  # at-least-once delivery: the same message twice
         store_batch.apply_async(
-            args=(run.id, 1, rows, rejects), queue=celery_worker_process_queue()
+            args=(run.id, 1, batch_message(rows, rejects)), queue=celery_worker_process_queue()
         )
     wait_for_batches(run, 1)
     # Both deliveries are handled (each one is counted before it is skipped or stored).
