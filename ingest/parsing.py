@@ -32,6 +32,7 @@ from users.validation import (
     parse_optional_user_id,
     parse_required_timestamp,
     parse_user_id,
+    plain_digits,
     quick_epoch_ms,
 )
 
@@ -114,7 +115,7 @@ _UNSURE = object()
 
 def _plain_row(fields: Fields) -> UserRow | None:
     id_text, first, last, email, created, deleted, merged, parent = fields
-    if not (len(id_text) <= 19 and id_text.isdigit() and id_text.isascii()):
+    if not plain_digits(id_text):
         return None
     user_id = int(id_text)
     first, last, email = first.strip(), last.strip(), email.strip()
@@ -130,21 +131,21 @@ def _plain_row(fields: Fields) -> UserRow | None:
     ):
         return None
     local, at, domain = email.rpartition("@")
-    if not (at and ascii_local_part(local)):
+    domain = normal_domain(domain) if at and ascii_local_part(local) else None
+    if domain is None:
         return None
-    domain = normal_domain(domain)
     created_time = _plain_time(created)
     deleted_time = None if deleted in _NONE_VALUES else _plain_time(deleted)
     merged_time = None if merged in _NONE_VALUES else _plain_time(merged)
     if parent in _NONE_VALUES:
         parent_id = None
-    elif len(parent) <= 19 and parent.isdigit() and parent.isascii():
+    elif plain_digits(parent):
         parent_id = int(parent)
         if not 0 < parent_id <= BIGINT_MAX:
             return None
     else:
         return None
-    if domain is None or _UNSURE in (created_time, deleted_time, merged_time):
+    if _UNSURE in (created_time, deleted_time, merged_time):
         return None
     return _new_row(
         UserRow,
@@ -163,7 +164,7 @@ def _plain_row(fields: Fields) -> UserRow | None:
 
 def _plain_time(text: str):
     """Epoch milliseconds in plain digits as a datetime, or _UNSURE."""
-    if not (len(text) <= 19 and text.isdigit() and text.isascii()):
+    if not plain_digits(text):
         return _UNSURE
     value = quick_epoch_ms(int(text))
     return _UNSURE if value is None else value

@@ -119,10 +119,16 @@ _is_integer = re.compile(r"[+-]?[0-9]+\Z").match
 _MAX_INTEGER_CHARS = 20
 
 
+def plain_digits(value: str) -> bool:
+    """Whether `value` is ASCII digits alone, short enough for int(): the common form of an
+    integer, which needs no pattern match (the range is still the caller's to check)."""
+    return value.isdigit() and value.isascii() and len(value) <= _MAX_INTEGER_CHARS
+
+
 def parse_int(value: str, *, column: str) -> int:
     value = value.strip()
-    if value.isdigit() and value.isascii() and len(value) <= _MAX_INTEGER_CHARS:
-        return int(value)  # plain digits, the common case: no pattern match needed
+    if plain_digits(value):
+        return int(value)
     if not _is_integer(value):
         raise FieldError(column, f"not an integer: {_shown(value)}")
     if len(value.lstrip("+-").lstrip("0")) > _MAX_INTEGER_CHARS:
