@@ -297,7 +297,7 @@ def wait_for_run(
     run_id: int,
     timeout: float,
     on_progress: Callable[[int], None] | None = None,
-    poll_interval: float = 0.2,
+    poll_interval: float = 0.1,
 ) -> IngestRun:
     """Block until workers have finished every batch of the run (or the timeout passes).
 

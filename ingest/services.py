@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -267,9 +268,10 @@ def ingest_batch_store(
         RejectedRow(run_id=run_id, line=line, reason=reason, raw=raw)
         for line, reason, raw in rejects
     ]
+    sourced = partial(tuple.__new__, SourcedUser)  # the tuple's own C constructor
     for line, *fields in rows:
         try:
-            valid.append(SourcedUser(line=line, user=parse_row(fields)))
+            valid.append(sourced((line, parse_row(fields))))
         except RowRejected as error:
             rejected.append(
                 RejectedRow(run_id=run_id, line=line, reason=error.reason, raw=to_csv_line(fields))

@@ -33,11 +33,6 @@ COLUMN_TYPES: dict[str, type] = {
     name: next((t for t in getattr(hint, "__args__", (hint,)) if t is not type(None)), hint)
     for name, hint in get_type_hints(UserRow).items()
 }
-NULLABLE_COLUMNS = frozenset(
-    name
-    for name, hint in get_type_hints(UserRow).items()
-    if type(None) in getattr(hint, "__args__", ())
-)
 TIMESTAMP_COLUMNS = frozenset(name for name, kind in COLUMN_TYPES.items() if kind is datetime)
 # Which ingest line last wrote a row (users.models.User): stored with every imported row.
 SOURCE_COLUMNS = ("source_run_id", "source_line")

@@ -42,10 +42,7 @@ def user_deleted(user_id: int) -> None:
     _send("user.deleted", to_json({"id": user_id}))
 
 
-def users_ingested(*, run_id: int, batch: int, users_json: list[str]) -> None:
-    """One event per stored batch (not per user), carrying the batch's users."""
-    _send(
-        "users.ingested",
-        f'{{"run":{run_id},"batch":{batch},"count":{len(users_json)},'
-        f'"users":[{",".join(users_json)}]}}',
-    )
+def users_ingested(*, run_id: int, batch: int, users_json: list[bytes]) -> None:
+    """One event per stored batch (not per user), carrying the batch's users (UTF-8 JSON)."""
+    head = b'{"run":%d,"batch":%d,"count":%d,"users":[' % (run_id, batch, len(users_json))
+    _send("users.ingested", (head + b",".join(users_json) + b"]}").decode())

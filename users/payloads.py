@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from users.columns import COLUMN_TYPES, NULLABLE_COLUMNS, TIMESTAMP_COLUMNS, USER_COLUMNS
+from orjson import OPT_UTC_Z, JSONEncodeError
+from orjson import dumps as _dumps
+
+from users.columns import TIMESTAMP_COLUMNS, USER_COLUMNS, UserRow
 
 # A User, or an ingest UserRow: anything with the attributes of users.columns.USER_COLUMNS.
 UserLike = Any
@@ -45,45 +49,41 @@ def to_json(data: Any) -> str:
     return text if text.isascii() else _escape_line_separators(text)
 
 
-# The C string encoder that json uses when ensure_ascii is off.
-_encode_basestring = json.encoder.encode_basestring
+_LINE_SEPARATORS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+# Between two users in orjson's text of a list of them. It cannot occur inside a value: a quote
+# inside a JSON string is always escaped.
+_BETWEEN_USERS = b'},{"%s":' % USER_COLUMNS[0].encode()
 
 
-def _json_time(value: datetime | None) -> str:
-    if value is None:
-        return "null"
-    text = value.isoformat()  # as iso_utc(), inlined: this runs three times per row
-    return f'"{text[:-6]}Z"' if text.endswith("+00:00") else f'"{text}"'
+def users_json(users: Sequence[UserRow]) -> list[bytes]:
+    """`to_json(user_payload(user)).encode()` of each ingest UserRow (timestamps in UTC, as
+    users.validation makes them), written by orjson for the whole batch at once: ingest
+    encodes every row it stores, for the cache and the stream, and orjson costs ~1.2 us per
+    call but ~0.2 us per user of one list (the standard encoder: ~1.5 us per user). The list's
+    text is cut back into users. The bytes are the same (tests/users/test_payloads.py): orjson
+    writes datetimes as isoformat() does, with Z for UTC, and escapes what the json module
+    escapes but the two line separators, escaped here."""
+    try:
+        return _orjson_users(users)
+    except JSONEncodeError:  # what orjson refuses (lone surrogates): one at a time
+        return [_user_json(user) for user in users]
 
 
-def _user_json_writer():
-    """Write `user_json` out for the columns of users.columns, once, at import: one f-string with
-    a direct encoder per column is several times faster than to_json(user_payload(user)), and
-    ingest encodes every row it stores (for the cache and the stream). The text is the same:
-    the line separators to_json escapes can only sit inside strings, so the whole text is
-    checked for them once."""
-    encoders = {str: "_encode_basestring({})", datetime: "_json_time({})", int: "{}"}
-
-    def encoder(name: str) -> str:
-        encode = encoders[COLUMN_TYPES[name]]  # an int is its own JSON
-        if name in NULLABLE_COLUMNS:
-            return f'"null" if (v := user.{name}) is None else {encode.format("v")}'
-        return encode.format(f"user.{name}")
-
-    parts = [f'"{name}":{{{encoder(name)}}}' for name in USER_COLUMNS]
-    source = (
-        "def user_json(user):\n"
-        f"    text = f'{{{{{','.join(parts)}}}}}'\n"
-        "    return text if text.isascii() else _escape_line_separators(text)\n"
-    )
-    namespace = {
-        "_encode_basestring": _encode_basestring,
-        "_json_time": _json_time,
-        "_escape_line_separators": _escape_line_separators,
-    }
-    exec(source, namespace)  # noqa: S102 - source built above from constants
-    return namespace["user_json"]
+def _user_json(user: UserRow) -> bytes:
+    try:
+        return _orjson_users([user])[0]
+    except JSONEncodeError:
+        return to_json(user_payload(user)).encode("utf-8", "surrogatepass")
 
 
-user_json = _user_json_writer()
-user_json.__doc__ = "`to_json(user_payload(user))`, written out directly (the same text)."
+def _orjson_users(users: Sequence[UserRow]) -> list[bytes]:
+    if not users:
+        return []
+    payloads = [dict(zip(USER_COLUMNS, user)) for user in users]  # noqa: B905 - UserRows
+    data = _dumps(payloads, option=OPT_UTC_Z)
+    if not data.isascii():
+        for raw, escaped in _LINE_SEPARATORS:
+            data = data.replace(raw, escaped)
+    first, *rest = data[1:-2].split(_BETWEEN_USERS)  # without "[" and "}]"
+    head = _BETWEEN_USERS[2:]  # {"id":
+    return [first + b"}", *[head + part + b"}" for part in rest]]

@@ -22,7 +22,7 @@ from users import cache, events
 from users.access import ROLES, new_token, token_digest
 from users.columns import SOURCE_COLUMNS, USER_COLUMNS, UserRow
 from users.models import ApiToken, StaleCacheEntry, User
-from users.payloads import user_json, user_payload
+from users.payloads import user_payload, users_json
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _upsert_with_copy(*, run_id: int, rows: list[SourcedUser]) -> dict[int, bool
 
 def _after_upsert(*, run_id: int, batch: int, rows: list[SourcedUser], new: bool) -> None:
     # Each user is encoded once, for the cache and the stream alike.
-    payloads = [user_json(row.user) for row in rows]
+    payloads = users_json([row.user for row in rows])  # UTF-8 bytes
     run_version = cache.ingest_version(run_id=run_id, line=0)  # + line: each row's version
     cached = cache.cache_users_if_newer(
         (

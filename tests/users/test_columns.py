@@ -8,7 +8,7 @@ from tests.helpers import HEADER
 from users.api.serializers import UserSerializer
 from users.columns import USER_COLUMNS, UserRow
 from users.models import User
-from users.payloads import to_json, user_json, user_payload
+from users.payloads import to_json, user_payload, users_json
 
 
 def test_the_model_declares_the_same_columns_in_the_same_order():
@@ -27,8 +27,8 @@ def test_the_api_shows_every_column():
 def test_the_direct_json_writer_matches_the_payload_for_every_column():
     row = UserRow(5, "Zoë", 'Q"uote', "z@example.com", datetime(2020, 1, 2, 3, 4, 5, 6, UTC),
                   None, datetime(2021, 1, 1, tzinfo=UTC), None)  # fmt: skip
-    assert user_json(row) == to_json(user_payload(row))
-    assert list(json.loads(user_json(row))) == list(USER_COLUMNS)
+    assert users_json([row]) == [to_json(user_payload(row)).encode()]
+    assert list(json.loads(users_json([row])[0])) == list(USER_COLUMNS)
 
 
 def test_the_admin_edits_every_column_but_the_id():

@@ -82,7 +82,7 @@ def test_live_page_shows_users_as_they_come_and_go(browser_page, api):
     # An import batch: counted in full, only the latest rows are kept on screen.
     batch = [
         json.dumps({"id": 80000 + n, "first_name": f"Imp{n}", "last_name": "Ort",
-                    "email_address": f"imp{n}@example.com", "created_at": None})
+                    "email_address": f"imp{n}@example.com", "created_at": None}).encode()
         for n in range(120)
     ]  # fmt: skip
     users_ingested(run_id=7, batch=1, users_json=batch)

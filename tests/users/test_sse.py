@@ -598,9 +598,13 @@ def test_a_replay_beyond_its_event_or_byte_bound_is_a_reset(connect, bounded_ser
     assert [e.type for e in resume(start)] == ["stream-reset"]
 
     start = _current_id()
-    users_ingested(run_id=1, batch=1, users_json=[json.dumps({"id": 1, "pad": "p" * 200_000})])
+    users_ingested(
+        run_id=1, batch=1, users_json=[json.dumps({"id": 1, "pad": "p" * 200_000}).encode()]
+    )
     assert [e.type for e in resume(start)] == ["users.ingested"]
-    users_ingested(run_id=1, batch=2, users_json=[json.dumps({"id": 2, "pad": "p" * 200_000})])
+    users_ingested(
+        run_id=1, batch=2, users_json=[json.dumps({"id": 2, "pad": "p" * 200_000}).encode()]
+    )
     assert [e.type for e in resume(start)] == ["stream-reset"]
 
 
@@ -610,7 +614,9 @@ def test_no_replay_holds_a_deleted_user(connect):
     start = _current_id()  # before the user was created
     gone = new_user("Gone")
     kept = new_user("Kept")
-    users_ingested(run_id=2, batch=1, users_json=[to_json(user_payload(u)) for u in (gone, kept)])
+    users_ingested(
+        run_id=2, batch=1, users_json=[to_json(user_payload(u)).encode() for u in (gone, kept)]
+    )
     user_delete(user_id=gone.id)
 
     client = connect(last_event_id=start)
