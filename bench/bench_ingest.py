@@ -1,9 +1,9 @@
 """Ingest benchmark: `publish_csv --wait` end to end against PostgreSQL's own speed.
 
 On generated users files (data/generate_users.py) it measures, in one run:
-  (a) the floor: `psql \\copy` of the 500,000-row file into a text staging table plus one
-      CREATE TABLE … AS SELECT that turns it into a table of the users' shape (on the
-      structurally clean lines, since COPY stops at the first bad one);
+  (a) the floor, the best of three runs: `psql \\copy` of the 500,000-row file into a text
+      staging table plus one CREATE TABLE … AS SELECT that turns it into a table of the users'
+      shape (on the structurally clean lines, since COPY stops at the first bad one);
   (a') the same SQL into an empty table carrying the users table's indexes
       (`LIKE users_user INCLUDING ALL`), for orientation;
   (b) target 1, the first import into an empty users table: `publish_csv --wait` end to end
@@ -14,7 +14,8 @@ On generated users files (data/generate_users.py) it measures, in one run:
   (e) target 2, 500,000 new users into a table that already holds 500,000 (the first and the
       second half of a 1M-row file): `publish_csv --wait` against PostgreSQL's own speed for
       the same rows, `\\copy` + one INSERT … SELECT into a copy of users_user
-      (`LIKE … INCLUDING ALL`) holding the same 500,000 users. Target: >= 0.9x;
+      (`LIKE … INCLUDING ALL`) holding the same 500,000 users (the better of two runs).
+      Target: >= 0.9x;
   (c) the two write paths behind users_upsert (COPY + merge, ORM bulk_create) in one process;
   (d) the producer's peak RSS publishing 500k and 2M rows.
 It prints rows/s, both targets, the CPU per row of each part (2 cores here) and the time
@@ -298,7 +299,9 @@ def main() -> None:
 
     SCRATCH.create()
     try:
-        floor = measure_floor(clean, clean_rows)
+        # The best of three: the floor is what the bare stack can do, and a single run right
+        # after the files are written (the disk still flushing them) measured up to 40% slower.
+        floor = max(measure_floor(clean, clean_rows) for _ in range(3))
         indexed_floor = measure_floor(
             clean,
             clean_rows,
@@ -309,12 +312,15 @@ def main() -> None:
         rerun = measure_end_to_end(path, args.rows, fresh=False)
         # Target 2: the second half of a 1M-row file into a table holding the first half.
         measure_end_to_end(existing, args.rows)
-        own_speed = measure_floor(
-            new_clean,
-            new_clean_rows,
-            sql=INTO_INDEXED_SQL,
-            prepare="CREATE TABLE floor_users (LIKE users_user INCLUDING ALL); "
-            "INSERT INTO floor_users SELECT * FROM users_user",
+        own_speed = max(  # the better of two, as for the floor
+            measure_floor(
+                new_clean,
+                new_clean_rows,
+                sql=INTO_INDEXED_SQL,
+                prepare="CREATE TABLE floor_users (LIKE users_user INCLUDING ALL); "
+                "INSERT INTO floor_users SELECT * FROM users_user",
+            )
+            for _ in range(2)
         )
         second = measure_end_to_end(new, args.rows, fresh=False)
         paths = measure_write_paths(path)
@@ -327,7 +333,7 @@ def main() -> None:
         f"rows: {args.rows:,} ({clean_rows:,} structurally clean for the floor); "
         f"users stored: {first['stored']:,}"
     )
-    print(f"(a) floor, psql \\copy + CREATE…AS SELECT: {floor:>10,.0f} rows/s")
+    print(f"(a) floor, psql \\copy + CREATE…AS SELECT (best of 3): {floor:>10,.0f} rows/s")
     print(
         f"(a') the same SQL into an empty table with the users table's indexes: "
         f"{indexed_floor:,.0f} rows/s = {floor / indexed_floor:.1f}x the floor's time"
