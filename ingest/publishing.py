@@ -41,6 +41,8 @@ T = TypeVar("T")
 
 # Seconds between two progress records on the run while publishing (the admin shows them).
 PROGRESS_RECORD_INTERVAL = 1.0
+# Seconds between two reads of the stored totals while waiting (the progress bar).
+PROGRESS_POLL_INTERVAL = 0.5
 # A batch is also cut when its rows hold this much text: a file of long (if doomed) lines must
 # not make messages near RabbitMQ's limit (128 MiB by default). Ordinary rows never reach it.
 BATCH_MAX_CHARS = 16 << 20
@@ -306,19 +308,22 @@ def wait_for_run(
     deadline = time.monotonic() + timeout
     finished = (IngestRun.Status.COMPLETED, IngestRun.Status.FAILED)
 
-    def poll() -> tuple[IngestRun, dict[str, int] | None]:
+    def poll(with_totals: bool) -> tuple[IngestRun, dict[str, int] | None]:
         run = IngestRun.objects.get(id=run_id)
-        totals = (
-            None if run.status in finished or not on_progress else ingest_run_totals(run_id=run_id)
-        )
+        totals = ingest_run_totals(run_id=run_id) if with_totals else None
         return run, totals
 
+    # The status is read often (the command returns soon after the run completes), the
+    # progress totals, an aggregate over the batches, only every PROGRESS_POLL_INTERVAL.
+    totals_due = 0.0
     while True:
-        run, totals = with_database_patience(poll)
+        with_totals = on_progress is not None and time.monotonic() >= totals_due
+        run, totals = with_database_patience(lambda: poll(with_totals))  # noqa: B023 - called here
         if run.status in finished:
             return run
         if on_progress and totals:
             on_progress(totals["stored"] + totals["rejected"])
+            totals_due = time.monotonic() + PROGRESS_POLL_INTERVAL
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"run {run_id} not finished after {timeout:.0f}s: are workers running "

@@ -18,9 +18,9 @@ from users.payloads import to_json
 logger = logging.getLogger(__name__)
 
 
-def _send(event_type: str, data: str) -> None:
-    """Append an event, its data JSON text already encoded, to the channel's history: every web
-    process reads it from there (users.sse)."""
+def _send(event_type: str, data: str | bytes) -> None:
+    """Append an event, its data JSON text already encoded (bytes: UTF-8), to the channel's
+    history: every web process reads it from there (users.sse)."""
     from users.sse import RedisStreamStorage
 
     try:
@@ -45,4 +45,4 @@ def user_deleted(user_id: int) -> None:
 def users_ingested(*, run_id: int, batch: int, users_json: list[bytes]) -> None:
     """One event per stored batch (not per user), carrying the batch's users (UTF-8 JSON)."""
     head = b'{"run":%d,"batch":%d,"count":%d,"users":[' % (run_id, batch, len(users_json))
-    _send("users.ingested", (head + b",".join(users_json) + b"]}").decode())
+    _send("users.ingested", head + b",".join(users_json) + b"]}")  # ~1 MB: kept as bytes

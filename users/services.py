@@ -86,6 +86,9 @@ def _upsert_with_copy(*, run_id: int, rows: list[SourcedUser]) -> dict[int, bool
     """Returns the ids written, each with whether it was inserted (rather than updated)."""
     with connection.cursor() as cursor:
         cursor.execute(_STAGE_SQL)
+        # The stage is emptied at commit; this empties it of an earlier call in the same
+        # transaction (before the COPY, where it is usually empty already: nothing to do).
+        cursor.execute("DELETE FROM users_user_stage")
         with cursor.cursor.copy(
             f"COPY users_user_stage ({_UPSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
@@ -93,11 +96,7 @@ def _upsert_with_copy(*, run_id: int, rows: list[SourcedUser]) -> dict[int, bool
             for row in rows:
                 copy.write_row(row.user + (run_id, row.line))  # USER_COLUMNS, SOURCE_COLUMNS
         cursor.execute(_MERGE_SQL)
-        written = dict(cursor.fetchall())
-        # The stage is emptied at commit too; this keeps a second call in the same
-        # transaction from merging these rows again.
-        cursor.execute("DELETE FROM users_user_stage")
-    return written
+        return dict(cursor.fetchall())
 
 
 def _after_upsert(*, run_id: int, batch: int, rows: list[SourcedUser], new: bool) -> None:

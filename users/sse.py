@@ -211,7 +211,7 @@ class RedisStreamStorage(StorageBase):
         self._append = client.register_script(_APPEND)
         self._read = client.register_script(_READ)
 
-    def append_event(self, channel: str, event_type: str, data: str) -> Event:
+    def append_event(self, channel: str, event_type: str, data: str | bytes) -> Event:
         deleted_id = ""
         if event_type == "user.deleted":
             with suppress(ValueError, KeyError, TypeError):

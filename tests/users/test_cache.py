@@ -229,3 +229,27 @@ def test_the_cache_script_never_replaces_a_newer_version(redis_client, clean_use
     assert cached(424242)["v"] == "newer"
     assert cache.cache_users_if_newer([(424242, 20, '{"id":424242,"v":"same"}')], new=True)
     assert cached(424242)["v"] == "same"
+
+
+@pytest.mark.parametrize("ttl", [3600, 0])
+def test_a_batch_of_new_users_sets_the_absent_ones_and_checks_the_rest(
+    redis_client, clean_user_cache, ttl
+):
+    """new=True: the absent keys are set in one pipelined write (with the TTL), the keys
+    already there go through the version check, and the connection stays usable."""
+    clean_user_cache(5001, 5002, 5003, 5004)
+    assert cache.cache_users_if_newer([(5002, 50, '{"v":"newer"}'), (5003, 1, '{"v":"older"}')])
+    with override_settings(USERS_CACHE_TTL=ttl):
+        entries = [(5001, 10, b'{"v":"a"}'), (5002, 10, b'{"v":"b"}'), (5003, 10, '{"v":"c"}'),
+                   (5004, 10, b'{"v":"\xc3\xa9"}')]  # fmt: skip
+        assert cache.cache_users_if_newer(entries, new=True)
+    assert [cached(n)["v"] for n in (5001, 5002, 5003, 5004)] == ["a", "newer", "c", "é"]
+    ttls = [redis_client.pttl(cache.user_key(n)) for n in (5001, 5003)]
+    assert all(0 < left <= 3600_000 for left in ttls) if ttl else ttls == [-1, -1]
+    assert redis_client.ping()
+
+
+def test_a_batch_of_new_users_is_not_cached_while_redis_is_down(caplog):
+    with override_settings(CACHES=DEAD_REDIS):
+        assert not cache.cache_users_if_newer([(5005, 1, b"{}")], new=True)
+    assert "could not store 1 users" in caplog.text
