@@ -8,7 +8,7 @@ from contextlib import contextmanager
 def tune_gc_for_batches() -> None:
     """Collect garbage less often in a process that works through big batches.
 
-    A batch of 5,000 rows makes ~100k short-lived objects; with Python's default threshold (700
+    A batch of 10,000 rows makes ~200k short-lived objects; with Python's default threshold (700
     allocations) the collector runs some hundred times per batch, and its full passes walk
     Django's and Celery's whole heap. Freeze what start-up made (never garbage; after a fork it
     also keeps pages shared) and collect the young generation every 50k allocations instead:
