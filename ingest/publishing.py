@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from celery import current_app
@@ -318,7 +319,7 @@ def wait_for_run(
     totals_due = 0.0
     while True:
         with_totals = on_progress is not None and time.monotonic() >= totals_due
-        run, totals = with_database_patience(lambda: poll(with_totals))  # noqa: B023 - called here
+        run, totals = with_database_patience(partial(poll, with_totals))
         if run.status in finished:
             return run
         if on_progress and totals:
