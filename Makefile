@@ -16,7 +16,7 @@ export HOST
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run install services database migrate web worker publish test fuzz lint format bench \
-	system-deps clean
+	docs system-deps clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,11 +51,17 @@ worker: migrate
 publish: migrate
 	$(LOCAL) $(PY) manage.py publish_csv $(FILE) --wait
 
-# Debian packages the tests need (headless Chromium for the live page test).
+# Debian packages the tests need: headless Chromium for the live page test, and a Compose CLI
+# to validate docker-compose.yml (Debian's docker-compose, unless `docker compose` answers).
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing chromium (Debian package)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@missing=; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	{ command -v docker-compose || docker compose version; } >/dev/null 2>&1 \
+	  || missing="$$missing docker-compose"; \
+	[ -z "$$missing" ] || { \
+	  echo "installing$$missing (Debian packages)"; \
+	  apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
 # The whole suite, against real PostgreSQL, Redis and RabbitMQ (started if down). The tests make
 # a secret key of their own (tests/environment.py).
@@ -65,8 +71,8 @@ test: install services system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Schemathesis against the Procfile's web server on its own test database, as a writer, every
-# operation of /api/schema/; fails on any answer the schema does not document (README
-# "Development"). FUZZ_MAX_EXAMPLES (per operation and phase), FUZZ_SEED.
+# operation of /api/schema/; fails on any answer the schema does not document
+# (docs/development.md). FUZZ_MAX_EXAMPLES (per operation and phase), FUZZ_SEED.
 fuzz: install services
 	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-1000} FUZZ_TIME_LIMIT=$${FUZZ_TIME_LIMIT:-1800} \
 	  $(PY) -m pytest tests/users/test_schema_fuzz.py -q -s --timeout 2000
@@ -79,9 +85,14 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The reference docs (docs/, mkdocs.yml) into site/; strict: a broken link or anchor fails.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet
+	@echo "docs built: site/index.html"
+
 # Benchmarks (figures printed as ratios against baselines measured in the same run).
 bench: migrate
 	$(LOCAL) $(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) staticfiles site .pytest_cache .ruff_cache

@@ -67,7 +67,7 @@ class RejectedRowInline(admin.TabularInline):
 class ImportForm(forms.Form):
     file = forms.FileField(
         label="CSV file",
-        help_text=f"Columns {', '.join(COLUMNS)} (the publish_csv contract, see README).",
+        help_text=f"Columns {', '.join(COLUMNS)} (the publish_csv contract, see docs/ingest.md).",
     )
 
 

@@ -64,7 +64,7 @@ cat <<BANNER
 ==================================================================================
 viswals is running on $base/ (Ctrl-C stops it)
   API $base/users   docs $base/api/docs/   live $base/users/live   admin $base/admin/
-  sample $SAMPLE published; its rejected rows are deliberate (see README "Quickstart")
+  sample $SAMPLE published; its rejected rows are deliberate (see docs/ingest.md)
 $access
   metrics: curl -H 'Authorization: Bearer $METRICS_TOKEN' $base/metrics
   (all of this is kept in $credentials)

@@ -22,7 +22,7 @@ class StaleCacheCollector(Collector):
         stale = GaugeMetricFamily(
             "cache_stale_entries",
             "Users written while Redis was unreachable whose entries are not repaired yet "
-            "(README: Redis outages); above 0 for long means Redis is still away.",
+            "(docs/operations.md: Redis outages); above 0 for long means Redis is still away.",
         )
         stale.add_metric([], count)
         yield stale

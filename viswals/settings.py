@@ -100,7 +100,7 @@ DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
 # Web processes (ASGI) run each request's sync code in its own thread, so persistent
 # per-thread connections leak; they use psycopg's pool instead (asgi.py turns it on).
 # Celery prefork workers must not share a pool across forks: they keep one persistent
-# connection per process. Budget: see README "Connection budget".
+# connection per process. Budget: docs/deployment.md, "Connection budget".
 if env.bool("DATABASE_POOL", default=False):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -122,8 +122,8 @@ AUTHENTICATION_BACKENDS = [
 ]
 # Lockout (django-axes, https://django-axes.readthedocs.io/): after AXES_FAILURE_LIMIT failed
 # logins for one account from one address, that pair is refused, right password or not, for
-# AXES_COOLOFF_MINUTES (0: until unlocked by hand, see README "Admin login"). Attempts are
-# kept in PostgreSQL, so every web process sees the same count.
+# AXES_COOLOFF_MINUTES (0: until unlocked by hand, see docs/security.md, "Admin login").
+# Attempts are kept in PostgreSQL, so every web process sees the same count.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 _axes_cooloff_minutes = env.int("AXES_COOLOFF_MINUTES", default=15)
 AXES_COOLOFF_TIME = timedelta(minutes=_axes_cooloff_minutes) if _axes_cooloff_minutes else None
@@ -180,7 +180,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # --- Ingest ---------------------------------------------------------------------------------
 INGEST_QUEUE = CELERY_TASK_DEFAULT_QUEUE
 # Rows per task: measured end to end on 500k rows, 10,000 took 8.0-8.5 s where 5,000 took
-# 8.8-9.0 s and 15,000 8.3 s (README "Ingest performance").
+# 8.8-9.0 s and 15,000 8.3 s (docs/performance.md).
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", default=10_000)
 # Times publish_csv reconnects to a broker that dropped out before failing the run clearly.
 INGEST_PUBLISH_RETRIES = env.int("INGEST_PUBLISH_RETRIES", default=20)
@@ -202,7 +202,7 @@ ADMIN_IMPORT_MAX_BYTES = env.int("ADMIN_IMPORT_MAX_BYTES", default=100 << 20)
 ADMIN_IMPORT_CONCURRENCY = env.int("ADMIN_IMPORT_CONCURRENCY", default=2)
 # Bulk imports (ingest.indexes): a file of at least INGEST_BULK_MIN_ROWS lines into a table
 # holding at most INGEST_BULK_TABLE_RATIO times as many users loads with the primary key only;
-# the other indexes are built once when its last batch is stored (README "Ingest performance").
+# the other indexes are built once when its last batch is stored (docs/ingest.md, "Bulk runs").
 INGEST_BULK_MIN_ROWS = env.int("INGEST_BULK_MIN_ROWS", default=100_000)
 INGEST_BULK_TABLE_RATIO = env.float("INGEST_BULK_TABLE_RATIO", default=1.0)
 # A bulk run with no progress for this long is taken for dead: its indexes get restored.
@@ -231,7 +231,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "users.api.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-# --- Access (users.access; README "Security") -------------------------------------------------
+# --- Access (users.access; docs/security.md) ------------------------------------------------
 # Reading users (names, emails) needs an account with users.view_user. `false` opens every read
 # path (API, fast path, stream, live page) to anyone: only for data that is not personal.
 API_READS_REQUIRE_AUTH = env.bool("API_READS_REQUIRE_AUTH", default=True)
@@ -305,7 +305,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 
 # /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (compared in constant time);
-# unset, it answers 403 to everyone. See README "Operations endpoints".
+# unset, it answers 403 to everyone. See docs/security.md, "Metrics and probes".
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 LANGUAGE_CODE = "en-us"

@@ -11,7 +11,7 @@ from viswals import health, metrics
 urlpatterns = [
     path("", pages.home, name="home"),
     path("users/", pages.users_trailing_slash),
-    # Operations: liveness, readiness and Prometheus metrics (see README "Operations").
+    # Operations: liveness, readiness and Prometheus metrics (see docs/operations.md).
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),

@@ -166,10 +166,12 @@ def test_every_secret_key_published_in_the_repository_is_refused():
     )
 
 
-def test_compose_requires_its_secrets_from_the_environment():
+def test_compose_carries_no_secret_of_its_own():
+    # The environment's or .env's value, else empty: then the entrypoint exports the one the
+    # `setup` service made into its volume (tests/test_first_start.py). Never a default here.
     compose = (ROOT / "docker-compose.yml").read_text()
     for name in ("DJANGO_SECRET_KEY", "METRICS_TOKEN"):
-        assert f"{name}: ${{{name}:?" in compose, name
+        assert re.findall(rf"^\s*{name}:.*$", compose, re.M) == [f"    {name}: ${{{name}:-}}"]
 
 
 def test_check_deploy_passes_with_the_production_environment():
@@ -198,8 +200,8 @@ def test_connection_budget_fits_postgresql_max_connections():
     env = production_env()
     web = int(env["WEB_CONCURRENCY"]) * int(env["DATABASE_POOL_MAX"])
     worker = int(env["WORKER_CONCURRENCY"])  # one persistent connection per prefork child
-    # README "Operations": one web and one worker container per host, up to 4 hosts, plus
-    # publish_csv, readiness probes, migrations and PostgreSQL's superuser reserve (3).
+    # docs/deployment.md "Connection budget": one web and one worker container per host, up to
+    # 4 hosts, plus publish_csv, readiness probes, migrations and PostgreSQL's superuser reserve.
     assert 4 * (web + worker) + 3 + 10 <= 100
     result = settings_value(
         "settings.DATABASES['default']['OPTIONS']['pool']['max_size']",

@@ -37,7 +37,7 @@ def test_schema_validates_without_warnings(tmp_path):
     assert "tokenAuth" in schema["components"]["securitySchemes"]
 
 
-# What each operation can answer (README "REST API", Errors): the views' own statuses, and
+# What each operation can answer (docs/api.md, "Errors"): the views' own statuses, and
 # 400 (a bad Host), 413, 431 and 500 from around them.
 AROUND = {"400", "413", "431", "500"}
 DOCUMENTED = {

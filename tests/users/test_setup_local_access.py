@@ -49,3 +49,18 @@ def test_credentials_can_go_to_a_private_file(tmp_path):
     assert str(path) in run(username="local", output=str(path))
     assert path.stat().st_mode & 0o777 == 0o600
     assert "vw_" in path.read_text()
+
+
+def test_only_first_changes_nothing_once_the_admin_exists(tmp_path):
+    path = tmp_path / "credentials"
+    first = run(username="local", only_first=True, output=str(path))
+    token = token_in(path.read_text())
+    path.unlink()
+
+    second = run(username="local", only_first=True, output=str(path))
+
+    assert "exists: nothing changed" in second and "vw_" not in second
+    assert not path.exists()
+    assert str(path) in first
+    stored = ApiToken.objects.get(digest=token_digest(token))  # the first token still works
+    assert ApiToken.objects.filter(account=stored.account).count() == 1

@@ -26,7 +26,7 @@ INTERRUPTED = 130  # what a shell reports for a process stopped by Ctrl-C
 
 
 class Command(BaseCommand):
-    help = "Stream a users CSV file to the ingest queue in batches (see README)."
+    help = "Stream a users CSV file to the ingest queue in batches (see docs/ingest.md)."
     # The system checks (URLs, admin, templates...) are the web's and `migrate`'s to run: they
     # added a sixth of a second to every publish (measured: 0.76 -> 0.59 s to the first line).
     requires_system_checks = []

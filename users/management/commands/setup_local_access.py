@@ -2,7 +2,9 @@
 and a `local-writer` API client with a fresh token. Prints both (to stdout, or to --output).
 
 Running it again keeps the admin's password (it is printed only when the account is created;
-`manage.py changepassword admin` sets a new one) and replaces the local writer's token.
+`manage.py changepassword admin` sets a new one) and replaces the local writer's token. With
+--only-first (Compose's `setup`, which runs on every start of the stack) a second run changes
+nothing: the token a client was given keeps working, and no new credentials reach the log.
 """
 
 import os
@@ -25,12 +27,22 @@ class Command(BaseCommand):
         parser.add_argument("--username", default=os.environ.get("LOCAL_ADMIN_USER", "admin"))
         parser.add_argument("--port", default=str(settings.PORT))
         parser.add_argument("--output", help="write the credentials to this file (mode 600)")
+        parser.add_argument(
+            "--only-first",
+            action="store_true",
+            help="if the admin account exists already, change nothing and print nothing secret",
+        )
 
-    def handle(self, *args, username: str, port: str, output: str | None, **options):
+    def handle(
+        self, *args, username: str, port: str, output: str | None, only_first: bool, **options
+    ):
         password = secrets.token_urlsafe(12)
         account, created = get_user_model().objects.get_or_create(
             username=username, defaults={"is_staff": True, "is_superuser": True}
         )
+        if only_first and not created:
+            self.stdout.write(f"account {username!r} exists: nothing changed")
+            return
         if created:
             account.set_password(password)
             account.save(update_fields=["password"])
