@@ -7,6 +7,9 @@ encoding, which doubles the memory per user. Ingest writes are conditional on th
 when two workers commit the same id out of order the cache still ends with what PostgreSQL
 holds. Redis failures are logged, never raised:
 PostgreSQL is the source of truth and reads fall back to it.
+
+A read that misses fills the cache under a lease (see `user_fill_lease`), so a fill can never
+outlive a write or a delete that commits while the reader is between PostgreSQL and Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import weakref
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -72,8 +76,10 @@ def encode_entry(version: int, payload_json: str | bytes) -> bytes:
 
 
 def entry_json(entry: bytes | None) -> bytes | None:
-    """The JSON of a stored entry (None stays None)."""
-    return None if entry is None else entry.partition(b"|")[2]
+    """The JSON of a stored entry; None for None and for a fill's lease (a miss)."""
+    if entry is None or not entry[:1].isdigit():
+        return None
+    return entry.partition(b"|")[2]
 
 
 def _ttl_ms() -> int:
@@ -157,9 +163,86 @@ def cache_user(payload: dict) -> bool:
     return True
 
 
-def cache_user_unless_newer(user_id: int, version: int, payload: dict) -> None:
-    """Fill the cache after a miss (cache-aside) unless a newer version is already there."""
-    cache_users_if_newer([(user_id, version, to_json(payload))])
+# --- Filling the cache after a miss (cache-aside), under a lease ------------------------------
+# A reader that misses takes a lease on the key (`SET key lease NX PX`) *before* it reads
+# PostgreSQL, and fills the key only if it still holds that same lease (one script: compare and
+# set). Every write after commit replaces the key (`cache_user`, the ingest scripts: a lease is
+# not a versioned entry, so the version check lets any write through) and every delete removes
+# it (`forget_users`), so any write or delete that commits after the reader's snapshot of the row
+# voids the lease, and the older row is dropped rather than stored for USERS_CACHE_TTL. No timing
+# is assumed: a lease that expires before its fill just makes the fill a no-op.
+#
+# Chosen over the alternatives: a tombstone left by deletes is only safe if it outlives the
+# slowest fill (a reader paused longer than its TTL still brings the user back) and needs a
+# second mechanism for updates; a version compare cannot order an API/admin write (version 0,
+# not tied to a file line) against an older ingested row. The lease costs one extra Redis
+# command on a miss, which also reads PostgreSQL, and nothing on a hit; readers see a lease as
+# a miss (`entry_json`), so the fast path's script is unchanged. Concurrent misses of one id:
+# the first takes the lease and fills, the others read PostgreSQL and do not fill.
+FILL_LEASE_MS = 10_000  # longer than a read from PostgreSQL takes; expiry only costs a fill
+_LEASE_PREFIX = "lease:"  # not a digit: never mistaken for a "<version>|<json>" entry
+
+# KEYS[1]: the user's key. ARGV: the lease, the entry to store, its ttl in ms (0 = none).
+_FILL_IF_LEASED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+"""
+# KEYS[1]: the user's key. ARGV[1]: the lease. Drop the lease of a read that found no row.
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_lease_scripts: dict[tuple[int, str], object] = {}
+
+
+def _lease_script(client, source: str):
+    script = _lease_scripts.get((id(client), source))
+    if script is None:
+        script = _lease_scripts[(id(client), source)] = client.register_script(source)
+    return script
+
+
+def user_fill_lease(user_id: int) -> str | None:
+    """Take the right to fill a user's missing entry, before reading PostgreSQL; None when the
+    key is there already (another reader's lease, or a write since the miss) or Redis fails:
+    the caller then reads PostgreSQL without filling."""
+    lease = f"{_LEASE_PREFIX}{secrets.token_hex(8)}"
+    try:
+        taken = redis_client().set(user_key(user_id), lease, nx=True, px=FILL_LEASE_MS)
+    except RedisError:
+        logger.warning("cache: Redis unavailable leasing user %s; using PostgreSQL", user_id)
+        return None
+    return lease if taken else None
+
+
+def cache_user_fill(user_id: int, *, lease: str, version: int, payload: dict) -> bool:
+    """Fill a user's entry read from PostgreSQL under `lease`; True when stored, False when a
+    write or delete came first (or Redis failed), which leaves that newer state in place."""
+    client = redis_client()
+    try:
+        stored = _lease_script(client, _FILL_IF_LEASED)(
+            keys=[user_key(user_id)],
+            args=[lease, encode_entry(version, to_json(payload)), _ttl_ms()],
+            client=client,
+        )
+    except RedisError:
+        logger.warning("cache: could not fill user %s", user_id)
+        return False
+    return bool(stored)
+
+
+def user_fill_lease_release(user_id: int, lease: str) -> None:
+    """Drop a lease whose read found no row, so the key of a missing user does not linger."""
+    client = redis_client()
+    try:
+        _lease_script(client, _RELEASE_LEASE)(keys=[user_key(user_id)], args=[lease], client=client)
+    except RedisError:
+        logger.warning("cache: could not release the lease of user %s", user_id)
 
 
 def cached_user_json(user_id: int) -> bytes | None:

@@ -175,7 +175,15 @@ def user_delete(*, user_id: int) -> bool:
             transaction.on_commit(partial(_after_delete, user_id))
     if deleted:
         logger.info("user %s deleted", user_id)
+    else:
+        transaction.on_commit(partial(_forget_missing, user_id))
     return bool(deleted)
+
+
+def _forget_missing(user_id: int) -> None:
+    """A delete found no row: drop whatever Redis still holds for it (an entry a write left
+    while Redis failed, a fill from before leases), so a 404 never leaves the user readable."""
+    cache.forget_users([user_id])
 
 
 def _after_delete(user_id: int) -> None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connections
 from django.test import override_settings
 
 from tests.helpers import cached
-from users import cache
+from users import cache, selectors
 from users.columns import UserRow
-from users.services import SourcedUser, user_update, users_upsert
+from users.models import User
+from users.payloads import user_payload
+from users.services import SourcedUser, user_delete, user_update, users_upsert
 
 pytestmark = pytest.mark.django_db
 
@@ -253,3 +257,74 @@ def test_a_batch_of_new_users_is_not_cached_while_redis_is_down(caplog):
     with override_settings(CACHES=DEAD_REDIS):
         assert not cache.cache_users_if_newer([(5005, 1, b"{}")], new=True)
     assert "could not store 1 users" in caplog.text
+
+
+RACE_TRIALS = 40
+RACE_READERS = 6
+
+
+def _load_until_gone(user_id: int, start: threading.Barrier, loaded: threading.Event) -> None:
+    """A reader missing Redis again and again (the miss half of a read) until the user is gone."""
+    try:
+        start.wait()
+        while selectors.user_load_payload(user_id=user_id) is not None:
+            loaded.set()
+    finally:
+        connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fill_racing_a_delete_never_brings_the_user_back(user_factory, redis_client):
+    """Readers that miss Redis and load the user from PostgreSQL while a DELETE commits: once
+    the delete has returned and every reader has finished, the user's key is gone, in every
+    trial (before fills were leased, most trials left the deleted user cached)."""
+    ghosts = []
+    for trial in range(RACE_TRIALS):
+        user = user_factory(id=7_000_000 + trial)
+        cache.forget_users([user.id])
+        start, loaded = threading.Barrier(RACE_READERS + 1), threading.Event()
+        readers = [
+            threading.Thread(target=_load_until_gone, args=(user.id, start, loaded))
+            for _ in range(RACE_READERS)
+        ]
+        for reader in readers:
+            reader.start()
+        start.wait()
+        assert loaded.wait(10)
+        assert user_delete(user_id=user.id)
+        for reader in readers:
+            reader.join(10)
+        assert not any(reader.is_alive() for reader in readers)
+        if redis_client.exists(cache.user_key(user.id)):
+            ghosts.append(trial)
+            cache.forget_users([user.id])
+    assert ghosts == []
+
+
+def test_a_fill_read_before_an_admin_edit_does_not_replace_it(
+    user_factory, clean_user_cache, django_capture_on_commit_callbacks
+):
+    """A reader loads the row, an edit commits and caches the new state, then the reader's fill
+    arrives: the edit stays (an older ingested version used to win over the edit's version 0)."""
+    user = user_factory(first_name="Old", source_run_id=5, source_line=2)
+    clean_user_cache(user.id)
+    lease = cache.user_fill_lease(user.id)
+    assert lease is not None
+    assert cached(user.id) is None  # a lease reads as a miss
+    old = user_payload(User.objects.get(id=user.id))
+    with django_capture_on_commit_callbacks(execute=True):
+        user_update(user=user, fields={"first_name": "New"})
+    assert not cache.cache_user_fill(user.id, lease=lease, version=5 * 10**9 + 2, payload=old)
+    assert cached(user.id)["first_name"] == "New"
+
+
+def test_delete_of_a_missing_user_clears_its_key_and_answers_404(
+    writer_client, reader_client, redis_client, clean_user_cache, django_capture_on_commit_callbacks
+):
+    clean_user_cache(7_100_000)
+    redis_client.set(cache.user_key(7_100_000), cache.encode_entry(0, b'{"id":7100000}'))
+    assert reader_client.get("/users/7100000").status_code == 200  # a ghost: cached, no row
+    with django_capture_on_commit_callbacks(execute=True):
+        assert writer_client.delete("/users/7100000").status_code == 404
+    assert not redis_client.exists(cache.user_key(7_100_000))
+    assert reader_client.get("/users/7100000").status_code == 404
