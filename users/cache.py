@@ -1,6 +1,6 @@
 """Every Redis key and every cache read/write for users.
 
-A user is cached as a string `<USERS_CACHE_PREFIX>:<id>` holding `<version>|<json>`: the version
+A user is cached as a string `<USERS_CACHE_PREFIX>:<database>:<id>` holding `<version>|<json>`: the version
 of the write (ingest run and line, 0 for API/admin writes) and the user payload (payloads.py).
 A plain string rather than a hash: a 200-byte payload pushes a hash out of Redis' compact
 encoding, which doubles the memory per user. Ingest writes are conditional on the version, so
@@ -58,8 +58,88 @@ def redis_client():
     return get_redis_connection("default")
 
 
+# --- The database a cache belongs to --------------------------------------------------------
+# Keys of database rows (users, token principals) are `<USERS_CACHE_PREFIX>:<database>:...`,
+# where <database> names the PostgreSQL database the entries were read from. A database dropped
+# and created again (`make run` after a reset, a new volume) gets a new name here, so entries of
+# the old one (users since deleted, edits since lost) are never read back: they expire unseen
+# after USERS_CACHE_TTL. The name is a digest of the cluster's system identifier (new for every
+# initdb) and the database's OID (new for every CREATE DATABASE); no table to keep, so a flush
+# of all tables (the tests do one) or a restore of a dump keeps it. Looked up once per process.
+
+
+class CacheNamespaceUnavailable(RedisError):
+    """The database the cache belongs to could not be asked which it is (PostgreSQL down at a
+    process' first use of the cache): callers treat it as Redis being unavailable."""
+
+
+_namespaces: dict[tuple, str] = {}
+
+
+def _database_signature() -> tuple:
+    from django.db import connection
+
+    db = connection.settings_dict
+    return (db["NAME"], db.get("HOST"), db.get("PORT"))
+
+
+def database_identity(cursor) -> str:
+    """A short name of the database `cursor` is connected to: the same as long as the database
+    lives, different once it is dropped and made again (or its cluster is)."""
+    cursor.execute("SELECT has_function_privilege('pg_control_system()', 'execute')")
+    system = "-"
+    if cursor.fetchone()[0]:  # managed services may withhold it; the OID still tells apart
+        cursor.execute("SELECT system_identifier::text FROM pg_control_system()")
+        system = cursor.fetchone()[0]
+    cursor.execute("SELECT oid::text, datname FROM pg_database WHERE datname = current_database()")
+    oid, name = cursor.fetchone()
+    return hashlib.sha256(f"{system}/{oid}/{name}".encode()).hexdigest()[:10]
+
+
+def database_namespace() -> str:
+    """The namespace of this process' database (database_identity), asked once."""
+    signature = _database_signature()
+    namespace = _namespaces.get(signature)
+    if namespace is None:
+        from django.db import DatabaseError, connection
+
+        try:
+            with connection.cursor() as cursor:
+                namespace = database_identity(cursor)
+        except DatabaseError as error:
+            raise CacheNamespaceUnavailable(f"cannot identify the database: {error}") from error
+        _namespaces[signature] = namespace
+    return namespace
+
+
+async def adatabase_namespace() -> str:
+    """database_namespace from async code: PostgreSQL is asked in a thread the first time."""
+    namespace = _namespaces.get(_database_signature())
+    if namespace is None:
+        from asgiref.sync import sync_to_async
+
+        namespace = await sync_to_async(_database_namespace_released)()
+    return namespace
+
+
+def _database_namespace_released() -> str:
+    """database_namespace, handing back the connection it opened: the thread it runs in is
+    outside any request, where nobody else would."""
+    from django.db import connection
+
+    try:
+        return database_namespace()
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def _row_prefix() -> str:
+    return f"{settings.USERS_CACHE_PREFIX}:{database_namespace()}"
+
+
 def user_key(user_id: int) -> str:
-    return f"{settings.USERS_CACHE_PREFIX}:{user_id}"
+    return f"{_row_prefix()}:{user_id}"
 
 
 def ingest_version(*, run_id: int, line: int) -> int:
@@ -154,8 +234,8 @@ def _set_absent(client, entries: list[tuple[int, int, str | bytes]]) -> list:
 def cache_user(payload: dict) -> bool:
     """Store one user unconditionally (API and admin writes: they are the newest state).
     False when Redis could not be written (logged)."""
-    key = user_key(payload["id"])
     try:
+        key = user_key(payload["id"])
         redis_client().set(key, encode_entry(0, to_json(payload)), px=_ttl_ms() or None)
     except RedisError:
         logger.exception("cache: could not store user %s", payload["id"])
@@ -254,11 +334,12 @@ def cached_user_json(user_id: int) -> bytes | None:
         return None
 
 
-def _delete(keys: list[str], what: str) -> bool:
+def _delete(keys: Iterable[str], what: str) -> bool:
     """Delete keys in one round trip; False when Redis could not be reached (logged)."""
-    if not keys:
-        return True
     try:
+        keys = list(keys)  # built here: a key needs the database's name (database_namespace)
+        if not keys:
+            return True
         redis_client().delete(*keys)
     except RedisError:
         logger.exception("cache: could not delete %d %s", len(keys), what)
@@ -268,7 +349,7 @@ def _delete(keys: list[str], what: str) -> bool:
 
 def forget_users(user_ids: Iterable[int]) -> bool:
     """Delete users' entries; False when Redis could not be reached (logged)."""
-    return _delete([user_key(user_id) for user_id in user_ids], "users")
+    return _delete((user_key(user_id) for user_id in user_ids), "users")
 
 
 # --- API token principals (users.access) ---------------------------------------------------
@@ -277,7 +358,7 @@ def forget_users(user_ids: Iterable[int]) -> bool:
 
 
 def principal_key(digest: str) -> str:
-    return f"{settings.USERS_CACHE_PREFIX}:auth:{digest}"
+    return f"{_row_prefix()}:auth:{digest}"
 
 
 def cached_principal(digest: str) -> bytes | None:
@@ -301,7 +382,7 @@ def cache_principal(digest: str, encoded: str, *, ttl: float) -> None:
 def forget_principals(digests: Iterable[str]) -> bool:
     """Drop cached principals; False when Redis could not be reached (logged). Entries expire
     after settings.API_TOKEN_CACHE_SECONDS whatever happens, which bounds a missed drop."""
-    return _delete([principal_key(digest) for digest in digests], "token principals")
+    return _delete((principal_key(digest) for digest in digests), "token principals")
 
 
 # --- Rate limiting ---------------------------------------------------------------------------
@@ -399,6 +480,7 @@ async def afast_read(
     anon_key, anon_ttl = anon_window or ("", 0)
     prefix, suffix, account_ttl = account_window or ("", "", 0)
     try:
+        await adatabase_namespace()  # user_key and principal_key need it
         client = async_redis_client()
         script = _async_scripts.get(id(client))
         if script is None:

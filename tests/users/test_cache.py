@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from datetime import UTC, datetime
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
+from tests.conftest import database_url
 from tests.helpers import cached
 from users import cache, selectors
 from users.columns import UserRow
@@ -328,3 +331,54 @@ def test_delete_of_a_missing_user_clears_its_key_and_answers_404(
         assert writer_client.delete("/users/7100000").status_code == 404
     assert not redis_client.exists(cache.user_key(7_100_000))
     assert reader_client.get("/users/7100000").status_code == 404
+
+
+# --- Keys name the database ----------------------------------------------------------------------
+
+
+def _identity_of_database(name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(database_url().rsplit("/", 1)[0] + f"/{name}") as connection:
+        return cache.database_identity(connection.cursor())
+
+
+def test_a_database_dropped_and_made_again_gets_new_cache_keys():
+    """Entries cached from a database are not read once it has been made again under the same
+    name: the keys carry the database's identity (before, a recreated database kept reading
+    the old one's users, deleted ones included)."""
+    import psycopg
+
+    name = f"viswals_namespace_{os.getpid()}"
+    maintenance = database_url().rsplit("/", 1)[0] + "/postgres"
+    identities = []
+    with psycopg.connect(maintenance, autocommit=True) as admin:
+        try:
+            for _ in range(2):
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                admin.execute(f'CREATE DATABASE "{name}"')
+                identities.append(_identity_of_database(name))
+                identities.append(_identity_of_database(name))  # stable while it lives
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    assert identities[0] == identities[1] and identities[2] == identities[3]
+    assert identities[0] != identities[2]
+    assert identities[0] != _identity_of_database(settings.DATABASES["default"]["NAME"])
+
+
+def test_user_and_principal_keys_carry_the_database_identity(settings):
+    namespace = cache.database_namespace()
+    assert cache.user_key(7) == f"{settings.USERS_CACHE_PREFIX}:{namespace}:7"
+    assert cache.principal_key("d") == f"{settings.USERS_CACHE_PREFIX}:{namespace}:auth:d"
+
+
+def test_the_fast_read_finds_the_database_identity_on_its_first_use(redis_client, clean_user_cache):
+    """A web process' first request may be the async fast read: it asks PostgreSQL in a thread
+    (not on the event loop) and reads the same key as the sync path."""
+    clean_user_cache(7_200_000)
+    redis_client.set(cache.user_key(7_200_000), cache.encode_entry(0, b'{"id":7200000}'))
+    cache._namespaces.clear()
+    read = asyncio.run(
+        cache.afast_read(7_200_000, digest=None, anon_window=None, account_window=None)
+    )
+    assert read.user_json == b'{"id":7200000}'
