@@ -1,7 +1,8 @@
 """Every Redis key and every cache read/write for users.
 
-A user is cached as a string `<USERS_CACHE_PREFIX>:<database>:<id>` holding `<version>|<json>`: the version
-of the write (ingest run and line, 0 for API/admin writes) and the user payload (payloads.py).
+A user is cached as a string `<USERS_CACHE_PREFIX>:<database>:<id>` (see database_namespace)
+holding `<version>|<json>`: the version of the write (ingest run and line, 0 for API/admin
+writes) and the user payload (payloads.py).
 A plain string rather than a hash: a 200-byte payload pushes a hash out of Redis' compact
 encoding, which doubles the memory per user. Ingest writes are conditional on the version, so
 when two workers commit the same id out of order the cache still ends with what PostgreSQL
