@@ -122,6 +122,17 @@ def principal_load(*, digest: str) -> Principal | None:
     return principal
 
 
+def api_token_find(*, token: str, account_name: str) -> ApiToken | None:
+    """The stored token of this account that `token` is, if it is one and still valid."""
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    found = ApiToken.objects.filter(digest=digest, account__username=account_name).first()
+    if found is None or principal_load(digest=digest) is None:  # expired, or account inactive
+        return None
+    return found
+
+
 def stale_cache_entry_count() -> int:
     """Users whose Redis entries await repair after an outage (services.cache_repair_stale)."""
     return StaleCacheEntry.objects.count()
