@@ -65,8 +65,9 @@ def redis_client():
 # and created again (`make run` after a reset, a new volume) gets a new name here, so entries of
 # the old one (users since deleted, edits since lost) are never read back: they expire unseen
 # after USERS_CACHE_TTL. The name is a digest of the cluster's system identifier (new for every
-# initdb) and the database's OID (new for every CREATE DATABASE); no table to keep, so a flush
-# of all tables (the tests do one) or a restore of a dump keeps it. Looked up once per process.
+# initdb) and the database's OID (new for every CREATE DATABASE, a dump restored into a new
+# database included); no table to keep, so emptying the tables (`manage.py flush`, as the tests
+# do) keeps it. Looked up once per process.
 
 
 class CacheNamespaceUnavailable(RedisError):

@@ -19,7 +19,7 @@ from tests.helpers import cached
 from users import cache, selectors
 from users.columns import UserRow
 from users.models import User
-from users.payloads import user_payload
+from users.payloads import to_json, user_payload
 from users.services import SourcedUser, user_delete, user_update, users_upsert
 
 pytestmark = pytest.mark.django_db
@@ -382,3 +382,16 @@ def test_the_fast_read_finds_the_database_identity_on_its_first_use(redis_client
         cache.afast_read(7_200_000, digest=None, anon_window=None, account_window=None)
     )
     assert read.user_json == b'{"id":7200000}'
+
+
+@pytest.mark.parametrize("new", [True, False])
+def test_an_ingested_write_voids_a_pending_fill(user_factory, clean_user_cache, new):
+    """Both ingest write paths (SET NX for new users, the version script) replace a lease, so
+    the reader's older row is not stored over the ingested one."""
+    user = user_factory(first_name="Old")
+    clean_user_cache(user.id)
+    lease = cache.user_fill_lease(user.id)
+    old = user_payload(user)
+    cache.cache_users_if_newer([(user.id, 7, to_json({**old, "first_name": "Ingested"}))], new=new)
+    assert not cache.cache_user_fill(user.id, lease=lease, version=0, payload=old)
+    assert cached(user.id)["first_name"] == "Ingested"
