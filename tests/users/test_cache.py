@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -262,16 +263,16 @@ def test_a_batch_of_new_users_is_not_cached_while_redis_is_down(caplog):
     assert "could not store 1 users" in caplog.text
 
 
-RACE_TRIALS = 40
+RACE_TRIALS = 30
 RACE_READERS = 6
 
 
-def _load_until_gone(user_id: int, start: threading.Barrier, loaded: threading.Event) -> None:
+def _load_until_gone(user_id: int, start: threading.Barrier, loads: list) -> None:
     """A reader missing Redis again and again (the miss half of a read) until the user is gone."""
     try:
         start.wait()
         while selectors.user_load_payload(user_id=user_id) is not None:
-            loaded.set()
+            loads.append(1)
     finally:
         connections.close_all()
 
@@ -280,28 +281,34 @@ def _load_until_gone(user_id: int, start: threading.Barrier, loaded: threading.E
 def test_a_fill_racing_a_delete_never_brings_the_user_back(user_factory, redis_client):
     """Readers that miss Redis and load the user from PostgreSQL while a DELETE commits: once
     the delete has returned and every reader has finished, the user's key is gone, in every
-    trial (before fills were leased, most trials left the deleted user cached)."""
-    ghosts = []
+    trial (before fills were leased, most trials left the deleted user cached). Until the
+    delete, the key is dropped again and again, as an evicting Redis would, so that fills are
+    under way when it commits."""
+    ghosts, leased_at_delete = [], 0
     for trial in range(RACE_TRIALS):
         user = user_factory(id=7_000_000 + trial)
-        cache.forget_users([user.id])
-        start, loaded = threading.Barrier(RACE_READERS + 1), threading.Event()
+        key = cache.user_key(user.id)
+        start, loads = threading.Barrier(RACE_READERS + 1), []
         readers = [
-            threading.Thread(target=_load_until_gone, args=(user.id, start, loaded))
+            threading.Thread(target=_load_until_gone, args=(user.id, start, loads))
             for _ in range(RACE_READERS)
         ]
         for reader in readers:
             reader.start()
         start.wait()
-        assert loaded.wait(10)
+        deadline = time.monotonic() + 10
+        while len(loads) < 4 * RACE_READERS:  # drop the key until readers have filled it often
+            assert cache.forget_users([user.id]) and time.monotonic() < deadline
+        leased_at_delete += (redis_client.get(key) or b"").startswith(b"lease:")
         assert user_delete(user_id=user.id)
         for reader in readers:
             reader.join(10)
         assert not any(reader.is_alive() for reader in readers)
-        if redis_client.exists(cache.user_key(user.id)):
+        if redis_client.exists(key):
             ghosts.append(trial)
             cache.forget_users([user.id])
     assert ghosts == []
+    assert leased_at_delete  # the race was run: fills were under way at some deletes
 
 
 def test_a_fill_read_before_an_admin_edit_does_not_replace_it(
