@@ -15,8 +15,8 @@ export HOST
 # The Procfile commands (uvicorn, celery) come from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run install services database migrate web worker publish test fuzz lint format bench \
-	docs system-deps clean
+.PHONY: run install services database migrate web worker reset-admin local-host-check publish \
+	test fuzz lint format bench docs system-deps clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,17 +35,26 @@ database: install services
 migrate: database
 	$(LOCAL) $(PY) manage.py migrate --noinput
 
+# With debug on (local runs), serve loopback only: refused before anything starts.
+local-host-check:
+	@$(LOCAL) sh scripts/loopback-when-debug.sh
+
 # Install, migrate, start web (http://127.0.0.1:8080) and worker, publish the sample, print the
 # local credentials (kept in .local/credentials); Ctrl-C stops (scripts/run-local.sh).
-run: migrate
+run: local-host-check migrate
 	$(LOCAL) $(PY) manage.py collectstatic --noinput --verbosity 0
 	@$(LOCAL) PY=$(PY) SAMPLE=$(SAMPLE) $(PY) scripts/foreground.py bash scripts/run-local.sh
 
-web: migrate
+web: local-host-check migrate
 	$(LOCAL) $(VENV)/bin/honcho start -f Procfile --port $${PORT:-8080} web
 
 worker: migrate
 	$(LOCAL) $(VENV)/bin/honcho start -f Procfile --port $${PORT:-8080} worker
+
+# Give the local admin a new random password and print it, with the local writer's token (kept
+# in .local/writer_token while valid) and the URLs.
+reset-admin: migrate
+	@$(LOCAL) $(PY) manage.py setup_local_access --reset-password --token-file .local/writer_token
 
 # Publish a file (FILE=path, default the sample) and wait for the workers (`make run` running).
 publish: migrate

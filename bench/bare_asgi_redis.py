@@ -2,7 +2,8 @@
 
 `GET /users/<id>` returns the `json` field of the user's cache hash (users.cache layout) with no
 framework in between: the ceiling any Django view serving the same read is compared against.
-Run: uvicorn bench.bare_asgi_redis:app --workers 2 (REDIS_URL, USERS_CACHE_PREFIX from the env).
+Run: uvicorn bench.bare_asgi_redis:app --workers 2 (REDIS_URL, and BENCH_USER_KEY_PREFIX: the
+keys' prefix with the database's name, users.cache.user_key(""), from the env).
 """
 
 import os
@@ -10,7 +11,7 @@ import os
 import redis.asyncio as aioredis
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-PREFIX = os.environ.get("USERS_CACHE_PREFIX", "users:v2")
+KEY_PREFIX = os.environ["BENCH_USER_KEY_PREFIX"]  # "<USERS_CACHE_PREFIX>:<database>:"
 _client = None
 
 _JSON = [(b"content-type", b"application/json")]
@@ -29,7 +30,7 @@ async def app(scope, receive, send):
     if _client is None:
         _client = aioredis.Redis.from_url(REDIS_URL, max_connections=64)
     user_id = scope["path"].rsplit("/", 1)[-1]
-    entry = await _client.get(f"{PREFIX}:{user_id}") if user_id.isdigit() else None
+    entry = await _client.get(f"{KEY_PREFIX}{user_id}") if user_id.isdigit() else None
     body = entry.partition(b"|")[2] if entry is not None else None  # "<version>|<json>"
     status = 200 if body is not None else 404
     await send({"type": "http.response.start", "status": status, "headers": _JSON})

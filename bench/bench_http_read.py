@@ -294,6 +294,8 @@ def main() -> int:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     ensure_users()
     ids = warm_cache()
+    # The bare app reads the same keys: the prefix names this database (users.cache).
+    SERVER_ENV["BENCH_USER_KEY_PREFIX"] = cache.user_key("")
     AUTH["Authorization"] = f"Token {reader_token()}"
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE users_user")

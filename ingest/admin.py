@@ -2,12 +2,15 @@
 the "Import users" page: upload a CSV file, follow its run to the totals.
 
 Importing, following a run's progress and re-queueing failed batches write users, so they need
-a staff account with the `users.add_user` permission, like the API's writes.
+a staff account with the `users.add_user` permission, like the API's writes. Rejected rows and
+failed batches hold what the file said (names, email addresses): they are shown only to accounts
+that may read users (`users.view_user`), as the API would; others see them redacted.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from django import forms
 from django.contrib import admin, messages
@@ -37,6 +40,57 @@ IMPORT_PERMISSION = "users.add_user"
 PROGRESS_POLL_MS = 1000
 
 
+PERSONAL_DATA_PERMISSION = "users.view_user"
+HIDDEN = "(hidden: needs the permission to view users)"
+
+
+def can_see_personal_data(request: HttpRequest) -> bool:
+    return request.user.has_perm(PERSONAL_DATA_PERMISSION)
+
+
+def redacted_reason(reason: str) -> str:
+    """A reject's reason without the value it quotes: the rules quote the offending value
+    (users.validation: "email_address: not a valid email address: 'ann@'")."""
+    quoted = re.search(r"['\"]", reason)
+    return reason if quoted is None else f"{reason[: quoted.start()].rstrip()} …"
+
+
+class PersonalDataRedacted:
+    """For an account without PERSONAL_DATA_PERMISSION, each field named in `personal` is shown
+    as its stand-in (a display method of the admin; None: not at all), in forms, inlines and
+    list columns, and is not searched (a search would tell whether a value is there)."""
+
+    personal: dict[str, str | None] = {}
+
+    def _redacted(self, request: HttpRequest, names) -> list[str]:
+        if can_see_personal_data(request):
+            return list(names)
+        return [self.personal.get(n, n) for n in names if self.personal.get(n, n) is not None]
+
+    def get_fields(self, request, obj=None):
+        return self._redacted(request, self.fields)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self._redacted(request, self.fields)  # every field: workers write these records
+
+    def get_list_display(self, request):
+        return self._redacted(request, super().get_list_display(request))
+
+    def get_search_fields(self, request):
+        fields = super().get_search_fields(request)
+        if can_see_personal_data(request):
+            return fields
+        return [name for name in fields if name not in self.personal]
+
+    @admin.display(description="reason")
+    def reason_redacted(self, row: RejectedRow) -> str:
+        return redacted_reason(row.reason)
+
+    @admin.display(description="payload")
+    def payload_hidden(self, batch: IngestBatch) -> str:
+        return HIDDEN if batch.payload is not None else "-"
+
+
 def can_import(request: HttpRequest) -> bool:
     user = request.user
     return user.is_active and user.is_staff and user.has_perm(IMPORT_PERMISSION)
@@ -54,10 +108,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class RejectedRowInline(admin.TabularInline):
+class RejectedRowInline(PersonalDataRedacted, admin.TabularInline):
     model = RejectedRow
     fields = ["line", "reason", "raw"]
-    readonly_fields = fields
+    personal = {"reason": "reason_redacted", "raw": None}
     extra = 0
     max_num = 0
     show_change_link = True
@@ -202,7 +256,10 @@ class IngestRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(IngestBatch)
-class IngestBatchAdmin(ReadOnlyAdmin):
+class IngestBatchAdmin(PersonalDataRedacted, ReadOnlyAdmin):
+    fields = ["run", "number", "status", "attempts", "rows", "stored", "rejected", "error",
+              "payload", "updated_at"]  # fmt: skip
+    personal = {"payload": "payload_hidden"}
     list_display = [
         "run",
         "number",
@@ -218,7 +275,9 @@ class IngestBatchAdmin(ReadOnlyAdmin):
 
 
 @admin.register(RejectedRow)
-class RejectedRowAdmin(ReadOnlyAdmin):
+class RejectedRowAdmin(PersonalDataRedacted, ReadOnlyAdmin):
+    fields = ["run", "line", "reason", "raw"]
+    personal = {"reason": "reason_redacted", "raw": None}
     list_display = ["run", "line", "reason", "raw"]
     search_fields = ["reason", "raw"]
     list_filter = ["run"]

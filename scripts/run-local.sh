@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: start web and worker (the Procfile, through honcho), wait until the web answers,
 # publish the sample, then print the local admin credentials, the metrics token and the URLs
-# (also kept in .local/credentials). Ctrl-C stops everything and exits 0.
+# (also kept in .local/credentials). Ctrl-C stops everything and exits 0. With debug on (the
+# default) it serves loopback only (scripts/loopback-when-debug.sh).
 set -uo pipefail
 
 PORT=${PORT:-8080}
@@ -9,6 +10,7 @@ HOST=${HOST:-127.0.0.1}
 SAMPLE=${SAMPLE:-data/users.csv}
 PY=${PY:-python}
 export PORT HOST
+sh scripts/loopback-when-debug.sh || exit 1
 case "$HOST" in 0.0.0.0 | "::") local_host=127.0.0.1 ;; *) local_host=$HOST ;; esac
 base="http://$local_host:$PORT"
 
@@ -51,7 +53,8 @@ done
 
 # Printed last, so the start-up and ingest lines do not scroll it away; appended to the file,
 # so a password shown only when the account was created stays there.
-access=$("$PY" manage.py setup_local_access --port "$PORT")
+# The writer's token is kept in .local/writer_token and used again while it is valid.
+access=$("$PY" manage.py setup_local_access --port "$PORT" --token-file .local/writer_token)
 {
   echo "# make run, $(date -u '+%Y-%m-%d %H:%M:%S') UTC"
   echo "$access"

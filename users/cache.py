@@ -1,12 +1,16 @@
 """Every Redis key and every cache read/write for users.
 
-A user is cached as a string `<USERS_CACHE_PREFIX>:<id>` holding `<version>|<json>`: the version
-of the write (ingest run and line, 0 for API/admin writes) and the user payload (payloads.py).
+A user is cached as a string `<USERS_CACHE_PREFIX>:<database>:<id>` (see database_namespace)
+holding `<version>|<json>`: the version of the write (ingest run and line, 0 for API/admin
+writes) and the user payload (payloads.py).
 A plain string rather than a hash: a 200-byte payload pushes a hash out of Redis' compact
 encoding, which doubles the memory per user. Ingest writes are conditional on the version, so
 when two workers commit the same id out of order the cache still ends with what PostgreSQL
 holds. Redis failures are logged, never raised:
 PostgreSQL is the source of truth and reads fall back to it.
+
+A read that misses fills the cache under a lease (see `user_fill_lease`), so a fill can never
+outlive a write or a delete that commits while the reader is between PostgreSQL and Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import weakref
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -54,8 +59,89 @@ def redis_client():
     return get_redis_connection("default")
 
 
+# --- The database a cache belongs to --------------------------------------------------------
+# Keys of database rows (users, token principals) are `<USERS_CACHE_PREFIX>:<database>:...`,
+# where <database> names the PostgreSQL database the entries were read from. A database dropped
+# and created again (`make run` after a reset, a new volume) gets a new name here, so entries of
+# the old one (users since deleted, edits since lost) are never read back: they expire unseen
+# after USERS_CACHE_TTL. The name is a digest of the cluster's system identifier (new for every
+# initdb) and the database's OID (new for every CREATE DATABASE, a dump restored into a new
+# database included); no table to keep, so emptying the tables (`manage.py flush`, as the tests
+# do) keeps it. Looked up once per process.
+
+
+class CacheNamespaceUnavailable(RedisError):
+    """The database the cache belongs to could not be asked which it is (PostgreSQL down at a
+    process' first use of the cache): callers treat it as Redis being unavailable."""
+
+
+_namespaces: dict[tuple, str] = {}
+
+
+def _database_signature() -> tuple:
+    from django.db import connection
+
+    db = connection.settings_dict
+    return (db["NAME"], db.get("HOST"), db.get("PORT"))
+
+
+def database_identity(cursor) -> str:
+    """A short name of the database `cursor` is connected to: the same as long as the database
+    lives, different once it is dropped and made again (or its cluster is)."""
+    cursor.execute("SELECT has_function_privilege('pg_control_system()', 'execute')")
+    system = "-"
+    if cursor.fetchone()[0]:  # managed services may withhold it; the OID still tells apart
+        cursor.execute("SELECT system_identifier::text FROM pg_control_system()")
+        system = cursor.fetchone()[0]
+    cursor.execute("SELECT oid::text, datname FROM pg_database WHERE datname = current_database()")
+    oid, name = cursor.fetchone()
+    return hashlib.sha256(f"{system}/{oid}/{name}".encode()).hexdigest()[:10]
+
+
+def database_namespace() -> str:
+    """The namespace of this process' database (database_identity), asked once."""
+    signature = _database_signature()
+    namespace = _namespaces.get(signature)
+    if namespace is None:
+        from django.db import DatabaseError, connection
+
+        try:
+            with connection.cursor() as cursor:
+                namespace = database_identity(cursor)
+        except DatabaseError as error:
+            raise CacheNamespaceUnavailable(f"cannot identify the database: {error}") from error
+        _namespaces[signature] = namespace
+    return namespace
+
+
+async def adatabase_namespace() -> str:
+    """database_namespace from async code: PostgreSQL is asked in a thread the first time."""
+    namespace = _namespaces.get(_database_signature())
+    if namespace is None:
+        from asgiref.sync import sync_to_async
+
+        namespace = await sync_to_async(_database_namespace_released)()
+    return namespace
+
+
+def _database_namespace_released() -> str:
+    """database_namespace, handing back the connection it opened: the thread it runs in is
+    outside any request, where nobody else would."""
+    from django.db import connection
+
+    try:
+        return database_namespace()
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def _row_prefix() -> str:
+    return f"{settings.USERS_CACHE_PREFIX}:{database_namespace()}"
+
+
 def user_key(user_id: int) -> str:
-    return f"{settings.USERS_CACHE_PREFIX}:{user_id}"
+    return f"{_row_prefix()}:{user_id}"
 
 
 def ingest_version(*, run_id: int, line: int) -> int:
@@ -72,8 +158,10 @@ def encode_entry(version: int, payload_json: str | bytes) -> bytes:
 
 
 def entry_json(entry: bytes | None) -> bytes | None:
-    """The JSON of a stored entry (None stays None)."""
-    return None if entry is None else entry.partition(b"|")[2]
+    """The JSON of a stored entry; None for None and for a fill's lease (a miss)."""
+    if entry is None or not entry[:1].isdigit():
+        return None
+    return entry.partition(b"|")[2]
 
 
 def _ttl_ms() -> int:
@@ -148,8 +236,8 @@ def _set_absent(client, entries: list[tuple[int, int, str | bytes]]) -> list:
 def cache_user(payload: dict) -> bool:
     """Store one user unconditionally (API and admin writes: they are the newest state).
     False when Redis could not be written (logged)."""
-    key = user_key(payload["id"])
     try:
+        key = user_key(payload["id"])
         redis_client().set(key, encode_entry(0, to_json(payload)), px=_ttl_ms() or None)
     except RedisError:
         logger.exception("cache: could not store user %s", payload["id"])
@@ -157,9 +245,86 @@ def cache_user(payload: dict) -> bool:
     return True
 
 
-def cache_user_unless_newer(user_id: int, version: int, payload: dict) -> None:
-    """Fill the cache after a miss (cache-aside) unless a newer version is already there."""
-    cache_users_if_newer([(user_id, version, to_json(payload))])
+# --- Filling the cache after a miss (cache-aside), under a lease ------------------------------
+# A reader that misses takes a lease on the key (`SET key lease NX PX`) *before* it reads
+# PostgreSQL, and fills the key only if it still holds that same lease (one script: compare and
+# set). Every write after commit replaces the key (`cache_user`, the ingest scripts: a lease is
+# not a versioned entry, so the version check lets any write through) and every delete removes
+# it (`forget_users`), so any write or delete that commits after the reader's snapshot of the row
+# voids the lease, and the older row is dropped rather than stored for USERS_CACHE_TTL. No timing
+# is assumed: a lease that expires before its fill just makes the fill a no-op.
+#
+# Chosen over the alternatives: a tombstone left by deletes is only safe if it outlives the
+# slowest fill (a reader paused longer than its TTL still brings the user back) and needs a
+# second mechanism for updates; a version compare cannot order an API/admin write (version 0,
+# not tied to a file line) against an older ingested row. The lease costs one extra Redis
+# command on a miss, which also reads PostgreSQL, and nothing on a hit; readers see a lease as
+# a miss (`entry_json`), so the fast path's script is unchanged. Concurrent misses of one id:
+# the first takes the lease and fills, the others read PostgreSQL and do not fill.
+FILL_LEASE_MS = 10_000  # longer than a read from PostgreSQL takes; expiry only costs a fill
+_LEASE_PREFIX = "lease:"  # not a digit: never mistaken for a "<version>|<json>" entry
+
+# KEYS[1]: the user's key. ARGV: the lease, the entry to store, its ttl in ms (0 = none).
+_FILL_IF_LEASED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+"""
+# KEYS[1]: the user's key. ARGV[1]: the lease. Drop the lease of a read that found no row.
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_lease_scripts: dict[tuple[int, str], object] = {}
+
+
+def _lease_script(client, source: str):
+    script = _lease_scripts.get((id(client), source))
+    if script is None:
+        script = _lease_scripts[(id(client), source)] = client.register_script(source)
+    return script
+
+
+def user_fill_lease(user_id: int) -> str | None:
+    """Take the right to fill a user's missing entry, before reading PostgreSQL; None when the
+    key is there already (another reader's lease, or a write since the miss) or Redis fails:
+    the caller then reads PostgreSQL without filling."""
+    lease = f"{_LEASE_PREFIX}{secrets.token_hex(8)}"
+    try:
+        taken = redis_client().set(user_key(user_id), lease, nx=True, px=FILL_LEASE_MS)
+    except RedisError:
+        logger.warning("cache: Redis unavailable leasing user %s; using PostgreSQL", user_id)
+        return None
+    return lease if taken else None
+
+
+def cache_user_fill(user_id: int, *, lease: str, version: int, payload: dict) -> bool:
+    """Fill a user's entry read from PostgreSQL under `lease`; True when stored, False when a
+    write or delete came first (or Redis failed), which leaves that newer state in place."""
+    client = redis_client()
+    try:
+        stored = _lease_script(client, _FILL_IF_LEASED)(
+            keys=[user_key(user_id)],
+            args=[lease, encode_entry(version, to_json(payload)), _ttl_ms()],
+            client=client,
+        )
+    except RedisError:
+        logger.warning("cache: could not fill user %s", user_id)
+        return False
+    return bool(stored)
+
+
+def user_fill_lease_release(user_id: int, lease: str) -> None:
+    """Drop a lease whose read found no row, so the key of a missing user does not linger."""
+    client = redis_client()
+    try:
+        _lease_script(client, _RELEASE_LEASE)(keys=[user_key(user_id)], args=[lease], client=client)
+    except RedisError:
+        logger.warning("cache: could not release the lease of user %s", user_id)
 
 
 def cached_user_json(user_id: int) -> bytes | None:
@@ -171,11 +336,12 @@ def cached_user_json(user_id: int) -> bytes | None:
         return None
 
 
-def _delete(keys: list[str], what: str) -> bool:
+def _delete(keys: Iterable[str], what: str) -> bool:
     """Delete keys in one round trip; False when Redis could not be reached (logged)."""
-    if not keys:
-        return True
     try:
+        keys = list(keys)  # built here: a key needs the database's name (database_namespace)
+        if not keys:
+            return True
         redis_client().delete(*keys)
     except RedisError:
         logger.exception("cache: could not delete %d %s", len(keys), what)
@@ -185,7 +351,7 @@ def _delete(keys: list[str], what: str) -> bool:
 
 def forget_users(user_ids: Iterable[int]) -> bool:
     """Delete users' entries; False when Redis could not be reached (logged)."""
-    return _delete([user_key(user_id) for user_id in user_ids], "users")
+    return _delete((user_key(user_id) for user_id in user_ids), "users")
 
 
 # --- API token principals (users.access) ---------------------------------------------------
@@ -194,7 +360,7 @@ def forget_users(user_ids: Iterable[int]) -> bool:
 
 
 def principal_key(digest: str) -> str:
-    return f"{settings.USERS_CACHE_PREFIX}:auth:{digest}"
+    return f"{_row_prefix()}:auth:{digest}"
 
 
 def cached_principal(digest: str) -> bytes | None:
@@ -218,7 +384,7 @@ def cache_principal(digest: str, encoded: str, *, ttl: float) -> None:
 def forget_principals(digests: Iterable[str]) -> bool:
     """Drop cached principals; False when Redis could not be reached (logged). Entries expire
     after settings.API_TOKEN_CACHE_SECONDS whatever happens, which bounds a missed drop."""
-    return _delete([principal_key(digest) for digest in digests], "token principals")
+    return _delete((principal_key(digest) for digest in digests), "token principals")
 
 
 # --- Rate limiting ---------------------------------------------------------------------------
@@ -316,6 +482,7 @@ async def afast_read(
     anon_key, anon_ttl = anon_window or ("", 0)
     prefix, suffix, account_ttl = account_window or ("", "", 0)
     try:
+        await adatabase_namespace()  # user_key and principal_key need it
         client = async_redis_client()
         script = _async_scripts.get(id(client))
         if script is None:

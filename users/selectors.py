@@ -41,19 +41,26 @@ def user_get_payload(*, user_id: int) -> dict[str, Any] | None:
 
 
 def user_load_payload(*, user_id: int) -> dict[str, Any] | None:
-    """One user's payload read from PostgreSQL, filling the cache (the miss half of a read)."""
+    """One user's payload read from PostgreSQL, filling the cache (the miss half of a read).
+
+    The fill is leased before the row is read (users.cache.user_fill_lease): a write or delete
+    committed after this read voids it, so an older row never replaces a newer state."""
     if not 0 < user_id <= MAX_USER_ID:
         return None
+    lease = cache.user_fill_lease(user_id)
     user = User.objects.filter(id=user_id).first()
     if user is None:
+        if lease is not None:
+            cache.user_fill_lease_release(user_id, lease)
         return None
     payload = user_payload(user)
-    version = (
-        cache.ingest_version(run_id=user.source_run_id, line=user.source_line)
-        if user.source_run_id is not None
-        else 0
-    )
-    cache.cache_user_unless_newer(user.id, version, payload)
+    if lease is not None:
+        version = (
+            cache.ingest_version(run_id=user.source_run_id, line=user.source_line)
+            if user.source_run_id is not None
+            else 0
+        )
+        cache.cache_user_fill(user.id, lease=lease, version=version, payload=payload)
     return payload
 
 
@@ -113,6 +120,17 @@ def principal_load(*, digest: str) -> Principal | None:
         ttl = min(ttl, expires_at - time.time())
     cache.cache_principal(digest, principal.encode(), ttl=ttl)
     return principal
+
+
+def api_token_find(*, token: str, account_name: str) -> ApiToken | None:
+    """The stored token of this account that `token` is, if it is one and still valid."""
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    found = ApiToken.objects.filter(digest=digest, account__username=account_name).first()
+    if found is None or principal_load(digest=digest) is None:  # expired, or account inactive
+        return None
+    return found
 
 
 def stale_cache_entry_count() -> int:

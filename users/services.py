@@ -175,7 +175,15 @@ def user_delete(*, user_id: int) -> bool:
             transaction.on_commit(partial(_after_delete, user_id))
     if deleted:
         logger.info("user %s deleted", user_id)
+    else:
+        transaction.on_commit(partial(_forget_missing, user_id))
     return bool(deleted)
+
+
+def _forget_missing(user_id: int) -> None:
+    """A delete found no row: drop whatever Redis still holds for it (an entry a write left
+    while Redis failed, a fill from before leases), so a 404 never leaves the user readable."""
+    cache.forget_users([user_id])
 
 
 def _after_delete(user_id: int) -> None:
@@ -248,6 +256,8 @@ def api_client_create(*, name: str, role: str, expires_days: int | None) -> tupl
         if created:
             account.set_unusable_password()  # tokens only; no admin login
             account.save(update_fields=["password"])
+        else:
+            _api_client_account_check(account)
         if not Group.objects.filter(name=role).exists():
             roles_ensure()
         account.groups.set([Group.objects.get(name=role)])
@@ -255,6 +265,27 @@ def api_client_create(*, name: str, role: str, expires_days: int | None) -> tupl
     logger.info("api client %s (%s) %s; new token %s…", name, role,
                 "created" if created else "updated", token[:8])  # fmt: skip
     return account, token
+
+
+class ApiClientRefused(ValueError):
+    """The account named for an API client is a person's (staff, superuser or with a password)."""
+
+
+def _api_client_account_check(account) -> None:
+    """Refuse to make a person's account an API client. A token acts with its account's
+    permissions (users.access: one rule for every path), and the role replaces the account's
+    groups: a `reader` token of a superuser would read, write and delete, and the person would
+    lose their groups. API clients are accounts of their own, made by api_client_create."""
+    if account.is_superuser or account.is_staff or account.has_usable_password():
+        kind = (
+            "a superuser" if account.is_superuser
+            else "a staff account" if account.is_staff
+            else "an account with a password"
+        )  # fmt: skip
+        raise ApiClientRefused(
+            f"{account.get_username()!r} is {kind}, not an API client: a token would carry all "
+            "its rights and the role would replace its groups; choose a new name"
+        )
 
 
 def api_token_create(*, account, label: str = "", expires_days: int | None = None) -> str:

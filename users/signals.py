@@ -1,7 +1,8 @@
 """Keeps the cached token principals (users.access) in step with changes made outside our
-services: accounts and groups edited in the admin, tokens deleted there. Each change drops the
-affected principals after commit; entries also expire within API_TOKEN_CACHE_SECONDS, which
-bounds anything missed here (a group's membership cleared wholesale, say)."""
+services: accounts and groups edited in the admin, tokens changed or deleted there. Each
+change drops the affected principals after commit; entries also expire within
+API_TOKEN_CACHE_SECONDS, which bounds anything missed here (a group's membership cleared
+wholesale, say)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ def _forget_accounts(account_ids) -> None:
         transaction.on_commit(partial(principals_forget, account_ids=account_ids))
 
 
-def _token_deleted(sender, instance: ApiToken, **kwargs) -> None:
-    transaction.on_commit(partial(cache.forget_principals, [instance.digest]))
+def _token_changed(sender, instance: ApiToken, created: bool = False, **kwargs) -> None:
+    """A token deleted, or saved (its expiry changed in the admin, say): its cached principal
+    goes, so the change holds at once rather than after API_TOKEN_CACHE_SECONDS."""
+    if not created:  # a new token has nothing cached yet
+        transaction.on_commit(partial(cache.forget_principals, [instance.digest]))
 
 
 def _account_saved(sender, instance, created: bool, update_fields=None, **kwargs) -> None:
@@ -54,7 +58,8 @@ def _group_permissions_changed(sender, instance, action: str, pk_set, **kwargs) 
 
 def connect() -> None:
     User = get_user_model()
-    post_delete.connect(_token_deleted, sender=ApiToken, dispatch_uid="users-token-deleted")
+    post_delete.connect(_token_changed, sender=ApiToken, dispatch_uid="users-token-deleted")
+    post_save.connect(_token_changed, sender=ApiToken, dispatch_uid="users-token-saved")
     post_save.connect(_account_saved, sender=User, dispatch_uid="users-account-saved")
     m2m_changed.connect(
         _account_permissions_changed, sender=User.groups.through, dispatch_uid="users-groups"

@@ -156,7 +156,8 @@ CACHES = {
         },
     },
 }
-# Every user key is "<USERS_CACHE_PREFIX>:<id>"; bump the version when the cached shape changes.
+# Every user key is "<USERS_CACHE_PREFIX>:<database>:<id>" (users.cache: <database> changes when the
+# database is made again); bump the version when the cached shape changes.
 USERS_CACHE_PREFIX = env.str("USERS_CACHE_PREFIX", default="users:v2")
 # Expiry of cached users in seconds; 0 keeps them until they change or are deleted.
 USERS_CACHE_TTL = env.int("USERS_CACHE_TTL", default=7 * 24 * 3600)

@@ -210,3 +210,44 @@ def test_connection_budget_fits_postgresql_max_connections():
         DATABASE_POOL_MAX=env["DATABASE_POOL_MAX"],
     )
     assert result.stdout.strip() == env["DATABASE_POOL_MAX"], result.stderr
+
+
+@pytest.mark.parametrize(
+    "host, debug, refused",
+    [
+        ("0.0.0.0", "true", True),
+        ("192.168.1.20", "yes", True),
+        ("::", "1", True),
+        ("127.0.0.1", "true", False),
+        ("localhost", "true", False),
+        ("::1", "true", False),
+        ("0.0.0.0", "false", False),  # production settings: a key of your own is required
+    ],
+)
+def test_local_runs_with_debug_on_serve_loopback_only(host, debug, refused):
+    """`HOST=0.0.0.0 make run` used to serve debug pages and the published development key to
+    the network: now it stops with one line before anything starts."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "local-host-check"],
+        cwd=ROOT, env=bare_env(HOST=host, DJANGO_DEBUG=debug), capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert (result.returncode != 0) is refused
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
+    if refused:
+        assert lines == [
+            f"refusing HOST={host} with DJANGO_DEBUG on: debug pages and the published "
+            "development key must not reach the network; use HOST=127.0.0.1, or "
+            "DJANGO_DEBUG=false and a DJANGO_SECRET_KEY of your own"
+        ]
+    else:
+        assert lines == []
+
+
+def test_make_run_and_make_web_check_the_host_before_anything_else():
+    for target in ("run", "web"):
+        plan = subprocess.run(
+            ["make", "--no-print-directory", "-n", target],
+            cwd=ROOT, env=bare_env(), capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        assert "loopback-when-debug.sh" in plan.stdout.splitlines()[0], target

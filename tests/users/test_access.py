@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -203,7 +204,6 @@ def test_revoke_api_tokens_command(capsys):
     call_command("revoke_api_tokens", "gone")
     assert "revoked 1 token" in capsys.readouterr().out
     assert not ApiToken.objects.filter(digest=token_digest(token)).exists()
-    from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="no token"):
         call_command("revoke_api_tokens", "gone")
@@ -221,3 +221,28 @@ def test_accounts_are_throttled_per_account(api_token, settings, redis_client):
 def test_throttle_keys_are_bounded_whatever_the_client_sends():
     key = cache.throttle_key(scope="anon", ident="x" * 10_000_000, window=1)
     assert len(key) < 120
+
+
+@pytest.mark.parametrize(
+    "kind, fields",
+    [
+        ("a superuser", {"is_superuser": True, "is_staff": True}),
+        ("a staff account", {"is_staff": True}),
+        ("an account with a password", {}),
+    ],
+)
+def test_create_api_client_refuses_a_persons_account(kind, fields, capsys):
+    """A token acts with its account's rights and the role replaces the account's groups: a
+    `reader` token of a staff account used to carry all the account's rights."""
+    from django.contrib.auth.models import Group
+
+    from users.services import roles_ensure
+
+    roles_ensure()
+    person = get_user_model().objects.create_user("person", password="a password", **fields)
+    person.groups.set([Group.objects.get(name="writer")])
+    with pytest.raises(CommandError, match=f"^'person' is {kind}, not an API client: .*new name$"):
+        call_command("create_api_client", "person", "--role", "reader")
+    assert not ApiToken.objects.filter(account=person).exists()
+    assert list(person.groups.values_list("name", flat=True)) == ["writer"]
+    assert capsys.readouterr().out == ""

@@ -94,3 +94,29 @@ def test_admin_delete_removes_the_cache_entry_and_sends_an_event(
     assert cache.cached_user_json(user.id) is None
     event = last_event(storage, before)
     assert (event.type, json.loads(event.data)) == ("user.deleted", {"id": user.id})
+
+
+def test_token_expiry_changed_in_the_admin_holds_at_once(
+    admin_client, api_token, django_capture_on_commit_callbacks
+):
+    """Saving a token in the admin drops its cached principal (only deletes did), so a token
+    made to expire now is refused on the next request, not up to API_TOKEN_CACHE_SECONDS on."""
+    from rest_framework.test import APIClient
+
+    from users.access import token_digest
+    from users.models import ApiToken
+
+    token = api_token("reader")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/users").status_code == 200
+    assert cache.cached_principal(token_digest(token)) is not None
+    row = ApiToken.objects.get(digest=token_digest(token))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"/admin/users/apitoken/{row.pk}/change/",
+            {"label": "expired", "expires_at_0": "2020-01-01", "expires_at_1": "00:00:00"},
+        )
+    assert response.status_code == 302, response.content[:2000]
+    assert cache.cached_principal(token_digest(token)) is None
+    assert client.get("/users").status_code == 401

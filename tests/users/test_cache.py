@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
+from django.conf import settings
+from django.db import connections
 from django.test import override_settings
 
+from tests.conftest import database_url
 from tests.helpers import cached
-from users import cache
+from users import cache, selectors
 from users.columns import UserRow
-from users.services import SourcedUser, user_update, users_upsert
+from users.models import User
+from users.payloads import to_json, user_payload
+from users.services import SourcedUser, user_delete, user_update, users_upsert
 
 pytestmark = pytest.mark.django_db
 
@@ -253,3 +261,144 @@ def test_a_batch_of_new_users_is_not_cached_while_redis_is_down(caplog):
     with override_settings(CACHES=DEAD_REDIS):
         assert not cache.cache_users_if_newer([(5005, 1, b"{}")], new=True)
     assert "could not store 1 users" in caplog.text
+
+
+RACE_TRIALS = 30
+RACE_READERS = 6
+
+
+def _load_until_gone(user_id: int, start: threading.Barrier, loads: list) -> None:
+    """A reader missing Redis again and again (the miss half of a read) until the user is gone."""
+    try:
+        start.wait()
+        while selectors.user_load_payload(user_id=user_id) is not None:
+            loads.append(1)
+    finally:
+        connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fill_racing_a_delete_never_brings_the_user_back(user_factory, redis_client):
+    """Readers that miss Redis and load the user from PostgreSQL while a DELETE commits: once
+    the delete has returned and every reader has finished, the user's key is gone, in every
+    trial (before fills were leased, most trials left the deleted user cached). Until the
+    delete, the key is dropped again and again, as an evicting Redis would, so that fills are
+    under way when it commits."""
+    ghosts, leased_at_delete = [], 0
+    for trial in range(RACE_TRIALS):
+        user = user_factory(id=7_000_000 + trial)
+        key = cache.user_key(user.id)
+        start, loads = threading.Barrier(RACE_READERS + 1), []
+        readers = [
+            threading.Thread(target=_load_until_gone, args=(user.id, start, loads))
+            for _ in range(RACE_READERS)
+        ]
+        for reader in readers:
+            reader.start()
+        start.wait()
+        deadline = time.monotonic() + 10
+        while len(loads) < 4 * RACE_READERS:  # drop the key until readers have filled it often
+            assert cache.forget_users([user.id]) and time.monotonic() < deadline
+        leased_at_delete += (redis_client.get(key) or b"").startswith(b"lease:")
+        assert user_delete(user_id=user.id)
+        for reader in readers:
+            reader.join(10)
+        assert not any(reader.is_alive() for reader in readers)
+        if redis_client.exists(key):
+            ghosts.append(trial)
+            cache.forget_users([user.id])
+    assert ghosts == []
+    assert leased_at_delete  # the race was run: fills were under way at some deletes
+
+
+def test_a_fill_read_before_an_admin_edit_does_not_replace_it(
+    user_factory, clean_user_cache, django_capture_on_commit_callbacks
+):
+    """A reader loads the row, an edit commits and caches the new state, then the reader's fill
+    arrives: the edit stays (an older ingested version used to win over the edit's version 0)."""
+    user = user_factory(first_name="Old", source_run_id=5, source_line=2)
+    clean_user_cache(user.id)
+    lease = cache.user_fill_lease(user.id)
+    assert lease is not None
+    assert cached(user.id) is None  # a lease reads as a miss
+    old = user_payload(User.objects.get(id=user.id))
+    with django_capture_on_commit_callbacks(execute=True):
+        user_update(user=user, fields={"first_name": "New"})
+    assert not cache.cache_user_fill(user.id, lease=lease, version=5 * 10**9 + 2, payload=old)
+    assert cached(user.id)["first_name"] == "New"
+
+
+def test_delete_of_a_missing_user_clears_its_key_and_answers_404(
+    writer_client, reader_client, redis_client, clean_user_cache, django_capture_on_commit_callbacks
+):
+    clean_user_cache(7_100_000)
+    redis_client.set(cache.user_key(7_100_000), cache.encode_entry(0, b'{"id":7100000}'))
+    assert reader_client.get("/users/7100000").status_code == 200  # a ghost: cached, no row
+    with django_capture_on_commit_callbacks(execute=True):
+        assert writer_client.delete("/users/7100000").status_code == 404
+    assert not redis_client.exists(cache.user_key(7_100_000))
+    assert reader_client.get("/users/7100000").status_code == 404
+
+
+# --- Keys name the database ----------------------------------------------------------------------
+
+
+def _identity_of_database(name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(database_url().rsplit("/", 1)[0] + f"/{name}") as connection:
+        return cache.database_identity(connection.cursor())
+
+
+def test_a_database_dropped_and_made_again_gets_new_cache_keys():
+    """Entries cached from a database are not read once it has been made again under the same
+    name: the keys carry the database's identity (before, a recreated database kept reading
+    the old one's users, deleted ones included)."""
+    import psycopg
+
+    name = f"viswals_namespace_{os.getpid()}"
+    maintenance = database_url().rsplit("/", 1)[0] + "/postgres"
+    identities = []
+    with psycopg.connect(maintenance, autocommit=True) as admin:
+        try:
+            for _ in range(2):
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                admin.execute(f'CREATE DATABASE "{name}"')
+                identities.append(_identity_of_database(name))
+                identities.append(_identity_of_database(name))  # stable while it lives
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    assert identities[0] == identities[1] and identities[2] == identities[3]
+    assert identities[0] != identities[2]
+    assert identities[0] != _identity_of_database(settings.DATABASES["default"]["NAME"])
+
+
+def test_user_and_principal_keys_carry_the_database_identity(settings):
+    namespace = cache.database_namespace()
+    assert cache.user_key(7) == f"{settings.USERS_CACHE_PREFIX}:{namespace}:7"
+    assert cache.principal_key("d") == f"{settings.USERS_CACHE_PREFIX}:{namespace}:auth:d"
+
+
+def test_the_fast_read_finds_the_database_identity_on_its_first_use(redis_client, clean_user_cache):
+    """A web process' first request may be the async fast read: it asks PostgreSQL in a thread
+    (not on the event loop) and reads the same key as the sync path."""
+    clean_user_cache(7_200_000)
+    redis_client.set(cache.user_key(7_200_000), cache.encode_entry(0, b'{"id":7200000}'))
+    cache._namespaces.clear()
+    read = asyncio.run(
+        cache.afast_read(7_200_000, digest=None, anon_window=None, account_window=None)
+    )
+    assert read.user_json == b'{"id":7200000}'
+
+
+@pytest.mark.parametrize("new", [True, False])
+def test_an_ingested_write_voids_a_pending_fill(user_factory, clean_user_cache, new):
+    """Both ingest write paths (SET NX for new users, the version script) replace a lease, so
+    the reader's older row is not stored over the ingested one."""
+    user = user_factory(first_name="Old")
+    clean_user_cache(user.id)
+    lease = cache.user_fill_lease(user.id)
+    old = user_payload(user)
+    cache.cache_users_if_newer([(user.id, 7, to_json({**old, "first_name": "Ingested"}))], new=new)
+    assert not cache.cache_user_fill(user.id, lease=lease, version=0, payload=old)
+    assert cached(user.id)["first_name"] == "Ingested"

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from users.access import ROLES
-from users.services import api_client_create
+from users.services import ApiClientRefused, api_client_create
 
 
 class Command(BaseCommand):
@@ -26,7 +26,10 @@ class Command(BaseCommand):
             raise CommandError("the name must be 1 to 150 characters")
         if expires_days is not None and expires_days < 0:
             raise CommandError("--expires-days must be 0 (never) or more")
-        account, token = api_client_create(name=name, role=role, expires_days=expires_days)
+        try:
+            account, token = api_client_create(name=name, role=role, expires_days=expires_days)
+        except ApiClientRefused as refused:
+            raise CommandError(str(refused)) from None
         days = settings.API_TOKEN_EXPIRES_DAYS if expires_days is None else expires_days
         expiry = f"expires in {days} days" if days else "never expires"
         self.stderr.write(
