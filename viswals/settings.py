@@ -31,6 +31,8 @@ if not DEBUG and (_problem := secret_key_problem(SECRET_KEY)):
     raise SystemExit(STARTUP_FAILURE)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# Under /users a refused CSRF check is JSON naming its cause (users/api/exceptions.py).
+CSRF_FAILURE_VIEW = "users.api.exceptions.csrf_failure"
 PORT = env.int("PORT", default=8080)
 
 INSTALLED_APPS = [

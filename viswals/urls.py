@@ -11,6 +11,7 @@ from viswals import health, metrics
 urlpatterns = [
     path("", pages.home, name="home"),
     path("users/", pages.users_trailing_slash),
+    path("users/<int:pk>/", pages.users_trailing_slash),
     # Operations: liveness, readiness and Prometheus metrics (see README "Operations").
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
