@@ -79,8 +79,8 @@ from django_eventstream.storage import EventDoesNotExist, StorageBase
 from django_eventstream.utils import augment_cors_headers, sse_encode_event
 
 from users import selectors
-from users.access import InvalidCredentials, Principal, may
-from users.api.fast_read import NOT_AUTHENTICATED, PERMISSION_DENIED, WWW_AUTHENTICATE
+from users.access import InvalidCredentials, Principal, may, not_authenticated_detail
+from users.api.fast_read import PERMISSION_DENIED, WWW_AUTHENTICATE
 from viswals.client_address import request_client_address
 from viswals.http_protocol import ABORT_EXTENSION
 
@@ -738,7 +738,8 @@ def _read_refusal(request: HttpRequest) -> tuple[HttpResponse | None, Principal 
     if may(principal, "view"):
         return None, principal
     if principal is None:
-        return _json_error(401, NOT_AUTHENTICATED, WWW_AUTHENTICATE), None
+        detail = not_authenticated_detail(request.headers.get("authorization"))
+        return _json_error(401, detail, WWW_AUTHENTICATE), None
     return _json_error(403, PERMISSION_DENIED), None
 
 

@@ -19,9 +19,12 @@ from django.utils.decorators import sync_and_async_middleware
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
+
+from users.access import not_authenticated_detail
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ def api_exception_handler(exc, context) -> Response:
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     response = exception_handler(exc, context)
+    if isinstance(exc, NotAuthenticated) and "request" in context:
+        # "Not provided" is wrong for a client that sent `Authorization: Bearer ...`.
+        authorization = context["request"].META.get("HTTP_AUTHORIZATION")
+        response.data = {"detail": not_authenticated_detail(authorization)}
     if response is None:
         logger.exception("api: unhandled error", exc_info=exc)
         response = Response({"detail": SERVER_ERROR}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)

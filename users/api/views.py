@@ -108,7 +108,6 @@ async def user_detail(request: HttpRequest, pk: int) -> HttpResponse:
         method=request.method,
         has_query=bool(request.GET),
         accept=request.headers.get("accept", ""),
-        authorization=authorization,
         session=settings.SESSION_COOKIE_NAME in request.COOKIES,
     )
     if not serves:
