@@ -7,6 +7,7 @@ ingest run went; staff also see that run's file and the admin's import page.
 
 from __future__ import annotations
 
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -51,3 +52,12 @@ def users_trailing_slash(request: HttpRequest, pk: int | None = None) -> HttpRes
     )
     response.status_code = 308
     return response
+
+
+def api_login(request: HttpRequest) -> HttpResponse:
+    """GET /api-auth/login/?next=...: the browsable API's "Log in" link, sent on to the admin's
+    login page (the site's one login page, /users/live's too), which checks `next` and returns
+    there. DRF finds this view as `rest_framework:login`."""
+    return redirect_to_login(
+        request.GET.get("next") or reverse("user-list"), login_url=reverse("admin:login")
+    )

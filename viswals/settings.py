@@ -228,6 +228,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    # DRF's two, with a browsable API whose 401/403 pages say how to log in.
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "users.api.renderers.UsersBrowsableAPIRenderer",
+    ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": ["users.api.throttling.ClientRedisThrottle"],
     "EXCEPTION_HANDLER": "users.api.exceptions.api_exception_handler",

@@ -1,12 +1,23 @@
 """URL wiring for the whole project."""
 
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from users import pages
 from users.api.exceptions import not_found
 from viswals import health, metrics
+
+# The browsable API's "Log in" and "Log out" links (DRF looks them up as rest_framework:login and
+# rest_framework:logout): the login is the admin's page, as for /users/live.
+api_auth_urls = (
+    [
+        path("login/", pages.api_login, name="login"),
+        path("logout/", LogoutView.as_view(), name="logout"),
+    ],
+    "rest_framework",
+)
 
 urlpatterns = [
     path("", pages.home, name="home"),
@@ -17,6 +28,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    path("api-auth/", include(api_auth_urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("users.sse_urls")),  # before the API: users/sse, users/live

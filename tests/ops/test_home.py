@@ -65,6 +65,15 @@ def test_landing_page_shows_staff_the_runs_file_and_the_import_page(
     assert "Secret" not in page
 
 
+def test_landing_page_offers_anonymous_visitors_a_login_for_the_api(
+    client, django_user_model, plain_static_storage
+):
+    link = 'href="/api-auth/login/?next=/users"'
+    assert link in client.get("/").content.decode()
+    client.force_login(django_user_model.objects.create_superuser("boss", password="pw"))
+    assert link not in client.get("/").content.decode()
+
+
 def test_landing_page_without_any_run(client):
     response = client.get("/")
     assert response.status_code == 200
