@@ -82,7 +82,7 @@ from users import selectors
 from users.access import InvalidCredentials, Principal, may, not_authenticated_detail
 from users.api.fast_read import PERMISSION_DENIED, WWW_AUTHENTICATE
 from viswals.client_address import request_client_address
-from viswals.http_protocol import ABORT_EXTENSION
+from viswals.http_protocol import ABORT_EXTENSION, ENDLESS_EXTENSION
 
 logger = logging.getLogger(__name__)
 
@@ -833,6 +833,9 @@ def stalled_streams_closed(app):
         if scope["type"] != "http" or scope["path"] != STREAM_PATH:
             return await app(scope, receive, send)
         abort = scope.get("extensions", {}).get(ABORT_EXTENSION)
+        endless = scope.get("extensions", {}).get(ENDLESS_EXTENSION)
+        if endless is not None:
+            endless()  # a graceful shutdown closes the stream at once (viswals.http_protocol)
         timeout = settings.SSE_SEND_TIMEOUT
         stalled = False
 
