@@ -37,7 +37,10 @@ class KnownQueryParamsOnly:
 
     def accepted_query_params(self) -> list[str]:
         names = {api_settings.URL_FORMAT_OVERRIDE} - {None}
-        if self.action == "list":  # only the list filters and pages
+        # The list's filters and pages, at the list's address, whatever the method: they mean
+        # something to GET only, but the browsable API sends its POST and OPTIONS to the address
+        # of the page it shows, query string and all (they are ignored there).
+        if (self.lookup_url_kwarg or self.lookup_field) not in self.kwargs:
             filterset_class = getattr(self, "filterset_class", None)
             if filterset_class is not None:
                 names |= filterset_query_params(filterset_class)

@@ -50,7 +50,8 @@ _REFUSALS = {401: ERROR, 403: ERROR, 406: ERROR, 429: ERROR}
     create=extend_schema(
         summary="Create a user",
         description="The id is assigned by the server (an `id` in the body is ignored). "
-        "Takes no query parameters: any is refused (400).",
+        "Takes no query parameters: the list's are accepted and ignored (the browsable API "
+        "posts to the address of the page it shows), any other is refused (400).",
         responses={201: UserSerializer, 400: VALIDATION_ERROR, 415: ERROR, **_REFUSALS},
     ),
     retrieve=extend_schema(
