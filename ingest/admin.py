@@ -189,7 +189,12 @@ class IngestRunAdmin(ReadOnlyAdmin):
         )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra = {"can_import": can_import(request), "poll_ms": PROGRESS_POLL_MS}
+        extra = {
+            "can_import": can_import(request),
+            "poll_ms": PROGRESS_POLL_MS,
+            # The page shows the run's status as its label; its script does the same.
+            "status_labels": dict(IngestRun.Status.choices),
+        }
         if extra["can_import"] and object_id.isdigit():
             extra["progress_url"] = reverse(
                 "admin:ingest_ingestrun_progress", args=[int(object_id)]

@@ -33,6 +33,7 @@ MAX_TOKEN_LENGTH = 100
 
 INVALID_TOKEN = "Invalid, expired or revoked token."
 MALFORMED_AUTHORIZATION = "Malformed Authorization header: expected 'Token <token>'."
+NOT_AUTHENTICATED = "Authentication credentials were not provided."  # DRF's words
 
 
 class InvalidCredentials(Exception):
@@ -97,6 +98,21 @@ def token_digest(token: str) -> str | None:
     if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         return None
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def not_authenticated_detail(authorization: str | bytes | None) -> str:
+    """The 401 message for a client without usable credentials: DRF's, unless it sent an
+    Authorization header of a scheme nothing here reads (`Bearer`, as OAuth clients send):
+    then the scheme to use instead, rather than "not provided" for a header it did send."""
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode("latin-1")
+    scheme = (authorization or "").strip().partition(" ")[0]
+    if not scheme or scheme.lower() == "token":
+        return NOT_AUTHENTICATED
+    return (
+        f"Authorization scheme '{scheme[:32]}' is not accepted here: "
+        "send 'Authorization: Token <token>'."
+    )
 
 
 def token_from_authorization(value: str | bytes | None) -> str | None:

@@ -1,4 +1,5 @@
-"""The landing page at `/`, and `/users/` sending clients to `/users`.
+"""The landing page at `/`, `/users/` and `/users/{id}/` sending clients to the paths without
+the slash, and the browsable API's login link.
 
 The page names no user: anonymous visitors see how many users there are and how the latest
 ingest run went; staff also see that run's file and the admin's import page.
@@ -6,11 +7,14 @@ ingest run went; staff also see that run's file and the admin's import page.
 
 from __future__ import annotations
 
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 
 from ingest.selectors import ingest_run_latest
+from users.payloads import to_json
 from users.selectors import user_count
 
 
@@ -29,11 +33,31 @@ def home(request: HttpRequest) -> HttpResponse:
     )
 
 
-def users_trailing_slash(request: HttpRequest) -> HttpResponse:
-    """/users/ -> /users, query string kept; 308 keeps the method (a POST stays a POST)."""
-    target = reverse("user-list")
+# Exempt from CsrfViewMiddleware, like the API views it leads to: a redirect changes nothing,
+# and a token client's POST or DELETE must reach the API (which checks CSRF for sessions)
+# rather than be refused here with a 403 that names no cause.
+@csrf_exempt
+def users_trailing_slash(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    """/users/ -> /users and /users/{id}/ -> /users/{id}, query string kept; 308 keeps the
+    method and body (a POST stays a POST). The JSON body says where to go, for clients that do
+    not follow redirects."""
+    target = reverse("user-list") if pk is None else reverse("user-detail", args=[pk])
+    location = target
     if request.META.get("QUERY_STRING"):
-        target = f"{target}?{request.META['QUERY_STRING']}"
-    response = HttpResponseRedirect(target)
+        location = f"{target}?{request.META['QUERY_STRING']}"
+    response = HttpResponseRedirect(
+        location,
+        content=to_json({"detail": f"Moved permanently to {target} (no trailing slash)."}),
+        content_type="application/json",
+    )
     response.status_code = 308
     return response
+
+
+def api_login(request: HttpRequest) -> HttpResponse:
+    """GET /api-auth/login/?next=...: the browsable API's "Log in" link, sent on to the admin's
+    login page (the site's one login page, /users/live's too), which checks `next` and returns
+    there. DRF finds this view as `rest_framework:login`."""
+    return redirect_to_login(
+        request.GET.get("next") or reverse("user-list"), login_url=reverse("admin:login")
+    )

@@ -79,10 +79,10 @@ from django_eventstream.storage import EventDoesNotExist, StorageBase
 from django_eventstream.utils import augment_cors_headers, sse_encode_event
 
 from users import selectors
-from users.access import InvalidCredentials, Principal, may
-from users.api.fast_read import NOT_AUTHENTICATED, PERMISSION_DENIED, WWW_AUTHENTICATE
+from users.access import InvalidCredentials, Principal, may, not_authenticated_detail
+from users.api.fast_read import PERMISSION_DENIED, WWW_AUTHENTICATE
 from viswals.client_address import request_client_address
-from viswals.http_protocol import ABORT_EXTENSION
+from viswals.http_protocol import ABORT_EXTENSION, ENDLESS_EXTENSION
 
 logger = logging.getLogger(__name__)
 
@@ -738,7 +738,8 @@ def _read_refusal(request: HttpRequest) -> tuple[HttpResponse | None, Principal 
     if may(principal, "view"):
         return None, principal
     if principal is None:
-        return _json_error(401, NOT_AUTHENTICATED, WWW_AUTHENTICATE), None
+        detail = not_authenticated_detail(request.headers.get("authorization"))
+        return _json_error(401, detail, WWW_AUTHENTICATE), None
     return _json_error(403, PERMISSION_DENIED), None
 
 
@@ -832,6 +833,9 @@ def stalled_streams_closed(app):
         if scope["type"] != "http" or scope["path"] != STREAM_PATH:
             return await app(scope, receive, send)
         abort = scope.get("extensions", {}).get(ABORT_EXTENSION)
+        endless = scope.get("extensions", {}).get(ENDLESS_EXTENSION)
+        if endless is not None:
+            endless()  # a graceful shutdown closes the stream at once (viswals.http_protocol)
         timeout = settings.SSE_SEND_TIMEOUT
         stalled = False
 

@@ -20,6 +20,12 @@ MAX_HEAD_BYTES = int(os.environ.get("REQUEST_MAX_HEADER_BYTES", 16 * 1024))
 # all (users.sse closes streams of clients that stopped reading with it; ASGI has no message for
 # that, and closing politely would wait for the buffer to drain, i.e. forever).
 ABORT_EXTENSION = "viswals.abort"
+# An ASGI scope extension: a callable the application calls for a response that never ends by
+# itself (users.sse's event stream). A graceful shutdown then closes that connection at once,
+# as a client leaving would: the application sees `http.disconnect` and ends the stream, and the
+# client reconnects elsewhere with Last-Event-ID. Otherwise uvicorn waits the whole graceful
+# timeout for it and then cancels it, logging an ERROR for what is a normal stop.
+ENDLESS_EXTENSION = "viswals.endless_response"
 
 
 class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -28,6 +34,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._head_too_large = False
+        self._endless = False
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
@@ -43,6 +50,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._endless = False
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -55,12 +63,28 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self.scope["extensions"] = {
             **self.scope.get("extensions", {}),
             ABORT_EXTENSION: self.transport.abort,
+            ENDLESS_EXTENSION: self._response_is_endless,
         }
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
+
+    def _response_is_endless(self) -> None:
+        self._endless = True
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: an endless response still going is closed now (see
+        ENDLESS_EXTENSION); anything else is left to finish, as uvicorn does."""
+        if self._endless and self.cycle is not None and not self.cycle.response_complete:
+            self.logger.debug("closing an open event stream for the shutdown")
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # a client not reading: it resumes from its last event
+            else:
+                self.transport.close()
+            return
+        super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
         if self._head_too_large:

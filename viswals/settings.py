@@ -31,6 +31,8 @@ if not DEBUG and (_problem := secret_key_problem(SECRET_KEY)):
     raise SystemExit(STARTUP_FAILURE)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# Under /users a refused CSRF check is JSON naming its cause (users/api/exceptions.py).
+CSRF_FAILURE_VIEW = "users.api.exceptions.csrf_failure"
 PORT = env.int("PORT", default=8080)
 
 INSTALLED_APPS = [
@@ -226,6 +228,11 @@ REST_FRAMEWORK = {
         "users.api.parsers.SafeJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
+    ],
+    # DRF's two, with a browsable API whose 401/403 pages say how to log in.
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "users.api.renderers.UsersBrowsableAPIRenderer",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": ["users.api.throttling.ClientRedisThrottle"],

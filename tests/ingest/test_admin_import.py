@@ -307,3 +307,76 @@ def test_rejected_rows_and_failed_payloads_show_personal_data_only_to_user_viewe
         for q in ("bob@bold", "carol@nowhere")
     ]
     assert found == ([True, False] if may_view_users else [True, True])
+
+
+def _log_in(page: Page, username: str, password: str) -> None:
+    wait_until(lambda: page.evaluate("!!document.getElementById('id_username')"), 15, "login")
+    page.evaluate(
+        f"document.getElementById('id_username').value = {username!r};"
+        f"document.getElementById('id_password').value = {password!r};"
+        "document.getElementById('login-form').submit()"
+    )
+
+
+def _shown(page: Page, element_id: str) -> bool | None:
+    return page.evaluate(
+        f"(() => {{ const box = document.getElementById({element_id!r});"
+        " return box ? getComputedStyle(box).display !== 'none' : null; })()"
+    )
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs chromium (make system-deps)")
+def test_run_page_heading_and_fields_follow_the_progress_and_hide_empty_error_boxes(
+    live_web_server, django_user_model, tmp_path
+):
+    django_user_model.objects.create_superuser("chief", password="pw-for-the-test")
+    run = IngestRun.objects.create(
+        file_name="upload: people.csv", file_size=10, checksum="0" * 64, batch_size=5
+    )
+    run_path = f"/admin/ingest/ingestrun/{run.id}/change/"
+    heading = "document.querySelector('#content > h2').textContent"
+    status_field = "document.querySelector('.field-status .readonly').textContent"
+
+    with chromium(f"{live_web_server}/admin/login/?next={run_path}", tmp_path / "profile") as page:
+        _log_in(page, "chief", "pw-for-the-test")
+        state = "document.getElementById('run-progress')?.dataset.state"
+        wait_until(lambda: page.evaluate(state) == "running", 15, "run page not polling")
+        assert page.evaluate(heading).endswith("(publishing)")
+        # Nothing went wrong: no empty red box, though the admin's CSS styles .errornote.
+        assert _shown(page, "progress-error") is False
+        assert _shown(page, "progress-totals") is False
+
+        # Published; a worker has stored the first batch (what ingest.services records).
+        IngestRun.objects.filter(id=run.id).update(
+            status=IngestRun.Status.PUBLISHED, rows_published=8, batches_published=2
+        )
+        IngestBatch.objects.create(run=run, number=1, status="stored", rows=5, stored=3, rejected=2)
+        wait_until(lambda: page.evaluate(heading).endswith("(published)"), 15, "heading stale")
+        stored = "document.querySelector('.field-rows_stored .readonly').textContent"
+        wait_until(lambda: page.evaluate(stored) == "3", 15, "stored count stale")
+        assert page.evaluate(status_field) == "Published"
+        crumbs = "document.querySelector('.breadcrumbs').textContent.trim()"
+        assert page.evaluate(crumbs).endswith("(published)")
+        assert "(published)" in page.evaluate("document.title")
+        assert page.evaluate(state) == "running"  # the same page, updated in place
+
+        # The second batch is stored and the run completes.
+        IngestBatch.objects.create(run=run, number=2, status="stored", rows=3, stored=3)
+        IngestRun.objects.filter(id=run.id).update(
+            status=IngestRun.Status.COMPLETED, rows_stored=6, rows_rejected=2
+        )
+
+        wait_until(lambda: page.evaluate(state) == "finished", 15, "run page did not finish")
+        assert page.evaluate(heading).endswith("(completed)"), page.evaluate(heading)
+        assert page.evaluate(status_field) == "Completed"
+        for name, value in (("rows_published", "8"), ("rows_stored", "6"), ("rows_rejected", "2")):
+            shown = page.evaluate(f"document.querySelector('.field-{name} .readonly').textContent")
+            assert shown == value, (name, shown)
+        assert page.evaluate("document.getElementById('progress-status').textContent") == (
+            "completed"
+        )
+        assert _shown(page, "progress-error") is False and _shown(page, "progress-totals")
+
+        page.navigate(f"{live_web_server}{IMPORT_URL}")
+        wait_until(lambda: _loaded(page, IMPORT_URL), 15, "import page did not load")
+        assert _shown(page, "size-error") is False

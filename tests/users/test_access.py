@@ -40,6 +40,49 @@ def test_reads_need_credentials_by_default(anon_client, user_factory):
         assert response["WWW-Authenticate"] == 'Token realm="api"'
 
 
+BEARER_DETAIL = (
+    "Authorization scheme 'Bearer' is not accepted here: send 'Authorization: Token <token>'."
+)
+
+
+def test_a_bearer_token_is_told_to_use_the_token_scheme(user_factory, api_token):
+    user = user_factory()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token('writer')}")
+    for response in (
+        client.get("/users"),
+        client.get(f"/users/{user.id}"),  # the fast read path
+        client.get(f"/users/{user.id}", HTTP_ACCEPT="application/json; indent=2"),
+        client.post("/users", NEW_USER, format="json"),
+        client.delete(f"/users/{user.id}"),
+    ):
+        assert response.status_code == 401, response.request["PATH_INFO"]
+        assert response.json() == {"detail": BEARER_DETAIL}
+        assert response["WWW-Authenticate"] == 'Token realm="api"'
+    client.credentials(HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz")
+    assert "'Authorization: Token <token>'" in client.get("/users").json()["detail"]
+    assert User.objects.filter(id=user.id).exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the stream's view closes its database connection
+def test_a_bearer_token_is_told_to_use_the_token_scheme_on_the_stream(api_token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token('reader')}")
+    response = client.get("/users/sse")
+    assert (response.status_code, response.json()) == (401, {"detail": BEARER_DETAIL})
+
+
+def test_another_scheme_is_anonymous_in_public_read_mode(user_factory, settings):
+    settings.API_READS_REQUIRE_AUTH = False
+    user = user_factory()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer anything")
+    assert client.get(f"/users/{user.id}").status_code == 200
+    assert client.get("/users").status_code == 200
+    refused = client.post("/users", NEW_USER, format="json")
+    assert (refused.status_code, refused.json()) == (401, {"detail": BEARER_DETAIL})
+
+
 def test_public_read_mode_opens_reads_only(anon_client, user_factory, settings):
     settings.API_READS_REQUIRE_AUTH = False
     user = user_factory()

@@ -99,6 +99,22 @@ def test_anonymous_and_unknown_clients_get_401_and_read_nothing(server, user, ap
     assert nobody.json() == {"detail": "You do not have permission to perform this action."}
 
 
+def test_a_bearer_token_on_the_fast_path_is_told_to_use_the_token_scheme(server, user, api_token):
+    response = get(f"{server}/users/{user.id}", f"Bearer {api_token('reader')}")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Token realm="api"'
+    assert response.json() == {
+        "detail": "Authorization scheme 'Bearer' is not accepted here: "
+        "send 'Authorization: Token <token>'."
+    }
+
+
+def test_an_unknown_query_parameter_is_refused_not_ignored(server, user, reader):
+    response = get(f"{server}/users/{user.id}?fields=id", reader)
+    assert response.status_code == 400
+    assert response.json() == {"fields": ["Unknown query parameter. Accepted: format."]}
+
+
 def test_revoked_token_is_refused_on_the_fast_path(server, user, api_token):
     from users.models import ApiToken
     from users.services import api_tokens_revoke

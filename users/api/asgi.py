@@ -76,7 +76,6 @@ def fast_user_reads(django_app, *, observe: Callable[[str, str, int, float], Non
                 method="GET",
                 has_query=False,
                 accept=headers.get(b"accept", b"").decode("latin-1"),
-                authorization=authorization,
                 session=session_cookie in headers.get(b"cookie", b""),
             )
         )

@@ -14,12 +14,17 @@ import logging
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import sync_and_async_middleware
+from django.views.csrf import csrf_failure as django_csrf_failure
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
+
+from users.access import not_authenticated_detail
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,10 @@ def api_exception_handler(exc, context) -> Response:
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     response = exception_handler(exc, context)
+    if isinstance(exc, NotAuthenticated) and "request" in context:
+        # "Not provided" is wrong for a client that sent `Authorization: Bearer ...`.
+        authorization = context["request"].META.get("HTTP_AUTHORIZATION")
+        response.data = {"detail": not_authenticated_detail(authorization)}
     if response is None:
         logger.exception("api: unhandled error", exc_info=exc)
         response = Response({"detail": SERVER_ERROR}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
@@ -52,9 +61,20 @@ def bad_request_body(data) -> dict:
     return data
 
 
+@csrf_exempt  # a POST or DELETE to a wrong path is told 404, not refused for want of CSRF
 def not_found(request, *args, **kwargs) -> JsonResponse:
     """Any other path under /users (a non-numeric id, say): 404 in JSON."""
     return JsonResponse({"detail": NOT_FOUND}, status=404)
+
+
+def csrf_failure(request, reason: str = "") -> HttpResponse:
+    """settings.CSRF_FAILURE_VIEW. Under /users, a JSON 403 naming the cause, in the words of
+    DRF's SessionAuthentication ("CSRF Failed: ..."), rather than a bare "Permission denied."
+    (the API views are exempt; this is for any route under /users that is not). Django's page
+    elsewhere."""
+    if _under_users(request.path):
+        return JsonResponse({"detail": f"CSRF Failed: {reason}"}, status=403)
+    return django_csrf_failure(request, reason)
 
 
 @sync_and_async_middleware
@@ -79,11 +99,15 @@ def json_errors_middleware(get_response):
 _DETAILS = {400: "Bad request.", 403: "Permission denied.", 404: NOT_FOUND, 500: SERVER_ERROR}
 
 
+def _under_users(path: str) -> bool:
+    return path == "/users" or path.startswith("/users/")
+
+
 def _as_json_error(request, response):
     if (
         response.status_code < 400
         or isinstance(response, Response)
-        or not (request.path == "/users" or request.path.startswith("/users/"))
+        or not _under_users(request.path)
         or not response.get("Content-Type", "").startswith("text/html")
     ):
         return response

@@ -21,6 +21,7 @@ from users.access import (
     INVALID_TOKEN,
     Principal,
     may,
+    not_authenticated_detail,
     reads_require_auth,
     token_digest,
     token_from_authorization,
@@ -29,7 +30,6 @@ from users.api.exceptions import NOT_FOUND
 from users.api.throttling import account_window, account_window_parts, anon_window, retry_after
 from users.payloads import to_json
 
-NOT_AUTHENTICATED = "Authentication credentials were not provided."
 PERMISSION_DENIED = "You do not have permission to perform this action."
 # Same headers as the DRF path would vary on; nosniff as SecurityMiddleware would add.
 JSON_HEADERS = {"Vary": "Accept, Authorization, Cookie", "X-Content-Type-Options": "nosniff"}
@@ -49,17 +49,10 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> A
 _NOT_FOUND = _error(404, NOT_FOUND)
 
 
-def fast_path_serves(*, method: str, has_query: bool, accept: str, authorization: str | None,
-                     session: bool) -> bool:  # fmt: skip
-    """JSON GETs without options, anonymous or with a token; browsers (HTML, sessions) and other
-    authorization schemes go to DRF."""
-    return (
-        method == "GET"
-        and not has_query
-        and not session
-        and "text/html" not in accept
-        and (authorization is None or token_from_authorization(authorization) is not None)
-    )
+def fast_path_serves(*, method: str, has_query: bool, accept: str, session: bool) -> bool:
+    """JSON GETs without options, whatever their Authorization header (a token, none, or
+    another scheme, which is anonymous here as in DRF); browsers (HTML, sessions) go to DRF."""
+    return method == "GET" and not has_query and not session and "text/html" not in accept
 
 
 def _released(function, release_connection: bool):
@@ -107,7 +100,7 @@ async def read_user(
     if token is not None and digest is None:  # malformed header, or not one of our tokens
         return _error(401, INVALID_TOKEN, WWW_AUTHENTICATE)
     if digest is None and reads_require_auth():
-        return _error(401, NOT_AUTHENTICATED, WWW_AUTHENTICATE)
+        return _error(401, not_authenticated_detail(authorization), WWW_AUTHENTICATE)
     anon = anon_window(address) if digest is None else None
     parts = account_window_parts() if digest is not None else None
     read = await cache.afast_read(

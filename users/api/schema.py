@@ -29,8 +29,17 @@ VALIDATION_ERROR_SCHEMA = {
 }
 VALIDATION_ERROR = OpenApiResponse(
     response=VALIDATION_ERROR_SCHEMA,
-    description="Each offending field or query parameter with its messages; what concerns "
-    "the request as a whole (malformed JSON, say) is under `non_field_errors`.",
+    description="Each offending field or query parameter with its messages (an unknown query "
+    "parameter included: it is refused, not ignored); what concerns the request as a whole "
+    "(malformed JSON, say) is under `non_field_errors`.",
+)
+# The 400 of an operation without a body or filters: a query parameter (none is accepted, DRF's
+# `format` aside), or a bad Host.
+QUERY_ERROR = OpenApiResponse(
+    response=VALIDATION_ERROR_SCHEMA,
+    description="An unknown query parameter, named with the accepted ones: "
+    '`{"<parameter>": ["Unknown query parameter. Accepted: format."]}`; or a `Host` header '
+    'the server does not answer to: `{"non_field_errors": ["Bad request."]}`.',
 )
 ERROR = OpenApiResponse(ErrorSerializer, description='`{"detail": "..."}`')
 

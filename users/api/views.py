@@ -25,7 +25,8 @@ from users import selectors, services
 from users.api.exceptions import NOT_FOUND, SERVER_ERROR
 from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
 from users.api.pagination import UserCursorPagination
-from users.api.schema import ERROR, VALIDATION_ERROR
+from users.api.query_params import KnownQueryParamsOnly
+from users.api.schema import ERROR, QUERY_ERROR, VALIDATION_ERROR
 from users.api.serializers import UserSerializer
 from users.filters import UserFilter
 from users.payloads import to_json
@@ -42,24 +43,30 @@ _REFUSALS = {401: ERROR, 403: ERROR, 406: ERROR, 429: ERROR}
 @extend_schema_view(
     list=extend_schema(
         summary="List users",
-        description="Keyset-paginated, filtered and ordered; follow `next`/`previous`.",
+        description="Keyset-paginated, filtered and ordered; follow `next`/`previous`. "
+        "A query parameter not listed here is refused (400, naming it), not ignored.",
         responses={200: UserSerializer(many=True), 400: VALIDATION_ERROR, **_REFUSALS},
     ),
     create=extend_schema(
         summary="Create a user",
-        description="The id is assigned by the server (an `id` in the body is ignored).",
+        description="The id is assigned by the server (an `id` in the body is ignored). "
+        "Takes no query parameters: the list's are accepted and ignored (the browsable API "
+        "posts to the address of the page it shows), any other is refused (400).",
         responses={201: UserSerializer, 400: VALIDATION_ERROR, 415: ERROR, **_REFUSALS},
     ),
     retrieve=extend_schema(
         summary="Get a user",
-        responses={200: UserSerializer, 404: ERROR, **_REFUSALS},
+        description="Takes no query parameters: any is refused (400, naming it).",
+        responses={200: UserSerializer, 400: QUERY_ERROR, 404: ERROR, **_REFUSALS},
     ),
     destroy=extend_schema(
         summary="Delete a user",
-        responses={204: None, 404: ERROR, **_REFUSALS},
+        description="Takes no query parameters: any is refused (400, naming it).",
+        responses={204: None, 400: QUERY_ERROR, 404: ERROR, **_REFUSALS},
     ),
 )
 class UserViewSet(
+    KnownQueryParamsOnly,
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
@@ -108,7 +115,6 @@ async def user_detail(request: HttpRequest, pk: int) -> HttpResponse:
         method=request.method,
         has_query=bool(request.GET),
         accept=request.headers.get("accept", ""),
-        authorization=authorization,
         session=settings.SESSION_COOKIE_NAME in request.COOKIES,
     )
     if not serves:
