@@ -9,6 +9,17 @@ What lives here:
   every web process: a sorted set per client of stream ids scored by an expiry that each open
   stream pushes forward every STREAM_SLOT_REFRESH seconds (a crashed process's streams age out
   within STREAM_SLOT_SECONDS); a closing stream takes its id out at once.
+- Who may go on streaming: a stream keeps what its client authenticated with (the token's
+  digest, or the session key) and checks it again every API_TOKEN_CACHE_SECONDS (as long as
+  an API request may rely on a cached token) and at once when a notice names its account
+  (users.events.principals_changed: tokens revoked, permissions or groups changed, account
+  saved, session deleted; a capped Redis stream every process's history reader follows in the
+  same XREAD). A client that may no longer read is sent `stream-closed` ({"reason", "detail"})
+  and the stream ends; so does one that cannot be checked (PostgreSQL down: default deny).
+- Replays are charged: a connect counts as one request of the client's API rate-limit window
+  (users.api.throttling: per account, or per client address) and the history it resumes with
+  as one per SSE_REPLAY_BYTES_PER_REQUEST bytes, sized before the stream starts; over the
+  limit, a JSON 429 with Retry-After. Catch-ups during a stream are charged as they are sent.
 - `RedisStreamStorage`: the resumable event history. One capped Redis stream per channel holds
   the last `EVENTSTREAM_HISTORY` events (at most `EVENTSTREAM_HISTORY_MB` of data) with
   consecutive integer ids, so a client reconnecting with `Last-Event-ID` gets what it missed,
@@ -42,10 +53,12 @@ What lives here:
   When the ids go back (the history was lost: Redis flushed, or restarted without its data)
   the reader sends its streams to the history too, which tells them stream-reset.
 - Large live events (ingest batches, ~1 MB) are encoded once per process and the same bytes
-  shared by every open stream.
+  shared by every open stream; large replayed ones are redacted and encoded once per process
+  and redaction generation (`replay_body`, a cache of at most REPLAY_CACHE_BYTES).
 
 Events are appended by `users.events`, from services, after commit; nothing else carries them
-between processes (no pub/sub).
+between processes (no pub/sub). A user.deleted that could not be appended (Redis unreachable) is
+noted in PostgreSQL and appended later (users.services.stream_redactions_apply).
 """
 
 from __future__ import annotations
