@@ -817,6 +817,8 @@ class StreamClient:
         """Check the client again (in a thread: it may need PostgreSQL); why it may no longer
         read, or None."""
         self.checked = time.monotonic()
+        if self.token_digest is None and self.session_key is None:
+            return None  # anonymous, in public-read mode: a setting, fixed for the process
         reason = await sync_to_async(self._refusal, thread_sensitive=False)()
         if reason is not None:
             who = f"account {self.principal.account_id}" if self.principal else self.address
@@ -824,8 +826,6 @@ class StreamClient:
         return reason
 
     def _refusal(self) -> tuple[str, str] | None:
-        if self.token_digest is None and self.session_key is None:
-            return None  # anonymous, in public-read mode: a setting, fixed for the process
         try:
             if self.token_digest is not None:
                 principal = selectors.principal_for_digest(digest=self.token_digest)
