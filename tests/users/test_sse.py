@@ -982,3 +982,27 @@ def test_the_next_delete_that_reaches_the_history_sends_the_missed_ones(settings
     text = _history_text(start)
     assert "MissedToo@example.com" not in text and "Later@example.com" not in text
     assert not PendingStreamRedaction.objects.exists()
+
+
+def test_a_user_created_again_since_the_missed_delete_is_replayed_as_it_is_now(settings):
+    from users.models import User
+
+    start = int(_current_id().rpartition(":")[2])
+    first = new_user("FirstLife")
+    reachable = _unreachable_redis(settings)
+    user_delete(user_id=first.id)
+    settings.EVENTSTREAM_REDIS = reachable
+    again = User.objects.create(
+        id=first.id, first_name="Second", last_name="Life", email_address="second@example.com",
+        created_at=first.created_at,
+    )  # fmt: skip
+    user_created({"id": again.id, "email_address": again.email_address})
+
+    call_command("repair_cache")
+    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    events = RedisStreamStorage().get_events(channel, start, limit=1000)
+    decoded = [(e.type, json.loads(e.data)) for e in events]
+    mine = [(kind, data) for kind, data in decoded if data.get("id") == first.id]
+    assert "FirstLife@example.com" not in json.dumps(mine)
+    assert [kind for kind, _ in mine] == ["user.deleted", "user.updated"]
+    assert mine[-1][1]["email_address"] == "second@example.com"
