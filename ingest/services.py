@@ -23,7 +23,12 @@ from django.utils import timezone
 from ingest.indexes import index_lock, users_indexes_build, users_indexes_drop, users_indexes_status
 from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.parsing import RowRejected, parse_row, to_csv_line
-from users.services import SourcedUser, cache_repair_stale, users_upsert
+from users.services import (
+    SourcedUser,
+    cache_repair_stale,
+    stream_redactions_apply,
+    users_upsert,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +251,7 @@ def ingest_batch_store(
 ) -> BatchOutcome:
     """Validate a batch, upsert its users and record its rejects in one transaction."""
     cache_repair_stale()  # entries left stale by an earlier Redis outage, if it is over
+    stream_redactions_apply()  # deletes the stream's history missed then, likewise
     attempts, status = _begin_attempt(run_id=run_id, batch=batch, rows=len(rows) + len(rejects))
     if status != IngestBatch.Status.STARTED:
         logger.info("run %s batch %s already %s; skipping redelivery", run_id, batch, status)

@@ -498,3 +498,26 @@ async def afast_read(
 
 
 _async_scripts: dict[int, object] = {}
+
+
+# --- Open streams: principal changes and replay charges (users.sse) ---------------------------
+
+
+def principal_changes_key() -> str:
+    """The capped Redis stream of "these accounts' rights changed" notices that every web
+    process's stream reader follows (users.events.principals_changed, users.sse). It lives in
+    the stream's Redis (settings.EVENTSTREAM_REDIS), beside the event history."""
+    return f"{settings.EVENTSTREAM_KEY_PREFIX}:principals-changed"
+
+
+def throttle_charge(key: str, *, ttl: int, amount: int) -> int | None:
+    """Count `amount` requests against a window at once (a stream's connect and the history it
+    replays); the count so far, or None when Redis is unavailable (allowed, as throttle_hit)."""
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        pipe.incrby(key, amount)
+        pipe.expire(key, ttl, nx=True)
+        return pipe.execute()[0]
+    except RedisError:
+        logger.warning("cache: Redis unavailable for rate limiting; stream allowed")
+        return None

@@ -74,6 +74,19 @@ class StaleCacheEntry(models.Model):
         return f"user {self.user_id} (noted {self.noted_at:%Y-%m-%d %H:%M:%S})"
 
 
+class PendingStreamRedaction(models.Model):
+    """A deleted user whose `user.deleted` event could not reach the stream's history (its
+    Redis was unreachable), so older events there still hold the user for any client resuming
+    from before. users.services.stream_redactions_apply sends the event once Redis answers
+    again; its tombstone then takes the user out of every replay."""
+
+    user_id = models.BigIntegerField(primary_key=True)
+    noted_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} (noted {self.noted_at:%Y-%m-%d %H:%M:%S})"
+
+
 class ApiToken(models.Model):
     """An API token of an account, stored only as its SHA-256 digest (users.access).
 

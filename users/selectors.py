@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
@@ -70,6 +72,11 @@ def principal_for_token(*, token: str) -> Principal | None:
     digest = token_digest(token)
     if digest is None:
         return None
+    return principal_for_digest(digest=digest)
+
+
+def principal_for_digest(*, digest: str) -> Principal | None:
+    """principal_for_token for a token known by its digest (an open stream keeps no token)."""
     cached = cache.cached_principal(digest)
     if cached is not None:
         principal = Principal.decode(cached)
@@ -100,6 +107,16 @@ def principal_for_request(request) -> Principal | None:
     if principal is None:  # no token header: the session's account, if any
         return principal_for_account(getattr(request, "user", None))
     return principal
+
+
+def principal_for_session(*, session_key: str) -> Principal | None:
+    """The principal of a session's account now; None once the session has ended (logged out,
+    expired, its password changed) or the account is inactive. Django's own check, so a
+    session counts here exactly when it would authenticate a request."""
+    from django.contrib.auth import get_user
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return principal_for_account(get_user(SimpleNamespace(session=store)))
 
 
 def principal_load(*, digest: str) -> Principal | None:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from users import cache, events
 from users.access import ROLES, new_token, token_digest
 from users.columns import SOURCE_COLUMNS, USER_COLUMNS, UserRow
-from users.models import ApiToken, StaleCacheEntry, User
+from users.models import ApiToken, PendingStreamRedaction, StaleCacheEntry, User
 from users.payloads import user_payload, users_json
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,10 @@ def _forget_missing(user_id: int) -> None:
 def _after_delete(user_id: int) -> None:
     if not cache.forget_users([user_id]):
         _remember_stale([user_id])
-    events.user_deleted(user_id)
+    if not events.user_deleted(user_id):
+        _remember_unredacted(user_id)
+    elif _redactions_noted:
+        stream_redactions_apply()
 
 
 # --- Keeping Redis coherent through Redis outages ----------------------------------------------
@@ -227,6 +230,51 @@ def cache_repair_stale(*, chunk: int = 10_000) -> tuple[int, int]:
         logger.info("cache: deleted %d stale entries", repaired)
     left = StaleCacheEntry.objects.count() if user_ids else 0
     return repaired, left
+
+
+# --- Keeping deleted users out of the stream's history through Redis outages ------------------
+# A delete whose user.deleted event could not reach the history (users.sse) leaves the user in
+# older events there, which replays would send. Its id is noted in PostgreSQL and the event sent
+# late once Redis answers: by every ingest batch before it starts, by `manage.py repair_cache`,
+# and by the next delete of this process that reaches the history.
+
+_redactions_noted = False  # this process noted one: its next delete that reaches Redis applies
+
+
+def _remember_unredacted(user_id: int) -> None:
+    global _redactions_noted
+    try:
+        PendingStreamRedaction.objects.bulk_create(
+            [PendingStreamRedaction(user_id=user_id)], ignore_conflicts=True
+        )
+    except DatabaseError:
+        logger.exception("events: could not note user %s for redaction from the stream", user_id)
+        return
+    _redactions_noted = True
+    logger.warning("events: user %s stays in the stream's history until Redis answers", user_id)
+
+
+def stream_redactions_apply(*, chunk: int = 1000) -> tuple[int, int]:
+    """Send the user.deleted events a stream outage held back, so replays leave those users
+    out; return how many were sent and how many are left (all while Redis is still down). A
+    user created again since (same id) is sent after its delete as user.updated, its current
+    state, so replays still end with it."""
+    global _redactions_noted
+    sent = 0
+    while notes := list(PendingStreamRedaction.objects.order_by("noted_at")[:chunk]):
+        for note in notes:
+            if not events.user_deleted(note.user_id):
+                return sent, PendingStreamRedaction.objects.count()
+            user = User.objects.filter(id=note.user_id).first()
+            if user is not None:
+                events.user_updated(user_payload(user))
+            # A note made again meanwhile is of a delete this event covers as well.
+            PendingStreamRedaction.objects.filter(user_id=note.user_id).delete()
+            sent += 1
+    _redactions_noted = False
+    if sent:
+        logger.info("events: sent %d held-back user.deleted events", sent)
+    return sent, 0
 
 
 # --- API clients and their tokens (users.access) -----------------------------------------------
@@ -319,8 +367,20 @@ def api_tokens_revoke(*, name: str, prefix: str | None = None) -> int:
 
 
 def principals_forget(*, account_ids: Iterable[int]) -> None:
-    """Drop the cached principals of these accounts' tokens (their permissions changed)."""
-    digests = ApiToken.objects.filter(account_id__in=list(account_ids)).values_list(
-        "digest", flat=True
-    )
+    """Drop the cached principals of these accounts' tokens (their permissions changed), and
+    have their open streams check them again."""
+    account_ids = list(account_ids)
+    digests = ApiToken.objects.filter(account_id__in=account_ids).values_list("digest", flat=True)
     cache.forget_principals(list(digests))
+    events.principals_changed(account_ids)
+
+
+def token_principals_forget(*, digests: Sequence[str], account_ids: Iterable[int]) -> None:
+    """Drop the cached principals of deleted tokens, and end the streams they opened."""
+    cache.forget_principals(digests)
+    events.principals_changed(account_ids)
+
+
+def sessions_ended(*, account_ids: Iterable[int]) -> None:
+    """Have the streams of accounts whose session ended (a logout) check their client again."""
+    events.principals_changed(account_ids)

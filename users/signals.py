@@ -1,19 +1,20 @@
-"""Keeps the cached token principals (users.access) in step with changes made outside our
-services: accounts and groups edited in the admin, tokens changed or deleted there. Each
-change drops the affected principals after commit; entries also expire within
-API_TOKEN_CACHE_SECONDS, which bounds anything missed here (a group's membership cleared
-wholesale, say)."""
+"""Keeps the cached token principals (users.access) and the open streams (users.sse) in step
+with changes made outside our services: accounts and groups edited in the admin, tokens changed
+or deleted there, sessions ended. Each change drops the affected principals after commit and
+tells every web process, whose streams of those accounts check their client again at once;
+entries also expire, and streams check again, within API_TOKEN_CACHE_SECONDS, which bounds
+anything missed here (a group's membership cleared wholesale, sessions expiring, say)."""
 
 from __future__ import annotations
 
 from functools import partial
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from users import cache
 from users.models import ApiToken
 
 
@@ -27,9 +28,29 @@ def _forget_accounts(account_ids) -> None:
 
 def _token_changed(sender, instance: ApiToken, created: bool = False, **kwargs) -> None:
     """A token deleted, or saved (its expiry changed in the admin, say): its cached principal
-    goes, so the change holds at once rather than after API_TOKEN_CACHE_SECONDS."""
-    if not created:  # a new token has nothing cached yet
-        transaction.on_commit(partial(cache.forget_principals, [instance.digest]))
+    goes and its account's open streams check their client again, so the change holds at once
+    rather than after API_TOKEN_CACHE_SECONDS."""
+    if created:  # a new token has nothing cached and no stream yet
+        return
+    from users.services import token_principals_forget
+
+    transaction.on_commit(
+        partial(
+            token_principals_forget, digests=[instance.digest], account_ids=[instance.account_id]
+        )
+    )
+
+
+def _session_deleted(sender, instance, **kwargs) -> None:
+    """A database session deleted (a logout, a login's new key, the admin): the streams it
+    opened end (users.sse checks the session again; it is gone by then, after commit)."""
+    from users.services import sessions_ended
+
+    try:
+        account_id = int(instance.get_decoded().get(SESSION_KEY))
+    except (TypeError, ValueError):  # an anonymous session, or one that no longer decodes
+        return
+    transaction.on_commit(partial(sessions_ended, account_ids=[account_id]))
 
 
 def _account_saved(sender, instance, created: bool, update_fields=None, **kwargs) -> None:
@@ -60,6 +81,7 @@ def connect() -> None:
     User = get_user_model()
     post_delete.connect(_token_changed, sender=ApiToken, dispatch_uid="users-token-deleted")
     post_save.connect(_token_changed, sender=ApiToken, dispatch_uid="users-token-saved")
+    post_delete.connect(_session_deleted, sender=Session, dispatch_uid="users-session-deleted")
     post_save.connect(_account_saved, sender=User, dispatch_uid="users-account-saved")
     m2m_changed.connect(
         _account_permissions_changed, sender=User.groups.through, dispatch_uid="users-groups"

@@ -9,6 +9,17 @@ What lives here:
   every web process: a sorted set per client of stream ids scored by an expiry that each open
   stream pushes forward every STREAM_SLOT_REFRESH seconds (a crashed process's streams age out
   within STREAM_SLOT_SECONDS); a closing stream takes its id out at once.
+- Who may go on streaming: a stream keeps what its client authenticated with (the token's
+  digest, or the session key) and checks it again every API_TOKEN_CACHE_SECONDS (as long as
+  an API request may rely on a cached token) and at once when a notice names its account
+  (users.events.principals_changed: tokens revoked, permissions or groups changed, account
+  saved, session deleted; a capped Redis stream every process's history reader follows in the
+  same XREAD). A client that may no longer read is sent `stream-closed` ({"reason", "detail"})
+  and the stream ends; so does one that cannot be checked (PostgreSQL down: default deny).
+- Replays are charged: a connect counts as one request of the client's API rate-limit window
+  (users.api.throttling: per account, or per client address) and the history it resumes with
+  as one per SSE_REPLAY_BYTES_PER_REQUEST bytes, sized before the stream starts; over the
+  limit, a JSON 429 with Retry-After. Catch-ups during a stream are charged as they are sent.
 - `RedisStreamStorage`: the resumable event history. One capped Redis stream per channel holds
   the last `EVENTSTREAM_HISTORY` events (at most `EVENTSTREAM_HISTORY_MB` of data) with
   consecutive integer ids, so a client reconnecting with `Last-Event-ID` gets what it missed,
@@ -42,10 +53,12 @@ What lives here:
   When the ids go back (the history was lost: Redis flushed, or restarted without its data)
   the reader sends its streams to the history too, which tells them stream-reset.
 - Large live events (ingest batches, ~1 MB) are encoded once per process and the same bytes
-  shared by every open stream.
+  shared by every open stream; large replayed ones are redacted and encoded once per process
+  and redaction generation (`replay_body`, a cache of at most REPLAY_CACHE_BYTES).
 
 Events are appended by `users.events`, from services, after commit; nothing else carries them
-between processes (no pub/sub).
+between processes (no pub/sub). A user.deleted that could not be appended (Redis unreachable) is
+noted in PostgreSQL and appended later (users.services.stream_redactions_apply).
 """
 
 from __future__ import annotations
@@ -62,7 +75,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from asgiref.sync import sync_to_async
@@ -78,8 +91,16 @@ from django_eventstream.event import Event
 from django_eventstream.storage import EventDoesNotExist, StorageBase
 from django_eventstream.utils import augment_cors_headers, sse_encode_event
 
-from users import selectors
-from users.access import InvalidCredentials, Principal, may, not_authenticated_detail
+from users import cache, selectors
+from users.access import (
+    InvalidCredentials,
+    Principal,
+    may,
+    not_authenticated_detail,
+    token_digest,
+    token_from_authorization,
+)
+from users.api import throttling
 from users.api.fast_read import PERMISSION_DENIED, WWW_AUTHENTICATE
 from viswals.client_address import request_client_address
 from viswals.http_protocol import ABORT_EXTENSION, ENDLESS_EXTENSION
@@ -154,12 +175,35 @@ end
 return {current, 0, current - last, backlog, entries, tombstones}
 """
 
+# The size of the history after ARGV[1] (what a resume would replay): {events, bytes}; {0, 0}
+# when there is nothing to replay or the id is not in the history (the client gets stream-reset).
+_BACKLOG = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local last = tonumber(ARGV[1])
+if last >= current then return {0, 0} end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first == 0 or last < tonumber(string.match(first[1][1], '^(%d+)')) - 1 then return {0, 0} end
+local start = last - current + redis.call('LLEN', KEYS[3])
+if start < 0 then start = 0 end
+local bytes = 0
+for _, size in ipairs(redis.call('LRANGE', KEYS[3], start, -1)) do
+  bytes = bytes + tonumber(size)
+end
+return {current - last, bytes}
+"""
+
 # A replay reads the history this much at a time.
 REPLAY_STEP_EVENTS = 100
 REPLAY_STEP_BYTES = 2**20
 
 _client_lock = threading.Lock()
 _clients: dict[tuple, Any] = {}
+
+
+def stream_redis():
+    """The stream's Redis client (settings.EVENTSTREAM_REDIS): the history and the notices of
+    principal changes (users.events) live there."""
+    return _redis()
 
 
 def _redis():
@@ -203,6 +247,13 @@ class HistoryRead:
     last_read_id: int = 0  # the last event read, kept or not (deleted users are dropped)
 
 
+class EncodedEvent(NamedTuple):
+    """A history event as a replay sends it: its id and its SSE text, deleted users taken out."""
+
+    id: int
+    body: bytes
+
+
 class RedisStreamStorage(StorageBase):
     """Bounded event history in Redis; ids are consecutive integers per channel."""
 
@@ -210,6 +261,7 @@ class RedisStreamStorage(StorageBase):
         client = _redis()
         self._append = client.register_script(_APPEND)
         self._read = client.register_script(_READ)
+        self._backlog = client.register_script(_BACKLOG)
 
     def append_event(self, channel: str, event_type: str, data: str | bytes) -> Event:
         deleted_id = ""
@@ -228,11 +280,19 @@ class RedisStreamStorage(StorageBase):
         )
         return Event(channel, event_type, data, id=int(event_id))
 
+    def backlog(self, channel: str, last_id: int) -> tuple[int, int]:
+        """(events, bytes) a resume after `last_id` would replay; (0, 0) when none or when the
+        id is not in the history (that resume is a stream-reset)."""
+        id_key, log_key, sizes_key, *_ = history_keys(channel)
+        events, size = self._backlog(keys=[id_key, log_key, sizes_key], args=[last_id])
+        return int(events), int(size)
+
     def read(
-        self, channel: str, last_id: int, *, max_events: int, max_bytes: int, backlog: bool = False
-    ) -> HistoryRead:
+        self, channel: str, last_id: int, *, max_events: int, max_bytes: int,
+        backlog: bool = False, encoded: bool = False,
+    ) -> HistoryRead:  # fmt: skip
         """Events after `last_id`: at most `max_events`, and `max_bytes` of data (one event at
-        least), deleted users taken out."""
+        least), deleted users taken out; with `encoded`, as EncodedEvents (replay_body)."""
         id_key, log_key, sizes_key, _, deleted_key = history_keys(channel)
         current, status, *rest = self._read(
             keys=[id_key, log_key, sizes_key, deleted_key],
@@ -245,19 +305,28 @@ class RedisStreamStorage(StorageBase):
         backlog_events, backlog_bytes, entries, tombstones = rest
         pairs = zip(tombstones[::2], tombstones[1::2], strict=True)
         deleted = {int(user): int(float(at)) for user, at in pairs}
-        events = []
-        for entry_id, fields in entries:
+        events: list = []
+        last_read_id = int(entries[-1][0].split("-", 1)[0]) if entries else last_id
+        while entries:
+            entry_id, fields = entries.pop()  # newest first: each entry's text goes as it is used
             values = dict(zip(fields[::2], fields[1::2], strict=True))
-            event = Event(channel, values["t"], values["d"], id=int(entry_id.split("-", 1)[0]))
+            event_id = int(entry_id.split("-", 1)[0])
+            if encoded:
+                body = replay_body(channel, event_id, values["t"], values["d"], deleted)
+                if body is not None:
+                    events.append(EncodedEvent(event_id, body))
+                continue
+            event = Event(channel, values["t"], values["d"], id=event_id)
             event = without_deleted_users(event, deleted) if deleted else event
             if event is not None:
                 events.append(event)
+        events.reverse()
         return HistoryRead(
             current,
             events,
             backlog_events=backlog_events,
             backlog_bytes=backlog_bytes,
-            last_read_id=int(entries[-1][0].split("-", 1)[0]) if entries else last_id,
+            last_read_id=last_read_id,
         )
 
     def get_events(self, channel: str, last_id: int, limit: int = 100) -> list[Event]:
@@ -304,6 +373,60 @@ def _holds_user(data: str, user_id: int) -> bool:
     return f'"id":{user_id},' in data or f'"id": {user_id},' in data
 
 
+# Replayed events at least SHARED_ENCODING_MIN_LENGTH long (ingest batches, ~1-2 MB) are kept
+# here once redacted and encoded, up to this many bytes (their history text included), so
+# clients resuming from the same place do not each parse and re-encode the same batches.
+REPLAY_CACHE_BYTES = 32 * 2**20
+_replayed: OrderedDict[tuple, tuple[str, bytes | None]] = OrderedDict()
+_replayed_size = 0
+_replayed_lock = threading.Lock()
+
+
+def replay_body(
+    channel: str, event_id: int, event_type: str, data: str, deleted: dict[int, int]
+) -> bytes | None:
+    """The SSE text a replay sends for a history event, without the users deleted after it
+    (None: nothing left of it). Big events come from a small per-process cache, keyed by the
+    event and by its redaction generation: the newest tombstone newer than the event. Every
+    tombstone added is newer than every event kept (the history only trims older ones), so that
+    tombstone changes exactly when the users removed from the event do. The history's own text
+    is compared too: ids start again when the history is lost (Redis flushed)."""
+    generation = max((at for at in deleted.values() if at > event_id), default=0)
+    key = (channel, event_id, event_type, generation)
+    big = len(data) >= SHARED_ENCODING_MIN_LENGTH
+    if big:
+        with _replayed_lock:
+            hit = _replayed.get(key)
+            if hit is not None and hit[0] == data:
+                _replayed.move_to_end(key)
+                return hit[1]
+    event = Event(channel, event_type, data, id=event_id)
+    if generation:
+        event = without_deleted_users(event, deleted)
+    body = None
+    if event is not None:
+        body = encode_event(event.type, event.data, event_id_text(channel, event_id))
+    if big:
+        _remember_replayed(key, data, body)
+    return body
+
+
+def _remember_replayed(key: tuple, data: str, body: bytes | None) -> None:
+    global _replayed_size
+    size = len(data) + len(body or b"")
+    if size > REPLAY_CACHE_BYTES // 4:
+        return
+    with _replayed_lock:
+        old = _replayed.pop(key, None)
+        if old is not None:
+            _replayed_size -= len(old[0]) + len(old[1] or b"")
+        _replayed[key] = (data, body)
+        _replayed_size += size
+        while _replayed_size > REPLAY_CACHE_BYTES:
+            _, (old_data, old_body) = _replayed.popitem(last=False)
+            _replayed_size -= len(old_data) + len(old_body or b"")
+
+
 # --- Delivery to this process's streams ------------------------------------------------------
 
 # A reader's XREAD BLOCK comes back empty-handed after this long; it then checks that the
@@ -326,6 +449,7 @@ class _Reader:
     task: asyncio.Task | None = None
     last_id: int | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    notice_id: str | None = None  # the last principal-change notice read
 
 
 class HistoryListenerManager(eventstream_views.ListenerManager):
@@ -374,6 +498,7 @@ class HistoryListenerManager(eventstream_views.ListenerManager):
         from redis.backoff import NoBackoff
 
         id_key, log_key, *_ = history_keys(channel)
+        notices_key = cache.principal_changes_key()
         delay = 0.5
         while self._wanted(channel, reader):
             client = Redis(
@@ -388,6 +513,7 @@ class HistoryListenerManager(eventstream_views.ListenerManager):
             )
             try:
                 self._continue_from(channel, reader, await client.get(id_key))
+                self._notices_from(channel, reader, await client.xrevrange(notices_key, count=1))
                 reader.started.set()
                 self.connections += 1
                 if self.connections > 1:
@@ -395,19 +521,26 @@ class HistoryListenerManager(eventstream_views.ListenerManager):
                 delay = 0.5
                 while self._wanted(channel, reader):
                     reply = await client.xread(
-                        {log_key: f"{reader.last_id}-0"},
+                        {log_key: f"{reader.last_id}-0", notices_key: reader.notice_id},
                         count=READER_BATCH,
                         block=int(READER_BLOCK_SECONDS * 1000),
                     )
                     if not reply:
                         self._continue_from(channel, reader, await client.get(id_key))
+                        newest = await client.xrevrange(notices_key, count=1)
+                        self._notices_from(channel, reader, newest)
                         continue
-                    for entry_id, fields in reply[0][1]:
-                        event_id = int(entry_id.split("-", 1)[0])
-                        reader.last_id = event_id
-                        self.add_to_queues(
-                            channel, Event(channel, fields["t"], fields["d"], event_id)
-                        )
+                    for key, entries in reply:
+                        if key == notices_key:
+                            reader.notice_id = entries[-1][0]
+                            self._recheck(channel, _notice_accounts(entries))
+                            continue
+                        for entry_id, fields in entries:
+                            event_id = int(entry_id.split("-", 1)[0])
+                            reader.last_id = event_id
+                            self.add_to_queues(
+                                channel, Event(channel, fields["t"], fields["d"], event_id)
+                            )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: connect again and go on from last_id
@@ -433,6 +566,42 @@ class HistoryListenerManager(eventstream_views.ListenerManager):
         elif reader.last_id is not None:
             return
         reader.last_id = current_id
+
+    def _notices_from(self, channel: str, reader: _Reader, newest: list) -> None:
+        """Set where `reader` goes on reading principal-change notices from: the newest for a
+        new reader (its streams were checked when they opened), else where it was. When the
+        notices went back (Redis flushed), every stream is checked: some may have been lost."""
+        newest_id = newest[0][0] if newest else "0-0"
+        if reader.notice_id is not None and _stream_id(newest_id) >= _stream_id(reader.notice_id):
+            return
+        if reader.notice_id is not None:
+            self._recheck(channel, None)
+        reader.notice_id = newest_id
+
+    def _recheck(self, channel: str, accounts: set[int] | None) -> None:
+        """Have the streams of these accounts (None: all) check their client again now."""
+        with self.lock:
+            for listener in self.listeners_by_channel.get(channel, ()):
+                if accounts is None or getattr(listener, "user_id", None) in accounts:
+                    listener.recheck = True
+                    listener.wake_threadsafe()
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _notice_accounts(entries: list) -> set[int] | None:
+    """The accounts named by principal-change notices (users.events.principals_changed); None
+    when one of them says every account ("*")."""
+    accounts: set[int] = set()
+    for _, fields in entries:
+        value = fields.get("a", "*")
+        if value == "*":
+            return None
+        accounts.update(int(part) for part in value.split(",") if part.isdigit())
+    return accounts
 
 
 _manager_lock = threading.Lock()
@@ -593,19 +762,131 @@ class StreamEnded(Exception):
     """The history could not be read: end the stream (the client resumes with its last id)."""
 
 
-async def _catch_up(channel: str, last_id: int, position: list[int]) -> AsyncIterator[bytes]:
-    """Yield the events after `last_id` from the history, within the replay bounds, or a
-    stream-reset; `position[0]` follows the last id the client has been brought to."""
+# --- Checking the client while it streams -----------------------------------------------------
+
+# Why a stream was ended by stream-closed ({"reason": ..., "detail": ...}).
+CLOSED_NOT_AUTHENTICATED = (
+    "not_authenticated",
+    "The stream's credentials are no longer valid: token revoked or expired, session ended, "
+    "or account deactivated.",
+)
+CLOSED_PERMISSION_DENIED = ("permission_denied", PERMISSION_DENIED)
+CLOSED_UNAVAILABLE = ("unavailable", "The stream's credentials could not be checked; reconnect.")
+
+
+def stream_closed(reason: tuple[str, str]) -> bytes:
+    """The last event of a stream its client may no longer read. No id: a client resuming
+    later does so from the last event it was sent."""
+    code, detail = reason
+    return sse_encode_event(
+        "stream-closed", {"reason": code, "detail": detail}, json_encode=True
+    ).encode()
+
+
+@dataclass
+class StreamClient:
+    """Who opened a stream and with what (a token, known by its digest; a session), so that it
+    can be checked again while it streams, and charged for what it replays."""
+
+    principal: Principal | None
+    address: str
+    token_digest: str | None = None
+    session_key: str | None = None
+    checked: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def of_request(cls, request: HttpRequest, principal: Principal | None) -> StreamClient:
+        """The credentials principal_for_request took the principal from: the token of an
+        `Authorization: Token` header, else the session."""
+        client = cls(principal, request_client_address(request))
+        token = token_from_authorization(request.META.get("HTTP_AUTHORIZATION"))
+        if token:
+            client.token_digest = token_digest(token)
+        elif principal is not None:
+            client.session_key = request.session.session_key
+        return client
+
+    # -- Checked again ----------------------------------------------------------------------
+
+    def check_in(self) -> float:
+        """Seconds until the next periodic check: every API_TOKEN_CACHE_SECONDS, as long as a
+        token's permissions may be kept in Redis, so a stream never outlives its client's
+        rights by longer than an API request would."""
+        return self.checked + max(settings.API_TOKEN_CACHE_SECONDS, 1) - time.monotonic()
+
+    async def refusal(self) -> tuple[str, str] | None:
+        """Check the client again (in a thread: it may need PostgreSQL); why it may no longer
+        read, or None."""
+        self.checked = time.monotonic()
+        if self.token_digest is None and self.session_key is None:
+            return None  # anonymous, in public-read mode: a setting, fixed for the process
+        reason = await sync_to_async(self._refusal, thread_sensitive=False)()
+        if reason is not None:
+            who = f"account {self.principal.account_id}" if self.principal else self.address
+            logger.info("sse: closing a stream of %s (%s)", who, reason[0])
+        return reason
+
+    def _refusal(self) -> tuple[str, str] | None:
+        try:
+            if self.token_digest is not None:
+                principal = selectors.principal_for_digest(digest=self.token_digest)
+            else:
+                principal = selectors.principal_for_session(session_key=self.session_key)
+        except Exception as exc:  # default deny: the client reconnects and is checked anew
+            logger.warning("sse: could not check a stream's client again (%s)", exc)
+            return CLOSED_UNAVAILABLE
+        finally:
+            for connection in connections.all(initialized_only=True):
+                connection.close()  # this thread serves other streams: hold no connection
+        if may(principal, "view"):
+            return None
+        return CLOSED_NOT_AUTHENTICATED if principal is None else CLOSED_PERMISSION_DENIED
+
+    # -- Charged for replays ----------------------------------------------------------------
+
+    def window(self) -> throttling.Window | None:
+        """The client's rate-limit window, the API's: per account, else per client address."""
+        if self.principal is not None:
+            return throttling.account_window(self.principal.account_id)
+        return throttling.anon_window(self.address)
+
+    def charge(
+        self, *, replayed: int, connect: bool = False
+    ) -> tuple[int, throttling.Window] | None:
+        """Count a connect (one request) and `replayed` bytes of history (one request per
+        SSE_REPLAY_BYTES_PER_REQUEST) in the client's window; (count so far, window), or None
+        when there is no limit or Redis is unavailable."""
+        window = self.window()
+        amount = int(connect) + -(-replayed // max(settings.SSE_REPLAY_BYTES_PER_REQUEST, 1))
+        if window is None or amount == 0:
+            return None
+        count = cache.throttle_charge(window.key, ttl=window.seconds, amount=amount)
+        return None if count is None else (count, window)
+
+
+@dataclass
+class Progress:
+    """Where a stream is: the last id its client has been brought to, and the history bytes
+    its last catch-up sent."""
+
+    position: int
+    replayed: int = 0
+
+
+async def _catch_up(channel: str, progress: Progress) -> AsyncIterator[bytes]:
+    """Yield the events after `progress.position` from the history, within the replay bounds,
+    or a stream-reset; `progress` follows the last id the client has been brought to."""
     storage = RedisStreamStorage()
     read = sync_to_async(storage.read, thread_sensitive=False)
     max_events, max_bytes = settings.SSE_REPLAY_MAX_EVENTS, settings.SSE_REPLAY_MAX_BYTES
-    sent_events = sent_bytes = 0
+    sent_events = sent_bytes = progress.replayed = 0
+    last_id = progress.position
     first = True
     while True:
         try:
             step = await read(
                 channel, last_id, max_events=REPLAY_STEP_EVENTS,
-                max_bytes=REPLAY_STEP_BYTES, backlog=first,
+                max_bytes=REPLAY_STEP_BYTES, backlog=first, encoded=True,
             )  # fmt: skip
         except Exception as exc:
             logger.warning("sse: could not read the history (%s); ending a stream", exc)
@@ -613,7 +894,7 @@ async def _catch_up(channel: str, last_id: int, position: list[int]) -> AsyncIte
         too_much = first and (step.backlog_events > max_events or step.backlog_bytes > max_bytes)
         first = False
         if step.lost or too_much:
-            position[0] = step.current_id
+            progress.position = step.current_id
             yield _reset(channel, step.current_id)
             return
         if step.up_to_date:
@@ -621,29 +902,30 @@ async def _catch_up(channel: str, last_id: int, position: list[int]) -> AsyncIte
         pending, last_read_id = step.events[::-1], step.last_read_id
         del step
         while pending:
-            event = pending.pop()
-            event_id = event.id
-            body = encode_event(event.type, event.data, event_id_text(channel, event_id))
-            event = None  # while the client reads, only the encoded bytes are held
+            event_id, body = pending.pop()  # while the client reads, only this step is held
             sent_events += 1
             sent_bytes += len(body)
             if sent_events > max_events or sent_bytes > max_bytes:  # it grew meanwhile
                 current = await sync_to_async(storage.get_current_id, thread_sensitive=False)(
                     channel
                 )
-                position[0] = current
+                progress.position = current
                 yield _reset(channel, current)
                 return
-            position[0] = event_id
+            progress.position = event_id
+            progress.replayed = sent_bytes
             yield body
             body = None
-        last_id = position[0] = max(position[0], last_read_id)
+        last_id = progress.position = max(progress.position, last_read_id)
 
 
 async def users_stream(
-    *, channel: str, last_id: int | None, listener, slot: StreamSlot
-) -> AsyncIterator[bytes]:
-    """The stream of one client: what it missed (when it gave an id), then live events."""
+    *, channel: str, last_id: int | None, listener, slot: StreamSlot,
+    client: StreamClient | None = None,
+) -> AsyncIterator[bytes]:  # fmt: skip
+    """The stream of one client: what it missed (when it gave an id), then live events; ended
+    with stream-closed once `client` may no longer read (checked every
+    API_TOKEN_CACHE_SECONDS, and at once when a notice says its account changed)."""
     manager = listener_manager()
     listener.assign_loop()
     manager.add_listener(listener)
@@ -658,36 +940,64 @@ async def users_stream(
             return
         yield STREAM_OPENING
         catch_up = last_id is not None
-        position = [delivered if last_id is None else last_id]
+        resumed = catch_up  # its first catch-up was charged when it connected
+        progress = Progress(delivered if last_id is None else last_id)
+        recheck = False
+        wrote = time.monotonic()
         while True:
+            if client is not None and (recheck or client.check_in() <= 0):
+                recheck = False
+                reason = await client.refusal()
+                if reason is not None:
+                    yield stream_closed(reason)
+                    return
             if catch_up:
                 # Live events queued meanwhile stay queued: those already read from the history
                 # are skipped below by their ids.
-                async for body in _catch_up(channel, position[0], position):
+                async for body in _catch_up(channel, progress):
                     yield body
                 catch_up = False
+                wrote = time.monotonic()
+                if client is not None and not resumed and progress.replayed:
+                    await sync_to_async(client.charge, thread_sensitive=False)(
+                        replayed=progress.replayed
+                    )
+                resumed = False
             await slot.renew_if_due()
+            wait = KEEP_ALIVE_SECONDS - (time.monotonic() - wrote)
+            if client is not None:
+                wait = min(wait, client.check_in())
             try:
-                async with asyncio.timeout(KEEP_ALIVE_SECONDS):
+                async with asyncio.timeout(max(wait, 0.01)):
                     await listener.aevent.wait()
             except TimeoutError:
-                yield KEEP_ALIVE_COMMENT
+                if time.monotonic() - wrote >= KEEP_ALIVE_SECONDS:
+                    yield KEEP_ALIVE_COMMENT
+                    wrote = time.monotonic()
                 continue
             with manager.lock:
                 items = listener.channel_items.get(channel, [])
                 catch_up = listener.overflow  # its queue overflowed, or the history was lost
+                recheck = getattr(listener, "recheck", False)  # its account changed
                 listener.aevent.clear()
                 listener.channel_items = {}
-                listener.overflow = False
+                listener.overflow = listener.recheck = False
+            if recheck and client is not None:  # before anything queued is sent
+                recheck = False
+                reason = await client.refusal()
+                if reason is not None:
+                    yield stream_closed(reason)
+                    return
             for event in items:
-                if event.id <= position[0]:
+                if event.id <= progress.position:
                     continue  # already sent from the history
-                if event.id > position[0] + 1:
+                if event.id > progress.position + 1:
                     # Some are missing: the reader started after this stream, or fell behind
                     # the history's trimming. The history has them (or says stream-reset).
                     catch_up = True
                     break
-                position[0] = event.id
+                progress.position = event.id
+                wrote = time.monotonic()
                 yield encode_live_event(event, event_id_text(channel, event.id))
     except StreamEnded:
         return
@@ -764,7 +1074,11 @@ def _users_sse(request: HttpRequest) -> HttpResponse:
     except ValueError:
         # The API's one 400 shape: the offending parameter with its messages.
         return JsonResponse({"Last-Event-ID": [INVALID_LAST_EVENT_ID]}, status=400)
-    address = request_client_address(request)
+    client = StreamClient.of_request(request, principal)
+    throttled = _replay_refusal(client, channel, last_id)
+    if throttled is not None:
+        return throttled
+    address = client.address
     slot = StreamSlot(streams_key(principal=principal, address=address))
     try:
         taken = slot.take()
@@ -784,7 +1098,7 @@ def _users_sse(request: HttpRequest) -> HttpResponse:
     listener.user_id = principal.account_id if principal else "anonymous"
     listener.channels = {channel}
     response = StreamingHttpResponse(
-        users_stream(channel=channel, last_id=last_id, listener=listener, slot=slot),
+        users_stream(channel=channel, last_id=last_id, listener=listener, slot=slot, client=client),
         content_type="text/event-stream",
     )
     response._resource_closers.append(slot.release)  # also when the stream never started
@@ -792,6 +1106,32 @@ def _users_sse(request: HttpRequest) -> HttpResponse:
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     augment_cors_headers(response, request)
     return response
+
+
+def _replay_refusal(client: StreamClient, channel: str, last_id: int | None) -> HttpResponse | None:
+    """A 429 (the API's, with Retry-After) when the client is over its rate limit, once this
+    connect and the history it resumes with are counted: a connect is one request, a replay one
+    per SSE_REPLAY_BYTES_PER_REQUEST bytes (a replay beyond the replay bounds is a stream-reset,
+    charged as the connect alone). None: go ahead (also when Redis cannot tell)."""
+    replayed = 0
+    if last_id is not None:
+        try:
+            events, size = RedisStreamStorage().backlog(channel, last_id)
+        except Exception as exc:  # the stream itself will find out and end
+            logger.warning("sse: could not size a replay (%s)", exc)
+            events = size = 0
+        if events <= settings.SSE_REPLAY_MAX_EVENTS and size <= settings.SSE_REPLAY_MAX_BYTES:
+            replayed = size
+    charged = client.charge(replayed=replayed, connect=True)
+    if charged is None or charged[0] <= charged[1].limit:
+        return None
+    wait = throttling.retry_after(charged[1].left)
+    who = f"account {client.principal.account_id}" if client.principal else client.address
+    logger.info("sse: %s is over its rate limit; refused a stream (429)", who)
+    return _json_error(
+        429, f"Request was throttled. Expected available in {wait} seconds.",
+        {"Retry-After": str(wait)},
+    )  # fmt: skip
 
 
 def users_live(request: HttpRequest) -> HttpResponse:

@@ -405,6 +405,10 @@ SSE_MAX_STREAMS_PER_CLIENT = env.int("SSE_MAX_STREAMS_PER_CLIENT", default=10)
 # about 8 ingest batch events; 1,000 events is the whole default history of small ones.
 SSE_REPLAY_MAX_EVENTS = env.int("SSE_REPLAY_MAX_EVENTS", default=1000)
 SSE_REPLAY_MAX_BYTES = env.int("SSE_REPLAY_MAX_BYTES", default=8 * 2**20)
+# A stream's connect counts as one request against the client's rate limit (the API's
+# API_ANON_THROTTLE_RATE / API_USER_THROTTLE_RATE window), and the history it replays as one
+# request per this many bytes: at 64 KiB, a full 8 MiB replay is 129 requests.
+SSE_REPLAY_BYTES_PER_REQUEST = env.int("SSE_REPLAY_BYTES_PER_REQUEST", default=64 * 1024)
 # Seconds a write to a stream's client may wait (it stopped reading) before the connection is
 # dropped: a stalled client costs one pending write, not an ever-growing buffer.
 SSE_SEND_TIMEOUT = env.float("SSE_SEND_TIMEOUT", default=30.0)

@@ -112,6 +112,11 @@ class SSEClient:
                 break
         return out
 
+    def ended(self, timeout: float = 5) -> bool:
+        """Whether the server ended the stream within `timeout` seconds."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def close(self) -> None:
         # Closing the response does not close a socket another thread is reading: shut it down.
         sock = self._response.extensions["network_stream"].get_extra_info("socket")
@@ -720,6 +725,7 @@ def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
     server = WebServer(
         tmp_path / "web.log",
         SSE_SEND_TIMEOUT="3",
+        API_USER_THROTTLE_RATE="",  # 60 replays of 30 MB each: not what this test bounds
         SSE_MAX_STREAMS_PER_CLIENT=str(STALLED_CLIENTS + 10),
         SSE_REPLAY_MAX_EVENTS="100000",  # not what bounds memory here
         SSE_REPLAY_MAX_BYTES=str(2**30),
@@ -781,3 +787,222 @@ def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
         for sock in sockets:
             sock.close()
         server.stop()
+
+
+# --- Clients whose rights end while they stream ----------------------------------------------
+
+# The servers here check open streams every API_TOKEN_CACHE_SECONDS (30 s); a change must end
+# the stream well before that, through the notice it sends to every web process.
+CLOSED_WITHIN = 5
+
+
+def _account_of(token: str):
+    from django.contrib.auth import get_user_model
+
+    from users.selectors import principal_for_token
+
+    return get_user_model().objects.get(pk=principal_for_token(token=token).account_id)
+
+
+def _account_named(name: str):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(username=name)
+
+
+def _assert_closed(client: SSEClient, reason: str, within: float = CLOSED_WITHIN) -> None:
+    """The stream says why it ends (stream-closed, no id), then ends."""
+    closed = client.wait_for(lambda event: event.type == "stream-closed", timeout=within)
+    assert closed.json()["reason"] == reason and closed.json()["detail"]
+    assert closed.id is None
+    assert client.ended(timeout=2), "the stream went on after stream-closed"
+
+
+def test_a_revoked_token_s_stream_is_closed_within_seconds(connect, api_token):
+    token = api_token("reader")
+    account = _account_of(token)
+    client = connect(headers={"Authorization": f"Token {token}"})
+    client.wait_for(is_user_event("user.created", new_user("BeforeRevoke").id))
+    call_command("revoke_api_tokens", account.username)
+    _assert_closed(client, "not_authenticated")
+
+
+def test_a_session_s_stream_is_closed_at_logout(connect, login_account):
+    from django.contrib.auth import logout
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.http import HttpRequest
+
+    name, _, (cookie, session_key) = login_account("reader")
+    client = connect(headers={"Cookie": f"{cookie}={session_key}"})
+    client.wait_for(is_user_event("user.created", new_user("BeforeLogout").id))
+    request = HttpRequest()
+    request.session, request.user = SessionStore(session_key), _account_named(name)
+    logout(request)
+    _assert_closed(client, "not_authenticated")
+
+
+def test_a_deactivated_account_s_stream_is_closed(connect, login_account):
+    name, _, (cookie, session_key) = login_account("reader")
+    client = connect(headers={"Cookie": f"{cookie}={session_key}"})
+    account = _account_named(name)
+    account.is_active = False
+    account.save()
+    _assert_closed(client, "not_authenticated")
+
+
+def test_a_stream_is_closed_when_its_account_loses_view_user(connect, api_token):
+    token = api_token("reader")
+    client = connect(headers={"Authorization": f"Token {token}"})
+    _account_of(token).groups.clear()
+    _assert_closed(client, "permission_denied")
+
+
+def test_streams_check_their_client_again_without_a_notice(web_server, api_token):
+    """A change no notice announced (a token deleted in SQL): the periodic check, every
+    API_TOKEN_CACHE_SECONDS, ends the stream."""
+    from users.access import token_digest
+    from users.models import ApiToken
+
+    server = web_server(workers=1, API_TOKEN_CACHE_SECONDS="2")
+    token = api_token("reader")
+    client = SSEClient(f"{server.base}/users/sse", headers={"Authorization": f"Token {token}"})
+    try:
+        tokens = ApiToken.objects.filter(digest=token_digest(token))
+        assert tokens._raw_delete(tokens.db) == 1  # no signal, so no notice
+        _assert_closed(client, "not_authenticated", within=8)
+    finally:
+        client.close()
+
+
+# --- Replays and the rate limit --------------------------------------------------------------
+
+
+def test_stream_connects_and_replays_count_against_the_rate_limit(web_server, api_token):
+    """A connect is one request of the client's API window, a replay one per
+    SSE_REPLAY_BYTES_PER_REQUEST bytes; over the limit, a JSON 429 with Retry-After."""
+    server = web_server(
+        workers=1, API_USER_THROTTLE_RATE="30/minute", SSE_REPLAY_BYTES_PER_REQUEST="1000"
+    )
+    headers = {"Authorization": f"Token {api_token('reader')}"}
+    start = _current_id()
+    for number in range(10):
+        user_created({"id": 940 + number, "pad": "p" * 5000})  # 50 kB: 50 requests' worth
+    SSEClient(f"{server.base}/users/sse", headers=headers).close()  # a connect alone passes
+    refused = _sse_get(server.base, {**headers, "Last-Event-ID": start})
+    assert refused.status_code == 429
+    assert refused.json()["detail"].startswith("Request was throttled. Expected available in")
+    assert int(refused.headers["retry-after"]) > 0
+    # The API's own window: the client's reads are throttled too.
+    assert httpx.get(f"{server.base}/users/1", headers=headers).status_code == 429
+
+
+def test_replays_redact_and_encode_a_batch_once_per_delete(monkeypatch, settings):
+    """Clients resuming from the same place share one redacted copy of a big batch event; a
+    later delete makes a new one."""
+    from users import sse
+
+    channel = f"{settings.EVENTSTREAM_USERS_CHANNEL}-replayed"
+    storage = RedisStreamStorage()
+    users = [{"id": n, "email_address": f"u{n}@example.com"} for n in range(1, 201)]
+    batch = json.dumps({"run": 1, "batch": 1, "count": 200, "users": users}, separators=(",", ":"))
+    start = storage.append_event(channel, "user.updated", '{"id": 0}').id
+    batch_id = storage.append_event(channel, "users.ingested", batch).id
+    storage.append_event(channel, "user.deleted", '{"id": 5}')
+    parsed: list[int] = []
+    redact = sse.without_deleted_users
+
+    def counted(event, deleted):
+        if event.type == "users.ingested":
+            parsed.append(event.id)
+        return redact(event, deleted)
+
+    monkeypatch.setattr(sse, "without_deleted_users", counted)
+
+    def replay() -> bytes:
+        step = storage.read(channel, start, max_events=10, max_bytes=2**20, encoded=True)
+        return b"".join(event.body for event in step.events)
+
+    try:
+        first = replay()
+        assert b'"u5@example.com"' not in first and b'"u6@example.com"' in first
+        assert replay() == first
+        assert parsed == [batch_id]  # the second replay did not parse it again
+        storage.append_event(channel, "user.deleted", '{"id": 6}')
+        third = replay()
+        assert b'"u6@example.com"' not in third and b'"u7@example.com"' in third
+        assert parsed == [batch_id, batch_id]
+    finally:
+        _redis_client().delete(*history_keys(channel))
+
+
+# --- Deletes while the stream's Redis is unreachable -----------------------------------------
+
+
+def _unreachable_redis(settings) -> dict:
+    """Point this process's stream client at a closed port (the shared Redis is not touched);
+    returns the settings to restore."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    reachable = settings.EVENTSTREAM_REDIS
+    settings.EVENTSTREAM_REDIS = {**reachable, "port": closed_port, "socket_connect_timeout": 1}
+    return reachable
+
+
+def _history_text(after: int) -> str:
+    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    return "\n".join(e.data for e in RedisStreamStorage().get_events(channel, after, limit=1000))
+
+
+def test_a_delete_the_history_missed_is_redacted_once_redis_answers(settings):
+    from users.models import PendingStreamRedaction
+
+    start = int(_current_id().rpartition(":")[2])
+    user = new_user("Missed")
+    reachable = _unreachable_redis(settings)
+    user_delete(user_id=user.id)
+    settings.EVENTSTREAM_REDIS = reachable
+    assert PendingStreamRedaction.objects.filter(user_id=user.id).exists()
+    assert "Missed@example.com" in _history_text(start)  # a resume would still send it
+
+    call_command("repair_cache")
+    assert "Missed@example.com" not in _history_text(start)
+    assert not PendingStreamRedaction.objects.exists()
+
+
+def test_the_next_delete_that_reaches_the_history_sends_the_missed_ones(settings):
+    from users.models import PendingStreamRedaction
+
+    start = int(_current_id().rpartition(":")[2])
+    missed, later = new_user("MissedToo"), new_user("Later")
+    reachable = _unreachable_redis(settings)
+    user_delete(user_id=missed.id)
+    settings.EVENTSTREAM_REDIS = reachable
+    user_delete(user_id=later.id)
+    text = _history_text(start)
+    assert "MissedToo@example.com" not in text and "Later@example.com" not in text
+    assert not PendingStreamRedaction.objects.exists()
+
+
+def test_a_user_created_again_since_the_missed_delete_is_replayed_as_it_is_now(settings):
+    from users.models import User
+
+    start = int(_current_id().rpartition(":")[2])
+    first = new_user("FirstLife")
+    reachable = _unreachable_redis(settings)
+    user_delete(user_id=first.id)
+    settings.EVENTSTREAM_REDIS = reachable
+    again = User.objects.create(
+        id=first.id, first_name="Second", last_name="Life", email_address="second@example.com",
+        created_at=first.created_at,
+    )  # fmt: skip
+    user_created({"id": again.id, "email_address": again.email_address})
+
+    call_command("repair_cache")
+    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    events = RedisStreamStorage().get_events(channel, start, limit=1000)
+    decoded = [(e.type, json.loads(e.data)) for e in events]
+    mine = [(kind, data) for kind, data in decoded if data.get("id") == first.id]
+    assert "FirstLife@example.com" not in json.dumps(mine)
+    assert [kind for kind, _ in mine] == ["user.deleted", "user.updated"]
+    assert mine[-1][1]["email_address"] == "second@example.com"
