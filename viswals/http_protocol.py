@@ -11,9 +11,16 @@ Dockerfile); tests/ops/test_request_limits.py fails if a new uvicorn changes wha
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from viswals.logging import RequestWithoutQuery
+
+# uvicorn's access log (off in scripts/web.sh) writes through a handler of uvicorn's own, which
+# our settings do not touch: keep the query out of it on the logger itself.
+logging.getLogger("uvicorn.access").addFilter(RequestWithoutQuery())
 
 MAX_HEAD_BYTES = int(os.environ.get("REQUEST_MAX_HEADER_BYTES", 16 * 1024))
 # An ASGI scope extension: a callable that drops the connection at once, buffered output and

@@ -333,6 +333,7 @@ LOGGING = {
     "filters": {
         "context": {"()": "viswals.logging.ContextFilter"},
         "without_traceback": {"()": "viswals.logging.WithoutTraceback"},
+        "without_query": {"()": "viswals.logging.RequestWithoutQuery"},
     },
     "formatters": {
         "text": {
@@ -345,11 +346,17 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["context"],
+            # Method and path only: query strings hold searched emails and names.
+            "filters": ["context", "without_query"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default logging gives "django" a console handler of its own with debug on,
+        # and "django.server" (runserver) another: every 4xx was written twice. One handler,
+        # ours, for all of them.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": ["console"], "propagate": False},
         "django.db.backends": {"level": "INFO"},
         # Errors a client caused (a bad Host header...) are one line, not a traceback.
         **{name: {"filters": ["without_traceback"]} for name in _CLIENT_ERROR_LOGGERS},
