@@ -239,6 +239,10 @@ API_READS_REQUIRE_AUTH = env.bool("API_READS_REQUIRE_AUTH", default=True)
 API_TOKEN_EXPIRES_DAYS = env.int("API_TOKEN_EXPIRES_DAYS", default=90)
 # Seconds a token's permissions are kept in Redis: how long a missed revocation could last.
 API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=30)
+# Seconds a token PostgreSQL refused (unknown, expired, revoked) is refused from Redis instead:
+# repeated bogus tokens cost no query. Each lookup also counts against the client address'
+# window (API_ANON_THROTTLE_RATE) before it is made.
+API_INVALID_TOKEN_CACHE_SECONDS = env.int("API_INVALID_TOKEN_CACHE_SECONDS", default=5)
 # Requests per window ("<n>/second|minute|hour|day"; empty: no limit), counted in the shared
 # Redis so a limit holds across web processes: per client address for anonymous clients...
 API_ANON_THROTTLE_RATE = env.str("API_ANON_THROTTLE_RATE", default="1200/minute")
