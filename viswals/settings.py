@@ -255,6 +255,11 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # (viswals/request_limits.py); request headers over REQUEST_MAX_HEADER_BYTES get 431.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2**20)
 REQUEST_MAX_HEADER_BYTES = env.int("REQUEST_MAX_HEADER_BYTES", default=16 * 1024)
+# Seconds a client has to send a whole request head (from the connection's opening, or from the
+# first byte of a later request on it), and seconds a request body may go without a byte: then
+# 408 and the connection is closed (viswals/http_protocol.py). Slow senders hold no socket long.
+REQUEST_HEAD_TIMEOUT = env.float("REQUEST_HEAD_TIMEOUT", default=10.0)
+REQUEST_BODY_IDLE_TIMEOUT = env.float("REQUEST_BODY_IDLE_TIMEOUT", default=30.0)
 # Bodies under /admin/ (the CSV import's uploads) may be this large instead.
 ADMIN_MAX_BODY_BYTES = env.int("ADMIN_MAX_BODY_BYTES", default=2**20)
 # Django's own cap on bodies it reads into memory: the same limit, as a second line.
