@@ -200,6 +200,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 256 << 10
 ADMIN_IMPORT_MAX_BYTES = env.int("ADMIN_IMPORT_MAX_BYTES", default=100 << 20)
 # Uploads each web process publishes at once; one more is refused until one has finished.
 ADMIN_IMPORT_CONCURRENCY = env.int("ADMIN_IMPORT_CONCURRENCY", default=2)
+# Import uploads (bodies over ADMIN_MAX_BODY_BYTES, from sessions allowed to import) each web
+# process receives at once, each spooled to disk as it arrives; one more gets 503 + Retry-After.
+ADMIN_IMPORT_MAX_UPLOADS = env.int("ADMIN_IMPORT_MAX_UPLOADS", default=2)
 # Bulk imports (ingest.indexes): a file of at least INGEST_BULK_MIN_ROWS lines into a table
 # holding at most INGEST_BULK_TABLE_RATIO times as many users loads with the primary key only;
 # the other indexes are built once when its last batch is stored (README "Ingest performance").
@@ -260,7 +263,8 @@ REQUEST_MAX_HEADER_BYTES = env.int("REQUEST_MAX_HEADER_BYTES", default=16 * 1024
 # 408 and the connection is closed (viswals/http_protocol.py). Slow senders hold no socket long.
 REQUEST_HEAD_TIMEOUT = env.float("REQUEST_HEAD_TIMEOUT", default=10.0)
 REQUEST_BODY_IDLE_TIMEOUT = env.float("REQUEST_BODY_IDLE_TIMEOUT", default=30.0)
-# Bodies under /admin/ (the CSV import's uploads) may be this large instead.
+# Bodies under /admin/ may be this large instead (the CSV import: ADMIN_IMPORT_MAX_BYTES, for
+# sessions allowed to import).
 ADMIN_MAX_BODY_BYTES = env.int("ADMIN_MAX_BODY_BYTES", default=2**20)
 # Django's own cap on bodies it reads into memory: the same limit, as a second line.
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES

@@ -234,3 +234,96 @@ def test_connections_past_the_limit_get_503(django_db_setup, tmp_path):
             for sock in idle:
                 sock.close()
         wait_until(lambda: httpx.get(f"{server.base}/healthz", timeout=5).status_code == 200)
+
+
+# --- The admin's CSV import: large bodies only from sessions allowed to import -----------------
+
+IMPORT_LIMIT = 10 << 20
+CSRF = "a" * 32  # a CSRF secret, sent as cookie and form field alike
+
+
+@pytest.fixture(scope="module")
+def import_server(django_db_setup, tmp_path_factory):
+    from tests.processes import running_web_server
+
+    with running_web_server(
+        tmp_path_factory.mktemp("imports") / "web.log",
+        workers=1,
+        ADMIN_MAX_BODY_BYTES=str(LIMIT),
+        API_MAX_BODY_BYTES=str(LIMIT),
+        ADMIN_IMPORT_MAX_BYTES=str(IMPORT_LIMIT),
+        ADMIN_IMPORT_MAX_UPLOADS="1",
+        REQUEST_BODY_IDLE_TIMEOUT="5",
+    ) as server:
+        yield server
+
+
+def import_head(server, length: int, session: tuple | None, *extra: bytes) -> bytes:
+    cookie = f"csrftoken={CSRF}" + (f"; {session[0]}={session[1]}" if session else "")
+    return b"\r\n".join(
+        [b"POST /admin/ingest/ingestrun/import/ HTTP/1.1",
+         f"Host: 127.0.0.1:{server.port}".encode(),
+         b"Content-Type: multipart/form-data; boundary=BOUNDARY",
+         f"Content-Length: {length}".encode(), f"Cookie: {cookie}".encode(), *extra, b"", b""]
+    )  # fmt: skip
+
+
+def import_body(content: bytes) -> bytes:
+    return (
+        b'--BOUNDARY\r\nContent-Disposition: form-data; name="csrfmiddlewaretoken"\r\n\r\n'
+        + CSRF.encode()
+        + b'\r\n--BOUNDARY\r\nContent-Disposition: form-data; name="file"; '
+        b'filename="people.csv"\r\nContent-Type: text/csv\r\n\r\n'
+        + content
+        + b"\r\n--BOUNDARY--\r\n"
+    )
+
+
+def first_answer_line(server, session: tuple) -> bytes:
+    """The first line the server sends to an import upload that announces 5 MiB with `Expect:
+    100-continue` and sends none of it: `100 Continue` once the body is being read."""
+    head = import_head(server, 5 << 20, session, b"Expect: 100-continue")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)
+        return sock.recv(65536).split(b"\r\n")[0]
+
+
+def test_only_a_session_allowed_to_import_may_send_a_large_body(import_server, login_account):
+    for session in (
+        None,  # anonymous
+        login_account(None, staff=True)[2],  # staff without the permission
+        login_account("writer")[2],  # the permission, not staff
+        ("sessionid", "not-a-session-key"),
+    ):
+        # 5 MiB announced, none sent: refused from the head alone, as any body over the limit.
+        status, _, body = exchange(import_server, import_head(import_server, 5 << 20, session))
+        assert status == 413, session
+        assert json.loads(body) == {"detail": f"Request body too large: at most {LIMIT} bytes."}
+
+    # Staff allowed to import: the page reads the whole file (and refuses its header).
+    body = import_body(b"not,the,header\n" + b"1,2,3\n" * 40_000)  # 240 KiB, over LIMIT
+    session = login_account("writer", staff=True)[2]
+    status, _, page = exchange(import_server, import_head(import_server, len(body), session) + body)
+    assert status == 400
+    assert b"missing required column(s)" in page
+
+
+def test_large_bodies_past_the_per_process_cap_get_503_with_retry_after(
+    import_server, login_account
+):
+    from tests.helpers import wait_until
+
+    session = login_account("writer", staff=True)[2]
+    head = import_head(import_server, 5 << 20, session, b"Expect: 100-continue")
+    with socket.create_connection(("127.0.0.1", import_server.port), timeout=10) as first:
+        first.sendall(head)
+        # 100 Continue: its body is being read, in the one slot this process has.
+        assert first.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        status, headers, body = exchange(
+            import_server, import_head(import_server, 5 << 20, session)
+        )
+        assert status == 503
+        assert headers["retry-after"] == "10"
+        assert "Too many imports" in json.loads(body)["detail"]
+    # The first one gone, its slot is free again.
+    wait_until(lambda: first_answer_line(import_server, session) == b"HTTP/1.1 100 Continue")
