@@ -30,12 +30,12 @@ from ingest.uploads import (
     ImportBusy,
     LimitedTemporaryFileUploadHandler,
     keep_upload,
+    may_import,
     publish_upload,
     too_large_message,
     upload_name,
 )
 
-IMPORT_PERMISSION = "users.add_user"
 # How often the run page asks for its progress while the run goes on (milliseconds).
 PROGRESS_POLL_MS = 1000
 
@@ -92,8 +92,7 @@ class PersonalDataRedacted:
 
 
 def can_import(request: HttpRequest) -> bool:
-    user = request.user
-    return user.is_active and user.is_staff and user.has_perm(IMPORT_PERMISSION)
+    return may_import(request.user)
 
 
 def compact_time(value) -> str:

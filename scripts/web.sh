@@ -25,7 +25,12 @@ fi
 mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
 
+# --limit-concurrency: connections (open SSE streams included) each worker process holds; one
+# more is answered 503 at once rather than left to exhaust file descriptors. Request heads and
+# stalled bodies time out in viswals/http_protocol.py (REQUEST_HEAD_TIMEOUT,
+# REQUEST_BODY_IDLE_TIMEOUT).
 exec uvicorn viswals.asgi:application --host "${HOST:-127.0.0.1}" --port "${PORT:-8080}" \
   --workers "${WEB_CONCURRENCY:-2}" --timeout-graceful-shutdown "${WEB_GRACEFUL_TIMEOUT:-5}" \
+  --limit-concurrency "${WEB_LIMIT_CONCURRENCY:-1000}" \
   --no-access-log --no-proxy-headers --http viswals.http_protocol:HeadLimitedHttpToolsProtocol \
   --lifespan off

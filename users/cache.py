@@ -387,6 +387,54 @@ def forget_principals(digests: Iterable[str]) -> bool:
     return _delete((principal_key(digest) for digest in digests), "token principals")
 
 
+# --- Unknown tokens --------------------------------------------------------------------------
+# A token PostgreSQL does not know (or knows as expired, revoked, or of an inactive account) is
+# remembered as such for settings.API_INVALID_TOKEN_CACHE_SECONDS, keyed by its digest: a client
+# repeating a bogus token costs Redis, not a query each time. Never longer than a few seconds, so
+# a reactivated account is not refused for long.
+
+
+def invalid_token_key(digest: str) -> str:
+    return f"{settings.USERS_CACHE_PREFIX}:auth-invalid:{digest}"
+
+
+def remember_invalid_token(digest: str, *, ttl: float) -> None:
+    if ttl <= 0:
+        return
+    try:
+        redis_client().set(invalid_token_key(digest), b"1", px=int(ttl * 1000))
+    except RedisError:
+        logger.warning("cache: could not remember an unknown token")
+
+
+def token_known_invalid(digest: str) -> bool:
+    """Whether PostgreSQL refused this token a moment ago (False when Redis is unavailable)."""
+    try:
+        return bool(redis_client().exists(invalid_token_key(digest)))
+    except RedisError:
+        logger.warning("cache: Redis unavailable checking a token; using PostgreSQL")
+        return False
+
+
+async def atoken_lookup_gate(
+    digest: str, *, window: tuple[str, int] | None
+) -> tuple[int | None, bool]:
+    """Before a token is looked up in PostgreSQL (its principal was not in Redis), in one round
+    trip: count a hit on the client address' window `(key, seconds)` (None: no limit), and say
+    whether the token was refused a moment ago. (count or None, known invalid)."""
+    try:
+        pipe = async_redis_client().pipeline(transaction=False)
+        if window is not None:
+            pipe.incr(window[0])
+            pipe.expire(window[0], window[1], nx=True)
+        pipe.exists(invalid_token_key(digest))
+        replies = await pipe.execute()
+    except (RedisError, OSError):
+        logger.warning("cache: Redis unavailable checking a token; using PostgreSQL")
+        return None, False
+    return (replies[0] if window is not None else None), bool(replies[-1])
+
+
 # --- Rate limiting ---------------------------------------------------------------------------
 # Fixed-window counters, one key per client and window: a single atomic INCR, shared by every
 # web process, so a limit holds across workers. Keys live under the users prefix so each

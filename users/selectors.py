@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
@@ -66,34 +67,46 @@ def user_load_payload(*, user_id: int) -> dict[str, Any] | None:
     return payload
 
 
-def principal_for_token(*, token: str) -> Principal | None:
+def principal_for_token(
+    *, token: str, before_lookup: Callable[[], None] | None = None
+) -> Principal | None:
     """Who a token belongs to and what it may do; None for an unknown, expired or revoked token
-    or an inactive account. Redis first (a few seconds' copy), then PostgreSQL."""
+    or an inactive account. Redis first (a few seconds' copy), then PostgreSQL, unless the token
+    was refused a moment ago. `before_lookup` runs when Redis has no copy, before anything else
+    is asked: the API charges the lookup to the client's address there (and may refuse it)."""
     digest = token_digest(token)
     if digest is None:
         return None
-    return principal_for_digest(digest=digest)
+    return principal_for_digest(digest=digest, before_lookup=before_lookup)
 
 
-def principal_for_digest(*, digest: str) -> Principal | None:
+def principal_for_digest(
+    *, digest: str, before_lookup: Callable[[], None] | None = None
+) -> Principal | None:
     """principal_for_token for a token known by its digest (an open stream keeps no token)."""
     cached = cache.cached_principal(digest)
     if cached is not None:
         principal = Principal.decode(cached)
         return None if principal.expired() else principal
+    if before_lookup is not None:
+        before_lookup()
+    if cache.token_known_invalid(digest):
+        return None
     return principal_load(digest=digest)
 
 
-def principal_for_authorization(header: str | bytes | None) -> Principal | None:
+def principal_for_authorization(
+    header: str | bytes | None, *, before_lookup: Callable[[], None] | None = None
+) -> Principal | None:
     """The principal of an `Authorization: Token <token>` header; None when the header is
     absent or another scheme. Raises InvalidCredentials for a malformed header or an unknown,
-    expired or revoked token."""
+    expired or revoked token. `before_lookup`: as principal_for_token's."""
     token = token_from_authorization(header)
     if token is None:
         return None
     if token == "":
         raise InvalidCredentials(MALFORMED_AUTHORIZATION)
-    principal = principal_for_token(token=token)
+    principal = principal_for_token(token=token, before_lookup=before_lookup)
     if principal is None:
         raise InvalidCredentials(INVALID_TOKEN)
     return principal
@@ -121,7 +134,20 @@ def principal_for_session(*, session_key: str) -> Principal | None:
 
 def principal_load(*, digest: str) -> Principal | None:
     """A token's principal from PostgreSQL, cached for settings.API_TOKEN_CACHE_SECONDS (never
-    past the token's expiry)."""
+    past the token's expiry); a refused token is remembered as refused for
+    settings.API_INVALID_TOKEN_CACHE_SECONDS."""
+    principal = _token_principal(digest)
+    if principal is None:
+        cache.remember_invalid_token(digest, ttl=float(settings.API_INVALID_TOKEN_CACHE_SECONDS))
+        return None
+    ttl = float(settings.API_TOKEN_CACHE_SECONDS)
+    if principal.expires_at is not None:
+        ttl = min(ttl, principal.expires_at - time.time())
+    cache.cache_principal(digest, principal.encode(), ttl=ttl)
+    return principal
+
+
+def _token_principal(digest: str) -> Principal | None:
     token = ApiToken.objects.select_related("account").filter(digest=digest).first()
     if token is None:
         return None
@@ -130,13 +156,7 @@ def principal_load(*, digest: str) -> Principal | None:
         return None
     expires_at = float(int(token.expires_at.timestamp())) if token.expires_at else None
     principal = account_principal._replace(expires_at=expires_at)
-    if principal.expired():
-        return None
-    ttl = float(settings.API_TOKEN_CACHE_SECONDS)
-    if expires_at is not None:
-        ttl = min(ttl, expires_at - time.time())
-    cache.cache_principal(digest, principal.encode(), ttl=ttl)
-    return principal
+    return None if principal.expired() else principal
 
 
 def api_token_find(*, token: str, account_name: str) -> ApiToken | None:

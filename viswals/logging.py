@@ -144,6 +144,40 @@ class WithoutTraceback(logging.Filter):
         return True
 
 
+def _without_query(target: str) -> str:
+    return target.split("?", 1)[0]
+
+
+class RequestWithoutQuery(logging.Filter):
+    """Keep query strings out of the logs: they hold what clients search for (emails, names)
+    and cursors. Attached to the handler, so it sees every line it writes:
+
+    - `django.request` / `django.security.*` lines carry the request in `extra`; a JSON line
+      would print its repr, `<ASGIRequest: GET '/users?email=...'>`. It becomes "GET /users".
+    - `django.server` (runserver) writes the request line, "GET /users?email=... HTTP/1.1";
+      its 4xx and 5xx lines are dropped, since `django.request` logs those already.
+    - `uvicorn.access` (off in scripts/web.sh) writes the path with its query.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        if request is not None and hasattr(request, "path") and hasattr(request, "method"):
+            record.request = f"{request.method} {request.path}"
+        if record.name == "django.server":
+            if getattr(record, "status_code", 0) >= 400:
+                return False
+            record.request = None  # the socket, not worth a line
+            if record.args and isinstance(record.args[0], str):
+                method, _, rest = record.args[0].partition(" ")
+                target, _, version = rest.partition(" ")
+                line = f"{method} {_without_query(target)} {version}".strip()
+                record.args = (line, *record.args[1:])
+        elif record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            if len(record.args) >= 3 and isinstance(record.args[2], str):
+                record.args = (*record.args[:2], _without_query(record.args[2]), *record.args[3:])
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """Human-readable lines for development, with the context appended when there is one."""
 

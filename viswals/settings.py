@@ -203,6 +203,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 256 << 10
 ADMIN_IMPORT_MAX_BYTES = env.int("ADMIN_IMPORT_MAX_BYTES", default=100 << 20)
 # Uploads each web process publishes at once; one more is refused until one has finished.
 ADMIN_IMPORT_CONCURRENCY = env.int("ADMIN_IMPORT_CONCURRENCY", default=2)
+# Import uploads (bodies over ADMIN_MAX_BODY_BYTES, from sessions allowed to import) each web
+# process receives at once, each spooled to disk as it arrives; one more gets 503 + Retry-After.
+ADMIN_IMPORT_MAX_UPLOADS = env.int("ADMIN_IMPORT_MAX_UPLOADS", default=2)
 # Bulk imports (ingest.indexes): a file of at least INGEST_BULK_MIN_ROWS lines into a table
 # holding at most INGEST_BULK_TABLE_RATIO times as many users loads with the primary key only;
 # the other indexes are built once when its last batch is stored (docs/ingest.md, "Bulk runs").
@@ -247,6 +250,10 @@ API_READS_REQUIRE_AUTH = env.bool("API_READS_REQUIRE_AUTH", default=True)
 API_TOKEN_EXPIRES_DAYS = env.int("API_TOKEN_EXPIRES_DAYS", default=90)
 # Seconds a token's permissions are kept in Redis: how long a missed revocation could last.
 API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=30)
+# Seconds a token PostgreSQL refused (unknown, expired, revoked) is refused from Redis instead:
+# repeated bogus tokens cost no query. Each lookup also counts against the client address'
+# window (API_ANON_THROTTLE_RATE) before it is made.
+API_INVALID_TOKEN_CACHE_SECONDS = env.int("API_INVALID_TOKEN_CACHE_SECONDS", default=5)
 # Requests per window ("<n>/second|minute|hour|day"; empty: no limit), counted in the shared
 # Redis so a limit holds across web processes: per client address for anonymous clients...
 API_ANON_THROTTLE_RATE = env.str("API_ANON_THROTTLE_RATE", default="1200/minute")
@@ -259,7 +266,13 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # (viswals/request_limits.py); request headers over REQUEST_MAX_HEADER_BYTES get 431.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2**20)
 REQUEST_MAX_HEADER_BYTES = env.int("REQUEST_MAX_HEADER_BYTES", default=16 * 1024)
-# Bodies under /admin/ (the CSV import's uploads) may be this large instead.
+# Seconds a client has to send a whole request head (from the connection's opening, or from the
+# first byte of a later request on it), and seconds a request body may go without a byte: then
+# 408 and the connection is closed (viswals/http_protocol.py). Slow senders hold no socket long.
+REQUEST_HEAD_TIMEOUT = env.float("REQUEST_HEAD_TIMEOUT", default=10.0)
+REQUEST_BODY_IDLE_TIMEOUT = env.float("REQUEST_BODY_IDLE_TIMEOUT", default=30.0)
+# Bodies under /admin/ may be this large instead (the CSV import: ADMIN_IMPORT_MAX_BYTES, for
+# sessions allowed to import).
 ADMIN_MAX_BODY_BYTES = env.int("ADMIN_MAX_BODY_BYTES", default=2**20)
 # Django's own cap on bodies it reads into memory: the same limit, as a second line.
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
@@ -341,6 +354,7 @@ LOGGING = {
     "filters": {
         "context": {"()": "viswals.logging.ContextFilter"},
         "without_traceback": {"()": "viswals.logging.WithoutTraceback"},
+        "without_query": {"()": "viswals.logging.RequestWithoutQuery"},
     },
     "formatters": {
         "text": {
@@ -353,11 +367,17 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["context"],
+            # Method and path only: query strings hold searched emails and names.
+            "filters": ["context", "without_query"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default logging gives "django" a console handler of its own with debug on,
+        # and "django.server" (runserver) another: every 4xx was written twice. One handler,
+        # ours, for all of them.
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": ["console"], "propagate": False},
         "django.db.backends": {"level": "INFO"},
         # Errors a client caused (a bad Host header...) are one line, not a traceback.
         **{name: {"filters": ["without_traceback"]} for name in _CLIENT_ERROR_LOGGERS},

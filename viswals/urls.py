@@ -6,7 +6,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from users import pages
-from users.api.exceptions import not_found
+from users.api.exceptions import bad_request, not_found
 from viswals import health, metrics
 
 # The browsable API's "Log in" and "Log out" links (DRF looks them up as rest_framework:login and
@@ -38,3 +38,7 @@ urlpatterns = [
 # Keep last: any other path under /users (a non-numeric id, say) is a JSON 404, also with
 # DEBUG on, where Django would answer with its HTML debug page.
 urlpatterns += [re_path(r"^users(/.*)?$", not_found)]
+
+# Request data Django refuses (too many fields or files, a body too large) as a JSON error on
+# every path, not its HTML 400 page.
+handler400 = bad_request

@@ -171,8 +171,12 @@ def test_requeue_action_publishes_failed_batches_again(importer, celery_worker_p
     assert User.objects.filter(id=601).exists()
 
 
-def test_a_body_declaring_more_than_the_import_limit_is_refused_unread(settings):
+def test_a_body_declaring_more_than_the_import_limit_is_refused_unread(settings, importer):
     from viswals.request_limits import request_limits
+
+    cookie = (
+        f"{settings.SESSION_COOKIE_NAME}={importer.cookies[settings.SESSION_COOKIE_NAME].value}"
+    )
 
     settings.ADMIN_IMPORT_MAX_BYTES = 1000
     called, sent = [], []
@@ -188,8 +192,8 @@ def test_a_body_declaring_more_than_the_import_limit_is_refused_unread(settings)
 
     app = request_limits(inner)
 
-    def post(path: str, length: int) -> None:
-        headers = [(b"content-length", str(length).encode())]
+    def post(path: str, length: int, cookie: str = cookie) -> None:
+        headers = [(b"content-length", str(length).encode()), (b"cookie", cookie.encode())]
         scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
         asyncio.run(app(scope, receive, send))
 
@@ -199,6 +203,10 @@ def test_a_body_declaring_more_than_the_import_limit_is_refused_unread(settings)
     settings.ADMIN_IMPORT_MAX_BYTES = 50 * 2**20
     post(IMPORT_URL, 40 * 2**20)
     assert called == [IMPORT_URL]
+    # Only a session allowed to import sends more than the admin's usual limit, unread too.
+    for stranger in ("", f"{settings.SESSION_COOKIE_NAME}=not-a-session"):
+        post(IMPORT_URL, 40 * 2**20, cookie=stranger)
+        assert called == [IMPORT_URL] and sent[-2]["status"] == 413
 
 
 def _loaded(page: Page, path: str) -> bool:

@@ -89,3 +89,46 @@ def test_production_server_writes_json_lines_with_the_request_id(web_server):
     not_found = [r for r in records if r.get("request_id") == "ops-json-1"]
     assert not_found and not_found[0]["logger"] == "django.request"
     assert all({"timestamp", "level", "logger", "message"} <= set(r) for r in records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_4xx_is_logged_once_with_method_and_path_but_never_the_query(web_server):
+    # Debug on (the development setting) is where Django adds a handler of its own; JSON lines
+    # are where the request's repr, query and all, used to be printed.
+    server = web_server(workers=1, DJANGO_DEBUG="true", LOG_FORMAT="json", LOG_LEVEL="INFO")
+    query = "email=ada.secret%40example.com&cursor=c2VjcmV0"
+    assert httpx.get(f"{server.base}/users/nope?{query}").status_code == 404
+    assert httpx.get(f"{server.base}/users?{query}").status_code == 401
+    server.stop()
+
+    log = server.log()
+    assert "secret" not in log and "c2VjcmV0" not in log
+    for path in ("/users/nope", "/users"):
+        lines = [line for line in log.splitlines() if f"{path}'" in line or f'{path}"' in line]
+        assert len(lines) == 1, lines
+        record = json.loads(lines[0])
+        assert record["logger"] == "django.request"
+        assert record["request"] == f"GET {path}"
+
+
+def test_runserver_and_uvicorn_access_lines_leave_the_query_out(captured):
+    from viswals import http_protocol  # noqa: F401 - filters uvicorn's access logger
+    from viswals.logging import RequestWithoutQuery
+
+    access = logging.getLogger("uvicorn.access")
+    record = access.makeRecord(
+        access.name, logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/users?email=a%40b.c", "1.1", 200), None,
+    )  # fmt: skip
+    assert access.filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /users HTTP/1.1" 200'
+
+    server_line = logging.getLogger("django.server").makeRecord(
+        "django.server", logging.INFO, __file__, 1, '"%s" %s %s',
+        ("GET /users?email=a%40b.c HTTP/1.1", "200", "12"), None,
+        extra={"status_code": 200, "request": object()},
+    )  # fmt: skip
+    assert RequestWithoutQuery().filter(server_line)
+    assert server_line.getMessage() == '"GET /users HTTP/1.1" 200 12'
+    server_line.status_code = 404  # django.request has written that one already
+    assert not RequestWithoutQuery().filter(server_line)

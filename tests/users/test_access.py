@@ -289,3 +289,41 @@ def test_create_api_client_refuses_a_persons_account(kind, fields, capsys):
     assert not ApiToken.objects.filter(account=person).exists()
     assert list(person.groups.values_list("name", flat=True)) == ["writer"]
     assert capsys.readouterr().out == ""
+
+
+def unknown_token() -> str:
+    from users.access import new_token
+
+    return new_token()  # well formed, never stored
+
+
+def test_unknown_tokens_count_against_the_address_limit(settings, redis_client):
+    from users.api.throttling import anon_window
+
+    settings.API_ANON_THROTTLE_RATE = "3/day"  # a window that will not roll over mid-test
+    key = anon_window("127.0.0.1").key
+    redis_client.delete(key)
+    try:
+        # A new made-up token each time: what a guessing client sends.
+        responses = [client_with(unknown_token()).get("/users") for _ in range(5)]
+        assert [r.status_code for r in responses] == [401, 401, 401, 429, 429]
+        assert int(responses[-1]["Retry-After"]) >= 1
+        assert "throttled" in responses[-1].json()["detail"]
+    finally:
+        redis_client.delete(key)
+
+
+def test_an_unknown_token_is_looked_up_once_then_refused_from_redis(
+    django_assert_num_queries, redis_client
+):
+    token = unknown_token()
+    client = client_with(token)
+    with django_assert_num_queries(1):  # the token's row, which is not there
+        assert client.get("/users").status_code == 401
+    key = cache.invalid_token_key(token_digest(token))
+    assert 0 < redis_client.pttl(key) <= settings.API_INVALID_TOKEN_CACHE_SECONDS * 1000
+    with django_assert_num_queries(0):
+        response = client.get("/users")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid, expired or revoked token."}
+    redis_client.delete(key)

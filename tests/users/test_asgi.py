@@ -174,3 +174,21 @@ def test_reads_are_served_from_postgres_when_redis_is_down(user, api_token, tmp_
     finally:
         server.stop()
     assert "Redis unavailable" in (tmp_path / "web.log").read_text()
+
+
+def test_unknown_tokens_count_against_the_address_limit_on_the_fast_path(
+    server, user, redis_client
+):
+    from users.access import new_token, token_digest
+
+    address = f"10.3.0.{next(_clients)}"
+    tokens = [new_token() for _ in range(RATE_LIMIT + 2)]
+    statuses = [
+        get(f"{server}/users/{user.id}", f"Token {token}", **{"X-Forwarded-For": address})
+        for token in tokens
+    ]
+    assert [r.status_code for r in statuses] == [401] * RATE_LIMIT + [429, 429]
+    assert int(statuses[-1].headers["retry-after"]) >= 1
+    # Each one PostgreSQL refused is refused from Redis for a few seconds.
+    assert redis_client.exists(cache.invalid_token_key(token_digest(tokens[0])))
+    assert not redis_client.exists(cache.invalid_token_key(token_digest(tokens[-1])))

@@ -20,9 +20,12 @@ class ApiTokenAuthentication(BaseAuthentication):
     keyword = "Token"
 
     def authenticate(self, request) -> tuple | None:
+        from users.api.throttling import charge_token_lookup  # it imports this module
+
         try:
             principal = selectors.principal_for_authorization(
-                request.META.get("HTTP_AUTHORIZATION")
+                request.META.get("HTTP_AUTHORIZATION"),
+                before_lookup=partial(charge_token_lookup, request),
             )
         except InvalidCredentials as error:
             raise AuthenticationFailed(str(error)) from None

@@ -13,13 +13,20 @@ import logging
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousMultipartForm,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import sync_and_async_middleware
+from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
 from rest_framework.exceptions import NotAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
@@ -33,11 +40,17 @@ SERVER_ERROR = "Internal server error."
 
 
 def api_exception_handler(exc, context) -> Response:
-    if isinstance(exc, RequestDataTooBig):  # behind the ASGI limit, only without it (WSGI, tests)
-        return Response(
-            {"detail": f"Request body too large: at most {settings.API_MAX_BODY_BYTES} bytes."},
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+    refusal = request_data_refusal(exc)
+    if refusal is not None:
+        # JSON whatever the view renders (the schema view's YAML, the browsable API's HTML):
+        # the same body as on every other path.
+        request = context.get("request")
+        if request is not None:
+            request.accepted_renderer, request.accepted_media_type = (
+                JSONRenderer(),
+                "application/json",
+            )
+        return Response(refusal[1], status=refusal[0])
     response = exception_handler(exc, context)
     if isinstance(exc, NotAuthenticated) and "request" in context:
         # "Not provided" is wrong for a client that sent `Authorization: Bearer ...`.
@@ -59,6 +72,38 @@ def bad_request_body(data) -> dict:
     if isinstance(data, list | str):
         return {api_settings.NON_FIELD_ERRORS_KEY: data if isinstance(data, list) else [data]}
     return data
+
+
+def request_data_refusal(exc) -> tuple[int, dict] | None:
+    """(status, body) for Django's refusals of what a client sent: more query or form fields
+    than DATA_UPLOAD_MAX_NUMBER_FIELDS, more files than DATA_UPLOAD_MAX_NUMBER_FILES, a broken
+    multipart body (400), a body over DATA_UPLOAD_MAX_MEMORY_SIZE (413). None for anything else.
+
+    Django raises these as SuspiciousOperation from wherever the data is first read: DRF let
+    them through as 500s, Django's own handler gives its HTML 400 page (handler400 below)."""
+    if isinstance(exc, RequestDataTooBig):  # behind the ASGI limit, only without it (WSGI, tests)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return 413, {"detail": f"Request body too large: at most {limit} bytes."}
+    if isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        detail = f"Too many query or form parameters: at most {limit}."
+    elif isinstance(exc, TooManyFilesSent):
+        detail = f"Too many files: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES}."
+    elif isinstance(exc, SuspiciousMultipartForm):
+        detail = "Malformed multipart body."
+    else:
+        return None
+    return 400, bad_request_body(detail)
+
+
+def bad_request(request, exception=None):
+    """handler400 (viswals/urls.py), for every path: request data Django refused is a JSON
+    error (request_data_refusal); any other 400 is Django's own page. With DEBUG on Django
+    shows its debug page instead and never calls this."""
+    refusal = request_data_refusal(exception)
+    if refusal is not None:
+        return JsonResponse(refusal[1], status=refusal[0])
+    return defaults.bad_request(request, exception)
 
 
 @csrf_exempt  # a POST or DELETE to a wrong path is told 404, not refused for want of CSRF

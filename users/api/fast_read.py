@@ -91,6 +91,29 @@ def _load_principal(digest: str) -> tuple[Principal | None, int | None]:
     return principal, count
 
 
+async def _before_token_lookup(digest: str, address: str) -> Answer | None:
+    """As the API's charge_token_lookup: a token Redis holds no principal for costs the client
+    address a hit (429 past its limit), and one refused a moment ago is refused again (401),
+    both before PostgreSQL is asked."""
+    window = anon_window(address)
+    count, known_invalid = await cache.atoken_lookup_gate(
+        digest, window=(window.key, window.seconds) if window else None
+    )
+    if window is not None and count is not None and count > window.limit:
+        return _throttled(window.left)
+    if known_invalid:
+        return _error(401, INVALID_TOKEN, WWW_AUTHENTICATE)
+    return None
+
+
+def _throttled(left: float) -> Answer:
+    wait = retry_after(left)
+    return _error(
+        429, f"Request was throttled. Expected available in {wait} seconds.",
+        {"Retry-After": str(wait)},
+    )  # fmt: skip
+
+
 async def read_user(
     user_id: int, *, authorization: str | None, address: str, release_connection: bool = False
 ) -> Answer:
@@ -115,17 +138,17 @@ async def read_user(
         if read.principal is not None:
             principal = _decoded(read.principal)
         else:
+            # Redis down: no second wait on it; PostgreSQL answers as it would anyway.
+            refusal = await _before_token_lookup(digest, address) if read.redis_ok else None
+            if refusal is not None:
+                return refusal
             principal, count = await _released(_load_principal, release_connection)(digest)
         if principal is None or principal.expired():
             return _error(401, INVALID_TOKEN, WWW_AUTHENTICATE)
         if not may(principal, "view"):
             return _error(403, PERMISSION_DENIED)
     if window is not None and count is not None and count > window.limit:
-        wait = retry_after(window.left)
-        return _error(
-            429, f"Request was throttled. Expected available in {wait} seconds.",
-            {"Retry-After": str(wait)},
-        )  # fmt: skip
+        return _throttled(window.left)
     body = read.user_json
     if body is None:
         body = await _released(_load_user_json, release_connection)(user_id)

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from django.conf import settings
+from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
 from users import cache
@@ -70,6 +71,19 @@ def account_window_parts() -> tuple[str, str, Window] | None:
         return None
     prefix, suffix = window.key.split("\0")
     return prefix, suffix, window
+
+
+def charge_token_lookup(request) -> None:
+    """Count a token lookup (a token whose principal Redis does not hold) against the client
+    address' window before PostgreSQL is asked; raise Throttled past its limit. A client that
+    sends made-up tokens is limited like an anonymous one: authentication fails before the
+    throttle classes run, so nothing else would count it."""
+    window = anon_window(request_client_address(request))
+    if window is None:
+        return
+    count = cache.throttle_hit(window.key, ttl=window.seconds)
+    if count is not None and count > window.limit:
+        raise Throttled(wait=window.left)
 
 
 def retry_after(left: float) -> int:
