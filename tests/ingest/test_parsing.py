@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.parsing import CsvFileError, RowRejected, parse_row, read_records, to_csv_line
-from tests.helpers import HEADER
+from tests.helpers import HEADER, LENGTHENING_EMAIL
 
 GOOD = "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1"
 
@@ -297,7 +297,8 @@ _names = st.sampled_from(["Ann", " Ann ", "Hélène", "Иванов", "O'Neil", 
 _emails = st.sampled_from(
     ["ann@example.com", "Ann@EXAMPLE.com", " ann@example.com", "ann@localhost", "ſ@x.com",
      "K@x.com", "a..b@x.com", '"a b"@x.com', "ann@[127.0.0.1]", "ann@-x.com", "ann@x", "@x.com",
-     "ann@", "a@b@x.com", "ann@exämple.com", "ännchen@x.com", "a" * 250 + "@x.co", ""]
+     "ann@", "a@b@x.com", "ann@exämple.com", "ännchen@x.com", "a" * 250 + "@x.co", "",
+     LENGTHENING_EMAIL, "a" * 240 + "@İİİİ.de"]
 ) | st.emails().map(str) | st.text(max_size=12)  # fmt: skip
 
 
@@ -327,3 +328,10 @@ def test_the_fast_path_takes_the_common_rows():
         assert _plain_row(fields) == parse_row_by_rules(fields)
     assert _plain_row(rows[0]).email_address == "ann@example.com"
     assert _plain_row((" 1", "Ann", "Lee", "a@x.com", "1", "-1", "-1", "-1")) is None
+
+
+def test_both_paths_refuse_an_address_longer_than_the_column_once_normalised():
+    fields = ("1", "Ann", "Lee", LENGTHENING_EMAIL, "1600000000000", "-1", "-1", "-1")
+    assert _plain_row(fields) is None
+    with pytest.raises(RowRejected, match="longer than 254 characters once normalised"):
+        parse_row(fields)
