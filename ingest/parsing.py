@@ -224,6 +224,62 @@ def _split_line(line: str) -> list[str]:
     return next(csv.reader((line,), strict=True))
 
 
+# Whitespace as str.strip() sees it, in ASCII (bytes.strip() alone misses \x1c-\x1f).
+_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
+
+
+class DataLineCounter:
+    """Counts the data lines of a file fed to it in chunks, as read_records will see them:
+    lines holding more than whitespace (blank lines are skipped), the header excepted, a line
+    over MAX_LINE_BYTES included (it is rejected, but it is a record). Memory stays flat: a
+    partial line is kept only up to MAX_LINE_BYTES."""
+
+    def __init__(self) -> None:
+        self.lines = 0  # lines holding more than whitespace, the header included
+        self._partial = b""
+        self._long = False  # in a line over MAX_LINE_BYTES (already counted)
+        self._first_line = True
+
+    def feed(self, chunk: bytes) -> None:
+        *whole, partial = chunk.split(b"\n")
+        if whole:
+            if self._long:
+                self._long = False
+                whole[0] = b""  # the end of a long line, counted already
+            else:
+                whole[0] = self._first(self._partial + whole[0])
+            self._partial = b""
+            self._first_line = False
+            self.lines += sum(map(_is_record, whole))
+        if self._long:
+            return
+        self._partial += partial
+        if len(self._partial) > MAX_LINE_BYTES:
+            self.lines += 1
+            self._partial, self._long, self._first_line = b"", True, False
+
+    def _first(self, line: bytes) -> bytes:
+        """The file's first line without its byte order mark (the reader drops it)."""
+        return line.removeprefix(codecs.BOM_UTF8) if self._first_line else line
+
+    @property
+    def data_lines(self) -> int:
+        """Once the whole file is fed: its data lines (the header excepted)."""
+        last = not self._long and _is_record(self._first(self._partial))
+        return max(self.lines + last - 1, 0)
+
+
+def _is_record(line: bytes) -> bool:
+    """Whether read_records makes a record of this line (without its newline)."""
+    if len(line) > MAX_LINE_BYTES:
+        return True  # rejected for its length, whatever it holds
+    stripped = line.strip(_ASCII_SPACE)
+    # A data line starts with an ASCII character; anything else is decoded, as the reader does.
+    return bool(stripped) and (
+        stripped[0] < 0x80 or bool(line.decode("utf-8", "surrogateescape").strip())
+    )
+
+
 def read_records(stream: BinaryIO) -> Iterator[Record]:
     """Read the header now (CsvFileError if the file is unusable) and return the data records.
 

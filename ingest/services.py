@@ -63,14 +63,14 @@ class BatchOutcome:
 
 
 def ingest_run_start(
-    *, file_name: str, file_size: int, checksum: str, batch_size: int, lines: int = 0
+    *, file_name: str, file_size: int, checksum: str, batch_size: int, rows: int = 0
 ) -> IngestRun:
-    """Record the start of a publish_csv run; a big file (`lines`) into an empty or small
-    users table makes it a bulk run, loaded with the primary key only."""
+    """Record the start of a publish_csv run; a big file (`rows`: its data rows) into an empty
+    or small users table makes it a bulk run, loaded with the primary key only."""
     # Under the index lock: no restore (below, or by a worker) can slip in between dropping
     # the indexes and recording the run that needs them dropped.
     with index_lock():
-        bulk = _wants_bulk_load(lines=lines) and users_indexes_drop()
+        bulk = _wants_bulk_load(rows=rows) and users_indexes_drop()
         if not bulk and not _bulk_runs_loading():
             users_indexes_build()  # what a crashed bulk run left out, if anything
         return IngestRun.objects.create(
@@ -82,10 +82,10 @@ def ingest_run_start(
         )
 
 
-def _wants_bulk_load(*, lines: int) -> bool:
-    if lines < settings.INGEST_BULK_MIN_ROWS:
+def _wants_bulk_load(*, rows: int) -> bool:
+    if rows < settings.INGEST_BULK_MIN_ROWS:
         return False
-    most = int(lines * settings.INGEST_BULK_TABLE_RATIO)
+    most = int(rows * settings.INGEST_BULK_TABLE_RATIO)
     with connection.cursor() as cursor:  # counts at most `most + 1` rows of the primary key
         cursor.execute("SELECT count(*) FROM (SELECT 1 FROM users_user LIMIT %s) t", [most + 1])
         return cursor.fetchone()[0] <= most

@@ -182,6 +182,11 @@ INGEST_QUEUE = CELERY_TASK_DEFAULT_QUEUE
 # Rows per task: measured end to end on 500k rows, 10,000 took 8.0-8.5 s where 5,000 took
 # 8.8-9.0 s and 15,000 8.3 s (README "Ingest performance").
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", default=10_000)
+# Most bytes a batch's message may take; a batch is cut sooner when its rows or rejects could
+# take more (counted at the most each character can encode to). Far under RabbitMQ's
+# max_message_size (128 MiB by default), which refuses a bigger message outright; a batch of
+# 10,000 ordinary rows counts as about 6 MiB, so only long rows or rejects make batches smaller.
+INGEST_BATCH_MAX_BYTES = env.int("INGEST_BATCH_MAX_BYTES", default=16 << 20)
 # Times publish_csv reconnects to a broker that dropped out before failing the run clearly.
 INGEST_PUBLISH_RETRIES = env.int("INGEST_PUBLISH_RETRIES", default=20)
 # A batch whose task has started this many times (crashes, redeliveries) is marked failed

@@ -50,7 +50,7 @@ def index_oids() -> dict[str, int]:
 
 def start_dead_bulk_run() -> IngestRun:
     """What a publish_csv killed right after starting a bulk run leaves: indexes dropped."""
-    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, lines=50)
+    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, rows=50)
     assert run.bulk and users_indexes_status().missing
     long_ago = timezone.now() - timedelta(hours=1)
     IngestRun.objects.filter(id=run.id).update(started_at=long_ago)
@@ -85,6 +85,17 @@ def test_small_import_into_big_table_keeps_its_indexes(celery_worker_process, wr
     assert not run.bulk and run.status == "completed"
     assert index_oids() == before, "an index was dropped and built again"
     assert User.objects.count() == 52
+
+
+def test_blank_lines_do_not_make_a_small_file_a_bulk_run(celery_worker_process, write_csv):
+    before = index_oids()
+    blank = "\n" * 40 + " \t\r\n" * 20 + "\x1c\n" * 20 + "\u3000\n" * 20
+    path = write_csv(rows_csv([1, 2]) + blank + "3,Cy,Day,c@x.com,1600000000000,-1,-1,-1\n")
+
+    run = publish(path)
+
+    assert not run.bulk and run.status == "completed" and run.rows_stored == 3
+    assert index_oids() == before, "the indexes were dropped for three rows"
 
 
 @pytest.mark.parametrize("restored_by", ["next run", "worker start", "migrate"])
@@ -129,7 +140,7 @@ def test_api_reads_and_writes_work_while_a_bulk_run_has_the_indexes_out(celery_w
         [User(id=i, first_name=f"Zed{i}", email_address=f"z{i}@x.com", created_at=timezone.now())
          for i in range(1, 6)]
     )  # fmt: skip
-    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, lines=50)
+    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, rows=50)
     assert run.bulk and users_indexes_status().missing
     assert users_indexes_health()["bulk_run"] == run.id
     admin = get_user_model().objects.create_superuser("bulk-admin", "a@x.com", "pw")

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.parsing import CsvFileError, RowRejected, parse_row, read_records, to_csv_line
+from ingest.parsing import (
+    CsvFileError,
+    DataLineCounter,
+    RowRejected,
+    parse_row,
+    read_records,
+    to_csv_line,
+)
 from tests.helpers import HEADER, LENGTHENING_EMAIL
 
 GOOD = "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1"
@@ -100,6 +107,20 @@ def test_whitespace_around_fields_is_trimmed():
 def test_blank_lines_are_skipped_but_still_counted_in_line_numbers():
     found = records(f"{HEADER}\n\n{GOOD}\n   \n2,B,C,b@example.com,1600000000000,-1,-1,-1\n")
     assert [record.line for record in found] == [3, 5]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
+def test_data_lines_are_counted_as_the_reader_sees_them(chunk, monkeypatch):
+    monkeypatch.setattr("ingest.parsing.MAX_LINE_BYTES", 120)
+    content = (
+        b"\xef\xbb\xbf\n \t\n" + HEADER.encode() + b"\n1,Ann\n\n \r\n\x1c\x1f\n"
+        + b"\xe3\x80\x80\xc2\x85\n\xff\n\xe2\x80\n" + b" " * 300 + b"\n" + b"x" * 300
+        + b"\nlast,without,newline"
+    )  # fmt: skip
+    counter = DataLineCounter()
+    for start in range(0, len(content), chunk):
+        counter.feed(content[start : start + chunk])
+    assert counter.data_lines == len(list(read_records(io.BytesIO(content)))) == 6
 
 
 def test_wrong_number_of_fields_is_rejected_with_its_line():
