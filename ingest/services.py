@@ -109,12 +109,16 @@ def _bulk_runs_loading() -> bool:
     return run_id is not None and not _runs_indexing()
 
 
-def ingest_indexes_restore(*, force: bool = False) -> list[str]:
+def ingest_indexes_restore(*, force: bool = False, wait: bool = True) -> list[str]:
     """Build the users indexes that are missing, unless a bulk run is still loading (`force`:
-    even then); then close the bulk runs that waited for them. Return the names built."""
+    even then); then close the bulk runs that waited for them. Return the names built.
+    `wait` off: do nothing while another process holds the index lock (it is dropping or
+    building them)."""
     if users_indexes_status().complete and not _runs_indexing():
         return []
-    with index_lock():
+    with index_lock(wait=wait) as locked:
+        if not locked:
+            return []
         built = [] if (_bulk_runs_loading() and not force) else users_indexes_build()
         _close_indexed_runs()
     return built

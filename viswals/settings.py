@@ -212,6 +212,9 @@ INGEST_BULK_MIN_ROWS = env.int("INGEST_BULK_MIN_ROWS", default=100_000)
 INGEST_BULK_TABLE_RATIO = env.float("INGEST_BULK_TABLE_RATIO", default=1.0)
 # A bulk run with no progress for this long is taken for dead: its indexes get restored.
 INGEST_BULK_IDLE_TIMEOUT = env.int("INGEST_BULK_IDLE_TIMEOUT", default=300)
+# Seconds between two checks, by each worker, for users indexes missing outside a bulk run
+# (a run that died, a failed build): they are built again (0: only when a worker starts).
+INGEST_INDEX_CHECK_INTERVAL = env.float("INGEST_INDEX_CHECK_INTERVAL", default=60)
 # Index builds at the end of a bulk import: sessions side by side, and memory for each sort.
 INGEST_INDEX_BUILD_PARALLEL = env.int("INGEST_INDEX_BUILD_PARALLEL", default=2)
 INGEST_INDEX_BUILD_MEMORY = env.str("INGEST_INDEX_BUILD_MEMORY", default="512MB")
@@ -318,6 +321,8 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# /readyz answers "degraded" (still 200) naming each of these that says so (viswals/health.py).
+READINESS_DEGRADED_CHECKS = {"users_indexes": "ingest.checks.users_indexes_degraded"}
 # Collectors of the apps' figures that /metrics reads at scrape time (viswals/metrics.py).
 METRICS_COLLECTORS = ["ingest.metrics.IngestCollector", "users.metrics.StaleCacheCollector"]
 

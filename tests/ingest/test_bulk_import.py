@@ -3,6 +3,7 @@ and builds the other indexes once at the end; nothing can leave the table withou
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,10 +16,12 @@ from rest_framework.test import APIClient
 from ingest.checks import check_users_indexes, users_indexes_health
 from ingest.indexes import declared_indexes, users_indexes_status
 from ingest.models import IngestRun
-from ingest.services import ingest_run_start
+from ingest.services import ingest_indexes_restore, ingest_run_start
 from tests.conftest import HEADER
+from tests.helpers import wait_until
 from tests.processes import Worker
 from users.models import User
+from viswals import health
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -160,3 +163,45 @@ def test_api_reads_and_writes_work_while_a_bulk_run_has_the_indexes_out(celery_w
     assert created.status_code == 201, created.content
     assert deleted.status_code == 204
     assert "bulk import" in check_users_indexes(databases=["default"])[0].hint
+
+
+def test_a_running_worker_restores_indexes_a_dead_bulk_run_left_out(tmp_path):
+    worker = Worker(
+        tmp_path / "worker.log", "unused-queue", "watch", concurrency=1,
+        INGEST_INDEX_CHECK_INTERVAL="0.5",
+    )  # fmt: skip
+    try:
+        # After the worker's start: only its periodic check can help. While the run is alive,
+        # the check leaves its indexes out (no condition to wait on: three checks' time).
+        run = ingest_run_start(
+            file_name="big.csv", file_size=1, checksum="x", batch_size=5, rows=50
+        )
+        time.sleep(1.5)
+        assert run.bulk and users_indexes_status().missing
+
+        IngestRun.objects.filter(id=run.id).update(started_at=timezone.now() - timedelta(hours=1))
+        wait_until(lambda: users_indexes_status().complete, 30, "indexes not restored")
+    finally:
+        worker.stop()
+    assert "built the users indexes left out by a bulk import" in worker.log()
+
+
+def readyz(client, monkeypatch) -> tuple[int, dict]:
+    monkeypatch.setattr(health, "_readiness", health.Readiness())  # a fresh check, not a reuse
+    response = client.get("/readyz")
+    return response.status_code, response.json()
+
+
+def test_readyz_says_degraded_while_indexes_are_missing_outside_a_bulk_run(client, monkeypatch):
+    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, rows=50)
+    assert run.bulk and users_indexes_status().missing
+    assert readyz(client, monkeypatch) == (200, {"status": "ok"})  # the bulk run wants them out
+
+    IngestRun.objects.filter(id=run.id).update(started_at=timezone.now() - timedelta(hours=1))
+    assert readyz(client, monkeypatch) == (
+        200,
+        {"status": "degraded", "degraded": ["users_indexes"]},
+    )
+
+    ingest_indexes_restore()
+    assert readyz(client, monkeypatch) == (200, {"status": "ok"})
