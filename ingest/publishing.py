@@ -327,7 +327,7 @@ class _BatchPublisher:
                 f"{self.last_line}): {error}. Earlier batches are queued; run the command "
                 "again to finish (ingest is idempotent)."
             )
-            ingest_run_fail(run=run, error=message)
+            _fail_run(run, message)
             raise PublishError(message) from error
         self.batches = number
         self.rows, self.rejects, self.bytes = [], [], 0
