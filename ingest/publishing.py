@@ -142,15 +142,6 @@ def count_data_lines(path: str) -> int:
     return counter.data_lines
 
 
-def bulk_decision_rows(path: str, lines: int) -> int:
-    """The rows that decide whether a run is a bulk load: its data rows, which a file padded
-    with blank lines does not inflate. Counted (a second pass over the file) only for a file
-    with lines enough to be a bulk load: the lines are an upper bound of its rows."""
-    if lines < settings.INGEST_BULK_MIN_ROWS:
-        return lines
-    return count_data_lines(path)
-
-
 def check_readable(path: str) -> int:
     """Return the file's size, or raise CsvFileError saying why it cannot be read."""
     if not os.path.exists(path):
@@ -188,14 +179,17 @@ def publish_file(
         checksum, lines = file_checksum(path)
         if should_stop():
             raise PublishInterrupted("interrupted; nothing was published")
-        rows = bulk_decision_rows(path, lines)
         run = with_database_patience(
             lambda: ingest_run_start(
                 file_name=file_name or os.path.abspath(path),
                 file_size=size,
                 checksum=checksum,
                 batch_size=batch_size,
-                rows=rows,
+                # The lines are an upper bound of the data rows that decide a bulk load (a
+                # file padded with blank lines must not): counted, in a second pass over the
+                # file, only when the bound would make one.
+                rows=lines,
+                count_rows=partial(count_data_lines, path),
             )
         )
         logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)
@@ -254,15 +248,6 @@ def batch_max_bytes() -> int:
     return max(settings.INGEST_BATCH_MAX_BYTES - ENVELOPE_BYTES, 1)
 
 
-def record_bytes(record: Record) -> int:
-    """At most what the record takes in a batch's message (MAX_BYTES_PER_CHAR per character)."""
-    if record.fields is None:
-        chars = len(record.reason) + len(record.raw)
-    else:
-        chars = record.size  # the line's characters: its fields and the commas between them
-    return chars * MAX_BYTES_PER_CHAR + RECORD_OVERHEAD_BYTES
-
-
 class _Stopped(Exception):
     """should_stop() said yes between two batches."""
 
@@ -291,7 +276,11 @@ class _BatchPublisher:
     def publish(self, records: Iterable[Record]) -> None:
         with current_app.producer_or_acquire() as producer:
             for record in records:
-                size = record_bytes(record)
+                # At most what the record takes in the message: a row's line characters (its
+                # fields and the commas between them), or a reject's reason and raw text.
+                fields = record.fields
+                chars = record.size if fields is not None else len(record.reason) + len(record.raw)
+                size = chars * MAX_BYTES_PER_CHAR + RECORD_OVERHEAD_BYTES
                 # Cut before a record that would take the message over its bound (a record
                 # alone is at most a 1 MiB line: MAX_LINE_BYTES).
                 if self.bytes + size > self.max_bytes and (self.rows or self.rejects):
@@ -299,11 +288,11 @@ class _BatchPublisher:
                 self.count += 1
                 self.last_line = record.line
                 self.bytes += size
-                if record.fields is None:
+                if fields is None:
                     self.rejects.append([record.line, record.reason, record.raw])
                     self.rejected_early += 1
                 else:
-                    self.rows.append([record.line, *record.fields])
+                    self.rows.append([record.line, *fields])
                 if len(self.rows) + len(self.rejects) >= self.batch_size:
                     self._flush(producer)
             if self.rows or self.rejects:

@@ -9,7 +9,7 @@ at-least-once delivery and concurrent workers never contend for the run's row.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -63,14 +63,26 @@ class BatchOutcome:
 
 
 def ingest_run_start(
-    *, file_name: str, file_size: int, checksum: str, batch_size: int, rows: int = 0
+    *,
+    file_name: str,
+    file_size: int,
+    checksum: str,
+    batch_size: int,
+    rows: int = 0,
+    count_rows: Callable[[], int] | None = None,
 ) -> IngestRun:
     """Record the start of a publish_csv run; a big file (`rows`: its data rows) into an empty
-    or small users table makes it a bulk run, loaded with the primary key only."""
+    or small users table makes it a bulk run, loaded with the primary key only. `count_rows`:
+    when `rows` is only an upper bound (the file's lines), what counts them exactly, called
+    only if the bound would make a bulk run."""
     # Under the index lock: no restore (below, or by a worker) can slip in between dropping
     # the indexes and recording the run that needs them dropped.
     with index_lock():
-        bulk = _wants_bulk_load(rows=rows) and users_indexes_drop()
+        bulk = (
+            _wants_bulk_load(rows=rows)
+            and (count_rows is None or _wants_bulk_load(rows=count_rows()))
+            and users_indexes_drop()
+        )
         if not bulk and not _bulk_runs_loading():
             users_indexes_build()  # what a crashed bulk run left out, if anything
         return IngestRun.objects.create(
