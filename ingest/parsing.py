@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -241,19 +242,27 @@ class DataLineCounter:
         self._first_line = True
 
     def feed(self, chunk: bytes) -> None:
-        *whole, partial = chunk.split(b"\n")
-        if whole:
-            if self._long:
-                self._long = False
-                whole[0] = b""  # the end of a long line, counted already
-            else:
-                whole[0] = self._first(self._partial + whole[0])
-            self._partial = b""
+        if self._long:  # the rest of a long line, counted already
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                return
+            self._long, chunk = False, chunk[cut + 1 :]
+        data = self._partial + chunk if self._partial else chunk
+        end = data.rfind(b"\n")
+        if end >= 0:
+            self._partial = data[end + 1 :]
+            first_end = data.find(b"\n")
+            self.lines += _is_record(self._first(data[:first_end]))
             self._first_line = False
-            self.lines += sum(map(_is_record, whole))
-        if self._long:
-            return
-        self._partial += partial
+            # Every later line that starts with printable ASCII is a record (a data row starts
+            # with its id); only the others (blank lines, mostly) are looked at one by one.
+            later = data.count(b"\n", first_end, end)
+            for match in _UNSURE_LINE_START.finditer(data, first_end, end + 1):
+                start = match.end()
+                later -= not _is_record(data[start : data.find(b"\n", start)])
+            self.lines += later
+        else:
+            self._partial = data
         if len(self._partial) > MAX_LINE_BYTES:
             self.lines += 1
             self._partial, self._long, self._first_line = b"", True, False
@@ -267,6 +276,10 @@ class DataLineCounter:
         """Once the whole file is fed: its data lines (the header excepted)."""
         last = not self._long and _is_record(self._first(self._partial))
         return max(self.lines + last - 1, 0)
+
+
+# A newline followed by anything but a printable ASCII character (what may start a blank line).
+_UNSURE_LINE_START = re.compile(rb"\n(?=[^\x21-\x7e])")
 
 
 def _is_record(line: bytes) -> bool:
