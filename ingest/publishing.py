@@ -66,7 +66,8 @@ def publish_retry_policy() -> dict:
 
 
 class PublishError(Exception):
-    """Publishing stopped part-way (broker unavailable); the run is marked failed."""
+    """Publishing stopped part-way (the broker unavailable or refusing a message, or any other
+    error once the run was recorded); the run is marked failed, its message says why."""
 
 
 class PublishInterrupted(PublishError):
