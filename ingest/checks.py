@@ -23,6 +23,20 @@ def users_indexes_health() -> dict[str, object]:
     }
 
 
+def users_indexes_degraded() -> bool:
+    """For /readyz (settings.READINESS_DEGRADED_CHECKS): whether an index the model declares is
+    missing or invalid while no bulk import is loading (one that is builds them when it ends;
+    a worker builds the others within INGEST_INDEX_CHECK_INTERVAL). On a connection of its
+    own, closed after: the probe's threads hold none between two checks."""
+    from django.db import connection
+
+    try:
+        health = users_indexes_health()
+        return health["status"] != "ok" and health["bulk_run"] is None
+    finally:
+        connection.close()
+
+
 @register(Tags.database)
 def check_users_indexes(app_configs=None, databases=None, **kwargs) -> list[Warning]:
     if not databases or "default" not in databases:

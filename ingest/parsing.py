@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -222,6 +223,74 @@ def _split_line(line: str) -> list[str]:
     if '"' not in line:
         return line.split(",")
     return next(csv.reader((line,), strict=True))
+
+
+# Whitespace as str.strip() sees it, in ASCII (bytes.strip() alone misses \x1c-\x1f).
+_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
+
+
+class DataLineCounter:
+    """Counts the data lines of a file fed to it in chunks, as read_records will see them:
+    lines holding more than whitespace (blank lines are skipped), the header excepted, a line
+    over MAX_LINE_BYTES included (it is rejected, but it is a record). Memory stays flat: a
+    partial line is kept only up to MAX_LINE_BYTES."""
+
+    def __init__(self) -> None:
+        self.lines = 0  # lines holding more than whitespace, the header included
+        self._partial = b""
+        self._long = False  # in a line over MAX_LINE_BYTES (already counted)
+        self._first_line = True
+
+    def feed(self, chunk: bytes) -> None:
+        if self._long:  # the rest of a long line, counted already
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                return
+            self._long, chunk = False, chunk[cut + 1 :]
+        data = self._partial + chunk if self._partial else chunk
+        end = data.rfind(b"\n")
+        if end >= 0:
+            self._partial = data[end + 1 :]
+            first_end = data.find(b"\n")
+            self.lines += _is_record(self._first(data[:first_end]))
+            self._first_line = False
+            # Every later line that starts with printable ASCII is a record (a data row starts
+            # with its id); only the others (blank lines, mostly) are looked at one by one.
+            later = data.count(b"\n", first_end, end)
+            for match in _UNSURE_LINE_START.finditer(data, first_end, end + 1):
+                start = match.end()
+                later -= not _is_record(data[start : data.find(b"\n", start)])
+            self.lines += later
+        else:
+            self._partial = data
+        if len(self._partial) > MAX_LINE_BYTES:
+            self.lines += 1
+            self._partial, self._long, self._first_line = b"", True, False
+
+    def _first(self, line: bytes) -> bytes:
+        """The file's first line without its byte order mark (the reader drops it)."""
+        return line.removeprefix(codecs.BOM_UTF8) if self._first_line else line
+
+    @property
+    def data_lines(self) -> int:
+        """Once the whole file is fed: its data lines (the header excepted)."""
+        last = not self._long and _is_record(self._first(self._partial))
+        return max(self.lines + last - 1, 0)
+
+
+# A newline followed by anything but a printable ASCII character (what may start a blank line).
+_UNSURE_LINE_START = re.compile(rb"\n(?=[^\x21-\x7e])")
+
+
+def _is_record(line: bytes) -> bool:
+    """Whether read_records makes a record of this line (without its newline)."""
+    if len(line) > MAX_LINE_BYTES:
+        return True  # rejected for its length, whatever it holds
+    stripped = line.strip(_ASCII_SPACE)
+    # A data line starts with an ASCII character; anything else is decoded, as the reader does.
+    return bool(stripped) and (
+        stripped[0] < 0x80 or bool(line.decode("utf-8", "surrogateescape").strip())
+    )
 
 
 def read_records(stream: BinaryIO) -> Iterator[Record]:

@@ -22,7 +22,7 @@ from django.db import InterfaceError, OperationalError, connection
 from kombu.exceptions import OperationalError as BrokerError
 
 from ingest.models import IngestRun
-from ingest.parsing import CsvFileError, Record, read_records
+from ingest.parsing import CsvFileError, DataLineCounter, Record, read_records
 from ingest.services import (
     BatchReject,
     BatchRow,
@@ -44,9 +44,15 @@ T = TypeVar("T")
 PROGRESS_RECORD_INTERVAL = 1.0
 # Seconds between two reads of the stored totals while waiting (the progress bar).
 PROGRESS_POLL_INTERVAL = 0.5
-# A batch is also cut when its rows hold this much text: a file of long (if doomed) lines must
-# not make messages near RabbitMQ's limit (128 MiB by default). Ordinary rows never reach it.
-BATCH_MAX_CHARS = 16 << 20
+# What a batch's message may carry besides its rows and rejects (Celery's envelope and headers).
+ENVELOPE_BYTES = 64 << 10
+# Bytes a character of a row or reject can take in the message: JSON-escaped once in the batch
+# text (a control character is "\u0001", six bytes; a non-ASCII one up to four) and once more
+# as a string in the task's arguments ("\\u0001", seven).
+MAX_BYTES_PER_CHAR = 7
+# ... and the rest of a row or reject in the message: its line number, quotes and commas, both
+# times escaped.
+RECORD_OVERHEAD_BYTES = 80
 
 
 def publish_retry_policy() -> dict:
@@ -60,7 +66,8 @@ def publish_retry_policy() -> dict:
 
 
 class PublishError(Exception):
-    """Publishing stopped part-way (broker unavailable); the run is marked failed."""
+    """Publishing stopped part-way (the broker unavailable or refusing a message, or any other
+    error once the run was recorded); the run is marked failed, its message says why."""
 
 
 class PublishInterrupted(PublishError):
@@ -127,6 +134,15 @@ def file_checksum(path: str) -> tuple[str, int]:
     return digest.hexdigest(), lines
 
 
+def count_data_lines(path: str) -> int:
+    """The file's data rows as read_records sees them (blank lines and the header excepted)."""
+    counter = DataLineCounter()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            counter.feed(chunk)
+    return counter.data_lines
+
+
 def check_readable(path: str) -> int:
     """Return the file's size, or raise CsvFileError saying why it cannot be read."""
     if not os.path.exists(path):
@@ -170,33 +186,67 @@ def publish_file(
                 file_size=size,
                 checksum=checksum,
                 batch_size=batch_size,
-                lines=lines,
+                # The lines are an upper bound of the data rows that decide a bulk load (a
+                # file padded with blank lines must not): counted, in a second pass over the
+                # file, only when the bound would make one.
+                rows=lines,
+                count_rows=partial(count_data_lines, path),
             )
         )
         logger.info("ingest run %s: publishing %s (%d bytes)", run.id, path, size)
-        if on_start:
-            on_start(run)
         publisher = _BatchPublisher(
             run=run, batch_size=batch_size, on_progress=on_progress, should_stop=should_stop
         )
+        # From here on the run exists (a bulk run has dropped the indexes): whatever stops
+        # publishing fails the run, which brings the indexes back, and says why in one line.
         try:
+            if on_start:
+                on_start(run)
             publisher.publish(records)
+            count, batches = publisher.count, publisher.batches
+            with_database_patience(
+                lambda: ingest_run_published(run=run, rows=count, batches=batches)
+            )
         except (_Stopped, KeyboardInterrupt):
             message = (
                 f"interrupted while publishing (up to line {publisher.last_line}); the batches "
                 "published so far stay queued; run the command again to finish (ingest is "
                 "idempotent)."
             )
-            ingest_run_fail(run=run, error=message)
+            _fail_run(run, message)
             raise PublishInterrupted(message) from None
+        except PublishError:
+            raise  # the run is failed already
+        except Exception as error:
+            message = (
+                f"publishing failed at batch {publisher.batches + 1} (up to line "
+                f"{publisher.last_line}): {_one_line(error)}. Earlier batches are queued; "
+                "run the command again to finish (ingest is idempotent)."
+            )
+            logger.debug("ingest run %s: publishing failed", run.id, exc_info=True)
+            _fail_run(run, message)
+            raise PublishError(message) from error
     finally:
         stream.close()
-    count, batches = publisher.count, publisher.batches
-    with_database_patience(lambda: ingest_run_published(run=run, rows=count, batches=batches))
     logger.info("ingest run %s: published %d rows in %d batches", run.id, count, batches)
     return PublishResult(
         run=run, rows=count, batches=batches, rejected_early=publisher.rejected_early
     )
+
+
+def _fail_run(run: IngestRun, message: str) -> None:
+    """Fail the run (its indexes come back), with patience for PostgreSQL; if it stays away,
+    a worker restores the indexes once the run has been idle for INGEST_BULK_IDLE_TIMEOUT."""
+    try:
+        with_database_patience(lambda: ingest_run_fail(run=run, error=message))
+    except DependencyUnavailable as error:
+        logger.error("ingest run %s: could not record its failure: %s", run.id, error)
+
+
+def batch_max_bytes() -> int:
+    """What a batch's rows and rejects may take in their message (INGEST_BATCH_MAX_BYTES less
+    the envelope), however their characters encode."""
+    return max(settings.INGEST_BATCH_MAX_BYTES - ENVELOPE_BYTES, 1)
 
 
 class _Stopped(Exception):
@@ -218,7 +268,8 @@ class _BatchPublisher:
         self.should_stop = should_stop
         self.rows: list[BatchRow] = []
         self.rejects: list[BatchReject] = []
-        self.chars = 0  # text held by self.rows
+        self.bytes = 0  # at most what self.rows and self.rejects take in the message
+        self.max_bytes = batch_max_bytes()
         self.count = self.batches = self.rejected_early = 0
         self.last_line = 1
         self.recorded_at = time.monotonic()
@@ -226,18 +277,24 @@ class _BatchPublisher:
     def publish(self, records: Iterable[Record]) -> None:
         with current_app.producer_or_acquire() as producer:
             for record in records:
+                # At most what the record takes in the message: a row's line characters (its
+                # fields and the commas between them), or a reject's reason and raw text.
+                fields = record.fields
+                chars = record.size if fields is not None else len(record.reason) + len(record.raw)
+                size = chars * MAX_BYTES_PER_CHAR + RECORD_OVERHEAD_BYTES
+                # Cut before a record that would take the message over its bound (a record
+                # alone is at most a 1 MiB line: MAX_LINE_BYTES).
+                if self.bytes + size > self.max_bytes and (self.rows or self.rejects):
+                    self._flush(producer)
                 self.count += 1
                 self.last_line = record.line
-                if record.fields is None:
+                self.bytes += size
+                if fields is None:
                     self.rejects.append([record.line, record.reason, record.raw])
                     self.rejected_early += 1
                 else:
-                    self.rows.append([record.line, *record.fields])
-                    self.chars += record.size
-                if (
-                    len(self.rows) + len(self.rejects) >= self.batch_size
-                    or self.chars >= BATCH_MAX_CHARS
-                ):
+                    self.rows.append([record.line, *fields])
+                if len(self.rows) + len(self.rejects) >= self.batch_size:
                     self._flush(producer)
             if self.rows or self.rejects:
                 self._flush(producer)
@@ -260,10 +317,10 @@ class _BatchPublisher:
                 f"{self.last_line}): {error}. Earlier batches are queued; run the command "
                 "again to finish (ingest is idempotent)."
             )
-            ingest_run_fail(run=run, error=message)
+            _fail_run(run, message)
             raise PublishError(message) from error
         self.batches = number
-        self.rows, self.rejects, self.chars = [], [], 0
+        self.rows, self.rejects, self.bytes = [], [], 0
         if time.monotonic() - self.recorded_at >= PROGRESS_RECORD_INTERVAL:
             ingest_run_publishing(run_id=run.id, rows=self.count, batches=number)
             self.recorded_at = time.monotonic()

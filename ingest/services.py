@@ -9,14 +9,16 @@ at-least-once delivery and concurrent workers never contend for the run's row.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 import orjson
+import psycopg
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.db.models import Case, Count, DateTimeField, Q, Sum, Value, When
 from django.utils import timezone
 
@@ -66,14 +68,26 @@ class BatchOutcome:
 
 
 def ingest_run_start(
-    *, file_name: str, file_size: int, checksum: str, batch_size: int, lines: int = 0
+    *,
+    file_name: str,
+    file_size: int,
+    checksum: str,
+    batch_size: int,
+    rows: int = 0,
+    count_rows: Callable[[], int] | None = None,
 ) -> IngestRun:
-    """Record the start of a publish_csv run; a big file (`lines`) into an empty or small
-    users table makes it a bulk run, loaded with the primary key only."""
+    """Record the start of a publish_csv run; a big file (`rows`: its data rows) into an empty
+    or small users table makes it a bulk run, loaded with the primary key only. `count_rows`:
+    when `rows` is only an upper bound (the file's lines), what counts them exactly, called
+    only if the bound would make a bulk run."""
     # Under the index lock: no restore (below, or by a worker) can slip in between dropping
     # the indexes and recording the run that needs them dropped.
     with index_lock():
-        bulk = _wants_bulk_load(lines=lines) and users_indexes_drop()
+        bulk = (
+            _wants_bulk_load(rows=rows)
+            and (count_rows is None or _wants_bulk_load(rows=count_rows()))
+            and users_indexes_drop()
+        )
         if not bulk and not _bulk_runs_loading():
             users_indexes_build()  # what a crashed bulk run left out, if anything
         return IngestRun.objects.create(
@@ -85,10 +99,10 @@ def ingest_run_start(
         )
 
 
-def _wants_bulk_load(*, lines: int) -> bool:
-    if lines < settings.INGEST_BULK_MIN_ROWS:
+def _wants_bulk_load(*, rows: int) -> bool:
+    if rows < settings.INGEST_BULK_MIN_ROWS:
         return False
-    most = int(lines * settings.INGEST_BULK_TABLE_RATIO)
+    most = int(rows * settings.INGEST_BULK_TABLE_RATIO)
     with connection.cursor() as cursor:  # counts at most `most + 1` rows of the primary key
         cursor.execute("SELECT count(*) FROM (SELECT 1 FROM users_user LIMIT %s) t", [most + 1])
         return cursor.fetchone()[0] <= most
@@ -112,12 +126,16 @@ def _bulk_runs_loading() -> bool:
     return run_id is not None and not _runs_indexing()
 
 
-def ingest_indexes_restore(*, force: bool = False) -> list[str]:
+def ingest_indexes_restore(*, force: bool = False, wait: bool = True) -> list[str]:
     """Build the users indexes that are missing, unless a bulk run is still loading (`force`:
-    even then); then close the bulk runs that waited for them. Return the names built."""
+    even then); then close the bulk runs that waited for them. Return the names built.
+    `wait` off: do nothing while another process holds the index lock (it is dropping or
+    building them)."""
     if users_indexes_status().complete and not _runs_indexing():
         return []
-    with index_lock():
+    with index_lock(wait=wait) as locked:
+        if not locked:
+            return []
         built = [] if (_bulk_runs_loading() and not force) else users_indexes_build()
         _close_indexed_runs()
     return built
@@ -283,6 +301,32 @@ def ingest_batch_store(
                 RejectedRow(run_id=run_id, line=line, reason=error.reason, raw=to_csv_line(fields))
             )
 
+    try:
+        written = _store(run_id=run_id, batch=batch, valid=valid, rejected=rejected)
+    except ROW_DATA_ERRORS as error:
+        # A row PostgreSQL refuses although it passed validation (a gap in the rules): the
+        # transaction is rolled back whole; store the batch again without the rows that fail.
+        logger.warning(
+            "run %s batch %s: %s; finding the rows PostgreSQL refuses", run_id, batch, error
+        )
+        valid, refused = _without_refused_rows(run_id=run_id, batch=batch, valid=valid)
+        by_line = {line: fields for line, *fields in rows}
+        rejected += [
+            RejectedRow(
+                run_id=run_id, line=row.line, reason=reason, raw=to_csv_line(by_line[row.line])
+            )
+            for row, reason in refused
+        ]
+        written = _store(run_id=run_id, batch=batch, valid=valid, rejected=rejected)
+    ingest_run_refresh(run_id=run_id)
+    return BatchOutcome(stored=len(valid), rejected=len(rejected), written=written)
+
+
+def _store(
+    *, run_id: int, batch: int, valid: list[SourcedUser], rejected: list[RejectedRow]
+) -> int:
+    """Upsert the valid rows, record the rejects and the batch's counts, in one transaction;
+    return the rows written."""
     with transaction.atomic():
         written = users_upsert(run_id=run_id, batch=batch, rows=valid)
         # ignore_conflicts: a redelivered batch may have recorded these lines already.
@@ -295,8 +339,86 @@ def ingest_batch_store(
             payload=None,  # a re-queued dead letter is done with its message
             updated_at=timezone.now(),
         )
-    ingest_run_refresh(run_id=run_id)
-    return BatchOutcome(stored=len(valid), rejected=len(rejected), written=written)
+    return written
+
+
+# What PostgreSQL raises for a value it will not store (class 22 and 23 errors), as Django
+# wraps them and as psycopg raises them from the COPY (which runs on psycopg's own cursor).
+ROW_DATA_ERRORS = (DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError)
+# Parts of a failing batch this small are tried row by row rather than halved again.
+_ROW_BY_ROW = 8
+
+
+def _without_refused_rows(
+    *, run_id: int, batch: int, valid: list[SourcedUser]
+) -> tuple[list[SourcedUser], list[tuple[SourcedUser, str]]]:
+    """Split the rows into those PostgreSQL stores and those it refuses (each with why).
+
+    Only after a batch failed: the rows are upserted in halves, each under a savepoint that is
+    rolled back (a probe: nothing is kept, and no cache write or event is queued), and a
+    failing half is halved again, so k bad rows among n cost about k * log2(n) probes. A
+    refused row is treated like a row that failed validation: an earlier line of its id, if
+    any, stands instead (and is probed in turn). The caller then stores the rows kept as one
+    upsert, like any batch."""
+    refused: list[tuple[SourcedUser, str]] = []
+    refused_lines: set[int] = set()
+    with transaction.atomic():
+        candidates = list(_latest_by_id(valid).values())  # what users_upsert would write
+        while candidates:
+            found = _refused_among(run_id=run_id, batch=batch, rows=candidates)
+            refused += found
+            refused_lines.update(row.line for row, _ in found)
+            again = {row.user.id for row, _ in found}
+            latest = _latest_by_id(row for row in valid if row.line not in refused_lines)
+            candidates = [latest[user_id] for user_id in again if user_id in latest]
+        transaction.set_rollback(True)  # nothing of the probes is kept
+    kept = [row for row in valid if row.line not in refused_lines]
+    refused.sort(key=lambda item: item[0].line)
+    return kept, refused
+
+
+def _latest_by_id(rows: Iterable[SourcedUser]) -> dict[int, SourcedUser]:
+    latest: dict[int, SourcedUser] = {}
+    for row in rows:  # the later line of an id wins, as in users_upsert
+        latest[row.user.id] = row
+    return latest
+
+
+def _refused_among(
+    *, run_id: int, batch: int, rows: list[SourcedUser]
+) -> list[tuple[SourcedUser, str]]:
+    """The rows (of distinct ids) PostgreSQL refuses, by halving the failing parts."""
+    refused: list[tuple[SourcedUser, str]] = []
+    parts = [rows]
+    while parts:
+        part = parts.pop()
+        error = _probe(run_id=run_id, batch=batch, rows=part)
+        if error is None:
+            continue
+        if len(part) == 1:
+            refused.append((part[0], f"refused by PostgreSQL: {_first_line(error)}"))
+        elif len(part) <= _ROW_BY_ROW:
+            parts.extend([row] for row in reversed(part))
+        else:
+            half = len(part) // 2
+            parts += [part[half:], part[:half]]
+    return refused
+
+
+def _probe(*, run_id: int, batch: int, rows: list[SourcedUser]) -> Exception | None:
+    """Upsert the rows under a savepoint that is rolled back; the error PostgreSQL raised."""
+    try:
+        with transaction.atomic():
+            users_upsert(run_id=run_id, batch=batch, rows=rows)
+            transaction.set_rollback(True)
+    except ROW_DATA_ERRORS as error:
+        return error
+    return None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:500] if text else type(error).__name__
 
 
 def ingest_batches_reopen(*, run_id: int) -> list[IngestBatch]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import shared_task, signals
+from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from ingest.services import (
@@ -56,15 +58,42 @@ def store_batch(self, run_id: int, batch: int, message: str) -> None:
     ingest_batch_fail(run_id=run_id, batch=batch, error=failure, rows=rows, rejects=rejects)
 
 
+# Set when the worker shuts down: the index watch stops.
+_stop_watching = threading.Event()
+
+
 @signals.worker_ready.connect
 def _restore_indexes_on_start(**_) -> None:
-    """A worker start builds the users indexes a dead bulk import left out."""
+    """A worker start builds the users indexes a dead bulk import left out, then keeps
+    watching for them every INGEST_INDEX_CHECK_INTERVAL seconds (a thread of the worker's
+    main process: no beat, nothing on the queue)."""
+    _restore_missing_indexes(wait=True)
+    interval = settings.INGEST_INDEX_CHECK_INTERVAL
+    if interval > 0:
+        _stop_watching.clear()
+        threading.Thread(
+            target=_watch_indexes, args=(interval,), name="index-watch", daemon=True
+        ).start()
+
+
+@signals.worker_shutdown.connect
+def _stop_index_watch(**_) -> None:
+    _stop_watching.set()
+
+
+def _watch_indexes(interval: float) -> None:
+    while not _stop_watching.wait(interval):
+        # Without waiting: a process holding the lock is dropping or building them already.
+        _restore_missing_indexes(wait=False)
+
+
+def _restore_missing_indexes(*, wait: bool) -> None:
     try:
-        built = ingest_indexes_restore()
+        built = ingest_indexes_restore(wait=wait)
     except DatabaseError:
-        logger.exception("could not check the users indexes at start")
+        logger.exception("could not check the users indexes")
     else:
         if built:
             logger.warning("built the users indexes left out by a bulk import: %s", built)
     finally:
-        connection.close()
+        connection.close()  # this thread's own: none is held between two checks

@@ -5,6 +5,12 @@ processes restarted. Readiness checks PostgreSQL, Redis and the broker in parall
 short timeout, on fresh connections (a pooled connection could hide an outage, and a pool
 waiting for a free slot could hang the probe).
 
+Ready but degraded: the service answers, but a part of it is slow or incomplete (the users
+table missing an index the model declares, outside a bulk import: searches scan the table).
+The probe still answers 200 — taking every web process out of rotation would turn slow
+searches into an outage — with `{"status": "degraded", "degraded": [names]}`, the names of
+settings.READINESS_DEGRADED_CHECKS that say so; a monitor alerts on the status.
+
 A flood of probes must not become a flood of connections to the dependencies: each process
 runs one check at a time and answers every probe from a result at most MAX_AGE old; probes
 that arrive while a check runs wait for it. The answer names only the failing dependencies
@@ -19,10 +25,11 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +99,21 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
+def degraded_checks() -> dict[str, Callable[[], bool]]:
+    """settings.READINESS_DEGRADED_CHECKS: name -> a function of an app saying whether that
+    part of the service is degraded (it may touch the database; it runs beside the checks,
+    under the same timeout, and an error or no answer counts as not degraded: the dependency
+    checks report outages)."""
+    return {name: import_string(path) for name, path in settings.READINESS_DEGRADED_CHECKS.items()}
+
+
 @dataclass
 class Readiness:
-    """This process's last result (the failing dependencies) and the check in flight."""
+    """This process's last result (the failing dependencies and the degraded parts) and the
+    check in flight."""
 
     failing: list[str] | None = None
+    degraded: list[str] = field(default_factory=list)
     measured_at: float = 0.0
     running: asyncio.Task | None = None
 
@@ -107,7 +124,17 @@ _readiness = Readiness()
 async def _measure(state: Readiness) -> list[str]:
     started = time.monotonic()
     futures = {name: asyncio.wrap_future(_executor.submit(check)) for name, check in CHECKS.items()}
-    await asyncio.wait(futures.values(), timeout=CHECK_TIMEOUT)
+    degraded_futures = {
+        name: asyncio.wrap_future(_executor.submit(check))
+        for name, check in degraded_checks().items()
+    }
+    await asyncio.wait([*futures.values(), *degraded_futures.values()], timeout=CHECK_TIMEOUT)
+    degraded = []
+    for name, future in degraded_futures.items():
+        if not future.done():
+            future.cancel()
+        elif future.exception() is None and future.result():
+            degraded.append(name)
     errors: dict[str, str] = {}
     for name, future in futures.items():
         if not future.done():
@@ -117,7 +144,9 @@ async def _measure(state: Readiness) -> list[str]:
             errors[name] = _describe(error)
     for name in sorted(errors):
         logger.warning("readiness: %s failing: %s", name, errors[name])
-    state.failing, state.measured_at = sorted(errors), started
+    for name in sorted(set(degraded) - set(state.degraded)):  # once, when it starts
+        logger.warning("readiness: degraded: %s", name)
+    state.failing, state.degraded, state.measured_at = sorted(errors), degraded, started
     return state.failing
 
 
@@ -137,7 +166,8 @@ async def failing_dependencies() -> list[str]:
 
 
 async def readyz(request):
-    """Readiness: 200 when every dependency answers, 503 naming the ones that do not."""
+    """Readiness: 200 when every dependency answers ("ok", or "degraded" naming the parts
+    that are), 503 naming the dependencies that do not."""
     failing = await failing_dependencies()
     if failing:
         response = JsonResponse({"status": "unavailable", "failing": failing}, status=503)
@@ -145,4 +175,6 @@ async def readyz(request):
         # a flood of probes during an outage would flood the log).
         response._has_been_logged = True
         return response
+    if degraded := _readiness.degraded:
+        return JsonResponse({"status": "degraded", "degraded": degraded})
     return JsonResponse({"status": "ok"})

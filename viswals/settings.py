@@ -185,6 +185,11 @@ INGEST_QUEUE = CELERY_TASK_DEFAULT_QUEUE
 # Rows per task: measured end to end on 500k rows, 10,000 took 8.0-8.5 s where 5,000 took
 # 8.8-9.0 s and 15,000 8.3 s (docs/performance.md).
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", default=10_000)
+# Most bytes a batch's message may take; a batch is cut sooner when its rows or rejects could
+# take more (counted at the most each character can encode to). Far under RabbitMQ's
+# max_message_size (128 MiB by default), which refuses a bigger message outright; a batch of
+# 10,000 ordinary rows counts as about 6 MiB, so only long rows or rejects make batches smaller.
+INGEST_BATCH_MAX_BYTES = env.int("INGEST_BATCH_MAX_BYTES", default=16 << 20)
 # Times publish_csv reconnects to a broker that dropped out before failing the run clearly.
 INGEST_PUBLISH_RETRIES = env.int("INGEST_PUBLISH_RETRIES", default=20)
 # A batch whose task has started this many times (crashes, redeliveries) is marked failed
@@ -213,6 +218,9 @@ INGEST_BULK_MIN_ROWS = env.int("INGEST_BULK_MIN_ROWS", default=100_000)
 INGEST_BULK_TABLE_RATIO = env.float("INGEST_BULK_TABLE_RATIO", default=1.0)
 # A bulk run with no progress for this long is taken for dead: its indexes get restored.
 INGEST_BULK_IDLE_TIMEOUT = env.int("INGEST_BULK_IDLE_TIMEOUT", default=300)
+# Seconds between two checks, by each worker, for users indexes missing outside a bulk run
+# (a run that died, a failed build): they are built again (0: only when a worker starts).
+INGEST_INDEX_CHECK_INTERVAL = env.float("INGEST_INDEX_CHECK_INTERVAL", default=60)
 # Index builds at the end of a bulk import: sessions side by side, and memory for each sort.
 INGEST_INDEX_BUILD_PARALLEL = env.int("INGEST_INDEX_BUILD_PARALLEL", default=2)
 INGEST_INDEX_BUILD_MEMORY = env.str("INGEST_INDEX_BUILD_MEMORY", default="512MB")
@@ -334,6 +342,8 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# /readyz answers "degraded" (still 200) naming each of these that says so (viswals/health.py).
+READINESS_DEGRADED_CHECKS = {"users_indexes": "ingest.checks.users_indexes_degraded"}
 # Collectors of the apps' figures that /metrics reads at scrape time (viswals/metrics.py).
 METRICS_COLLECTORS = ["ingest.metrics.IngestCollector", "users.metrics.StaleCacheCollector"]
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from ingest import services
 from ingest.models import IngestBatch, RejectedRow
+from ingest.parsing import parse_row
 from ingest.services import batch_from_message, batch_message, ingest_batch_store
 from tests.helpers import cached, make_run
 from users.models import User
@@ -85,3 +87,46 @@ def test_a_batch_message_carries_rows_and_rejects_exactly():
     for not_a_batch in ('{"rows": []}', "[1]", "not json"):
         with pytest.raises((TypeError, ValueError)):
             batch_from_message(not_a_batch)
+
+
+@pytest.fixture
+def rules_with_a_gap(monkeypatch):
+    """parse_row with a gap in its rules: a row whose first name is "nul" or "long-email"
+    passes with a value PostgreSQL refuses (a NUL byte; an address over the column's 254)."""
+    gaps = {"nul": {"first_name": "a\x00b"}, "long-email": {"email_address": "a" * 300 + "@x.com"}}
+
+    def parse_row_with_a_gap(fields):
+        user = parse_row(fields)
+        return user._replace(**gaps[fields[1]]) if fields[1] in gaps else user
+
+    monkeypatch.setattr(services, "parse_row", parse_row_with_a_gap)
+
+
+def test_rows_postgresql_refuses_are_rejected_alone_and_the_rest_stored(
+    run, rules_with_a_gap, django_capture_on_commit_callbacks
+):
+    rows = [row(line, 62000 + line, f"Good{line}") for line in range(2, 42)]
+    rows[5] = row(7, 62007, "nul")
+    rows[30] = row(32, 62032, "long-email")
+    rows.append(row(42, 62040, "long-email"))  # a later line of id 62040: that one is refused
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = ingest_batch_store(
+            run_id=run.id, batch=1, rows=rows, rejects=[[50, "expected 8 fields, found 2", "1,2"]]
+        )
+
+    assert (outcome.stored, outcome.rejected, outcome.written) == (38, 4, 38)
+    rejected = {r.line: r for r in RejectedRow.objects.filter(run=run)}
+    assert sorted(rejected) == [7, 32, 42, 50]
+    assert rejected[7].reason.startswith("refused by PostgreSQL: ")
+    assert "0x00" in rejected[7].reason
+    assert rejected[32].reason == (
+        "refused by PostgreSQL: value too long for type character varying(254)"
+    )
+    assert rejected[32].raw.startswith("62032,long-email,Lee,")
+    assert not User.objects.filter(id__in=[62007, 62032]).exists()
+    # The earlier line of id 62040 stands, as when a later line fails validation.
+    assert User.objects.get(id=62040).first_name == "Good40"
+    assert User.objects.count() == 38
+    assert cached(62002)["first_name"] == "Good2"
+    batch = IngestBatch.objects.get(run=run, number=1)
+    assert (batch.status, batch.stored, batch.rejected) == (IngestBatch.Status.STORED, 38, 4)

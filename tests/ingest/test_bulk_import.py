@@ -3,6 +3,7 @@ and builds the other indexes once at the end; nothing can leave the table withou
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,10 +16,12 @@ from rest_framework.test import APIClient
 from ingest.checks import check_users_indexes, users_indexes_health
 from ingest.indexes import declared_indexes, users_indexes_status
 from ingest.models import IngestRun
-from ingest.services import ingest_run_start
+from ingest.services import ingest_indexes_restore, ingest_run_start
 from tests.conftest import HEADER
+from tests.helpers import wait_until
 from tests.processes import Worker
 from users.models import User
+from viswals import health
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -50,7 +53,7 @@ def index_oids() -> dict[str, int]:
 
 def start_dead_bulk_run() -> IngestRun:
     """What a publish_csv killed right after starting a bulk run leaves: indexes dropped."""
-    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, lines=50)
+    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, rows=50)
     assert run.bulk and users_indexes_status().missing
     long_ago = timezone.now() - timedelta(hours=1)
     IngestRun.objects.filter(id=run.id).update(started_at=long_ago)
@@ -85,6 +88,17 @@ def test_small_import_into_big_table_keeps_its_indexes(celery_worker_process, wr
     assert not run.bulk and run.status == "completed"
     assert index_oids() == before, "an index was dropped and built again"
     assert User.objects.count() == 52
+
+
+def test_blank_lines_do_not_make_a_small_file_a_bulk_run(celery_worker_process, write_csv):
+    before = index_oids()
+    blank = "\n" * 40 + " \t\r\n" * 20 + "\x1c\n" * 20 + "\u3000\n" * 20
+    path = write_csv(rows_csv([1, 2]) + blank + "3,Cy,Day,c@x.com,1600000000000,-1,-1,-1\n")
+
+    run = publish(path)
+
+    assert not run.bulk and run.status == "completed" and run.rows_stored == 3
+    assert index_oids() == before, "the indexes were dropped for three rows"
 
 
 @pytest.mark.parametrize("restored_by", ["next run", "worker start", "migrate"])
@@ -129,7 +143,7 @@ def test_api_reads_and_writes_work_while_a_bulk_run_has_the_indexes_out(celery_w
         [User(id=i, first_name=f"Zed{i}", email_address=f"z{i}@x.com", created_at=timezone.now())
          for i in range(1, 6)]
     )  # fmt: skip
-    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, lines=50)
+    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, rows=50)
     assert run.bulk and users_indexes_status().missing
     assert users_indexes_health()["bulk_run"] == run.id
     admin = get_user_model().objects.create_superuser("bulk-admin", "a@x.com", "pw")
@@ -149,3 +163,45 @@ def test_api_reads_and_writes_work_while_a_bulk_run_has_the_indexes_out(celery_w
     assert created.status_code == 201, created.content
     assert deleted.status_code == 204
     assert "bulk import" in check_users_indexes(databases=["default"])[0].hint
+
+
+def test_a_running_worker_restores_indexes_a_dead_bulk_run_left_out(tmp_path):
+    worker = Worker(
+        tmp_path / "worker.log", "unused-queue", "watch", concurrency=1,
+        INGEST_INDEX_CHECK_INTERVAL="0.5",
+    )  # fmt: skip
+    try:
+        # After the worker's start: only its periodic check can help. While the run is alive,
+        # the check leaves its indexes out (no condition to wait on: three checks' time).
+        run = ingest_run_start(
+            file_name="big.csv", file_size=1, checksum="x", batch_size=5, rows=50
+        )
+        time.sleep(1.5)
+        assert run.bulk and users_indexes_status().missing
+
+        IngestRun.objects.filter(id=run.id).update(started_at=timezone.now() - timedelta(hours=1))
+        wait_until(lambda: users_indexes_status().complete, 30, "indexes not restored")
+    finally:
+        worker.stop()
+    assert "built the users indexes left out by a bulk import" in worker.log()
+
+
+def readyz(client, monkeypatch) -> tuple[int, dict]:
+    monkeypatch.setattr(health, "_readiness", health.Readiness())  # a fresh check, not a reuse
+    response = client.get("/readyz")
+    return response.status_code, response.json()
+
+
+def test_readyz_says_degraded_while_indexes_are_missing_outside_a_bulk_run(client, monkeypatch):
+    run = ingest_run_start(file_name="big.csv", file_size=1, checksum="x", batch_size=5, rows=50)
+    assert run.bulk and users_indexes_status().missing
+    assert readyz(client, monkeypatch) == (200, {"status": "ok"})  # the bulk run wants them out
+
+    IngestRun.objects.filter(id=run.id).update(started_at=timezone.now() - timedelta(hours=1))
+    assert readyz(client, monkeypatch) == (
+        200,
+        {"status": "degraded", "degraded": ["users_indexes"]},
+    )
+
+    ingest_indexes_restore()
+    assert readyz(client, monkeypatch) == (200, {"status": "ok"})

@@ -7,8 +7,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.parsing import CsvFileError, RowRejected, parse_row, read_records, to_csv_line
-from tests.helpers import HEADER
+from ingest.parsing import (
+    CsvFileError,
+    DataLineCounter,
+    RowRejected,
+    parse_row,
+    read_records,
+    to_csv_line,
+)
+from tests.helpers import HEADER, LENGTHENING_EMAIL
 
 GOOD = "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1"
 
@@ -100,6 +107,20 @@ def test_whitespace_around_fields_is_trimmed():
 def test_blank_lines_are_skipped_but_still_counted_in_line_numbers():
     found = records(f"{HEADER}\n\n{GOOD}\n   \n2,B,C,b@example.com,1600000000000,-1,-1,-1\n")
     assert [record.line for record in found] == [3, 5]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
+def test_data_lines_are_counted_as_the_reader_sees_them(chunk, monkeypatch):
+    monkeypatch.setattr("ingest.parsing.MAX_LINE_BYTES", 120)
+    content = (
+        b"\xef\xbb\xbf\n \t\n" + HEADER.encode() + b"\n1,Ann\n\n \r\n\x1c\x1f\n"
+        + b"\xe3\x80\x80\xc2\x85\n\xff\n\xe2\x80\n" + b" " * 300 + b"\n" + b"x" * 300
+        + b"\nlast,without,newline"
+    )  # fmt: skip
+    counter = DataLineCounter()
+    for start in range(0, len(content), chunk):
+        counter.feed(content[start : start + chunk])
+    assert counter.data_lines == len(list(read_records(io.BytesIO(content)))) == 6
 
 
 def test_wrong_number_of_fields_is_rejected_with_its_line():
@@ -297,7 +318,8 @@ _names = st.sampled_from(["Ann", " Ann ", "Hélène", "Иванов", "O'Neil", 
 _emails = st.sampled_from(
     ["ann@example.com", "Ann@EXAMPLE.com", " ann@example.com", "ann@localhost", "ſ@x.com",
      "K@x.com", "a..b@x.com", '"a b"@x.com', "ann@[127.0.0.1]", "ann@-x.com", "ann@x", "@x.com",
-     "ann@", "a@b@x.com", "ann@exämple.com", "ännchen@x.com", "a" * 250 + "@x.co", ""]
+     "ann@", "a@b@x.com", "ann@exämple.com", "ännchen@x.com", "a" * 250 + "@x.co", "",
+     LENGTHENING_EMAIL, "a" * 240 + "@İİİİ.de"]
 ) | st.emails().map(str) | st.text(max_size=12)  # fmt: skip
 
 
@@ -327,3 +349,10 @@ def test_the_fast_path_takes_the_common_rows():
         assert _plain_row(fields) == parse_row_by_rules(fields)
     assert _plain_row(rows[0]).email_address == "ann@example.com"
     assert _plain_row((" 1", "Ann", "Lee", "a@x.com", "1", "-1", "-1", "-1")) is None
+
+
+def test_both_paths_refuse_an_address_longer_than_the_column_once_normalised():
+    fields = ("1", "Ann", "Lee", LENGTHENING_EMAIL, "1600000000000", "-1", "-1", "-1")
+    assert _plain_row(fields) is None
+    with pytest.raises(RowRejected, match="longer than 254 characters once normalised"):
+        parse_row(fields)

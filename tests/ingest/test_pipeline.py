@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 
+import orjson
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
-from ingest.services import batch_message
+from ingest.publishing import ENVELOPE_BYTES, publish_file
+from ingest.services import batch_from_message, batch_message
 from ingest.tasks import store_batch
 from tests.helpers import HEADER, cached, make_run, wait_until
 from users.models import User
@@ -107,9 +109,10 @@ def test_rerunning_a_file_changes_nothing(celery_worker_process, write_csv, redi
 
 
 def test_a_batch_is_cut_when_its_rows_hold_too_much_text(
-    celery_worker_process, write_csv, monkeypatch
+    celery_worker_process, write_csv, settings
 ):
-    monkeypatch.setattr("ingest.publishing.BATCH_MAX_CHARS", 250)
+    # Room for the first row (341 characters, at most 2,467 bytes) alone.
+    settings.INGEST_BATCH_MAX_BYTES = ENVELOPE_BYTES + 2_500
     long_name = "x" * 300  # rejected by the worker (over 255), but it travels first
     path = write_csv(
         f"{HEADER}\n"
@@ -122,6 +125,36 @@ def test_a_batch_is_cut_when_its_rows_hold_too_much_text(
     assert run.batches_published == 2
     assert (run.rows_stored, run.rows_rejected) == (2, 1)
     assert RejectedRow.objects.get(run=run).reason == "first_name: longer than 255 characters (300)"
+
+
+def test_messages_of_huge_rows_and_rejects_stay_under_the_batch_bound(write_csv, settings):
+    from viswals.celery import app
+
+    settings.INGEST_BATCH_MAX_BYTES = bound = ENVELOPE_BYTES + 100_000
+    settings.INGEST_QUEUE = queue = f"{settings.INGEST_QUEUE}-bounded"  # nobody consumes it
+    # Control characters: the most bytes a character can take in a message (seven).
+    rows = "".join(
+        f"{i},{chr(1) * 5000},L,u{i}@example.com,1600000000000,-1,-1,-1\n" for i in range(1, 13)
+    )
+    rejects = "".join(f'{i},"{chr(2) * 3000}\n' for i in range(100, 160))  # broken quoting
+    path = write_csv(f"{HEADER}\n{rows}{rejects}")
+    try:
+        result = publish_file(path=path, batch_size=10_000)  # by count: one batch
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            bodies = []
+            while (message := channel.basic_get(queue, no_ack=True)) is not None:
+                bodies.append(message.body)
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)
+
+    assert result.batches == len(bodies) > 4
+    assert max(len(body) for body in bodies) <= bound
+    batches = [batch_from_message(orjson.loads(body)[0][2]) for body in bodies]
+    assert sum(len(rows) for rows, _ in batches) == 12
+    assert sum(len(rejects) for _, rejects in batches) == 60
+    assert any(rows and rejects for rows, rejects in batches)
 
 
 def test_later_line_wins_when_batches_are_consumed_out_of_order(

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from ingest.indexes import users_indexes_status
 from ingest.models import IngestRun
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import ROOT, TEST_ENV, subprocess_env
 from tests.helpers import HEADER
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,6 +85,35 @@ def test_broker_that_stays_away_fails_the_run_clearly(write_csv):
     run = IngestRun.objects.get()
     assert run.status == IngestRun.Status.FAILED
     assert "broker unavailable" in run.error
+
+
+def test_a_broker_refusal_fails_the_bulk_run_and_brings_the_indexes_back(write_csv):
+    from viswals.celery import app
+
+    rows = "".join(f"{i},N,L,u{i}@example.com,1600000000000,-1,-1,-1\n" for i in range(1, 41))
+    path = write_csv(f"{HEADER}\n{rows}")
+    # A queue declared with other arguments than ours: RabbitMQ refuses the publisher's
+    # declaration with PRECONDITION_FAILED, a channel error (as for a message over its
+    # max_message_size), not a lost connection.
+    queue = f"{TEST_ENV['INGEST_QUEUE']}-refused"
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_declare(queue, durable=False, auto_delete=False)
+    try:
+        result = failed_without_traceback(
+            path, INGEST_QUEUE=queue, INGEST_BULK_MIN_ROWS="10", INGEST_PUBLISH_RETRIES="1"
+        )
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)
+
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"CommandError: {path}: publishing failed at batch 1 (up to line ")
+    assert "PRECONDITION_FAILED" in line and "run the command again" in line
+    run = IngestRun.objects.get()
+    assert run.bulk, "the file was big enough to drop the indexes"
+    assert run.status == IngestRun.Status.FAILED and run.finished_at is not None
+    assert "PRECONDITION_FAILED" in run.error
+    assert users_indexes_status().complete
 
 
 def test_progress_is_plain_lines_when_not_a_terminal(write_csv, celery_worker_process):

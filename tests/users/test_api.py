@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from tests.helpers import LENGTHENING_EMAIL
 from users.api.throttling import anon_window
 from users.models import User
 from users.validation import API_ID_START
@@ -112,6 +113,17 @@ def test_names_and_email_must_be_real_strings(writer_client, field, value, messa
     response = writer_client.post("/users", {**NEW_USER, field: value}, format="json")
     assert response.status_code == 400
     assert response.json() == {field: [message]}
+    assert User.objects.count() == 0
+
+
+def test_an_address_too_long_once_normalised_is_400_naming_the_field(writer_client):
+    response = writer_client.post(
+        "/users", {**NEW_USER, "email_address": LENGTHENING_EMAIL}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "email_address": ["longer than 254 characters once normalised (385)"]
+    }
     assert User.objects.count() == 0
 
 

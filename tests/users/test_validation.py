@@ -9,7 +9,8 @@ from django.core.validators import EmailValidator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from users.validation import FieldError, clean_email, epoch_ms_to_datetime
+from tests.helpers import LENGTHENING_EMAIL
+from users.validation import EMAIL_MAX_LENGTH, FieldError, clean_email, epoch_ms_to_datetime
 
 _django_email = EmailValidator()
 _addresses = (
@@ -29,11 +30,14 @@ _addresses = (
 @example("K@x.com")
 @example('"quoted local"@x.com')
 @example("a..b@x.com")
+@example(LENGTHENING_EMAIL)
 def test_clean_email_accepts_what_djangos_validator_accepts(address):
     value = address.strip()
+    local, _, domain = value.rpartition("@")
     try:
         _django_email(value)
-        django_accepts = bool(value) and len(value) <= 254
+        # The limit is the stored value's: the domain lower-cased.
+        django_accepts = bool(value) and len(f"{local}@{domain.lower()}") <= EMAIL_MAX_LENGTH
     except ValidationError:
         django_accepts = False
     try:
@@ -42,8 +46,19 @@ def test_clean_email_accepts_what_djangos_validator_accepts(address):
         assert not django_accepts
     else:
         assert django_accepts
-        local, _, domain = value.rpartition("@")
         assert cleaned == f"{local}@{domain.lower()}"
+        assert len(cleaned) <= EMAIL_MAX_LENGTH
+
+
+def test_an_address_that_grows_past_the_limit_when_normalised_is_refused():
+    assert len(LENGTHENING_EMAIL) <= EMAIL_MAX_LENGTH < len(LENGTHENING_EMAIL.lower())
+    try:
+        clean_email(LENGTHENING_EMAIL)
+    except FieldError as error:
+        assert error.column == "email_address"
+        assert error.message == "longer than 254 characters once normalised (385)"
+    else:
+        raise AssertionError("accepted an address longer than the column once normalised")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

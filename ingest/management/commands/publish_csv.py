@@ -81,7 +81,7 @@ class Command(BaseCommand):
         except PublishError as error:
             progress.close()
             code = INTERRUPTED if isinstance(error, PublishInterrupted) else 1
-            raise CommandError(str(error), returncode=code) from None
+            raise CommandError(f"{path}: {error}", returncode=code) from None
         except DependencyUnavailable as error:
             progress.close()
             raise CommandError(f"{path}: cannot record the run: {error}") from None
