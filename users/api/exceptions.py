@@ -17,6 +17,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.utils.decorators import sync_and_async_middleware
 from rest_framework import status
+from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
@@ -25,6 +26,16 @@ logger = logging.getLogger(__name__)
 
 NOT_FOUND = "Not found."
 SERVER_ERROR = "Internal server error."
+QUERY_TIMEOUT = "The query took too long and was cancelled; narrow it with more selective filters."
+
+
+class QueryTimedOut(APIException):
+    """503: PostgreSQL cancelled the read at API_QUERY_TIMEOUT_MS (users.selectors.bounded_read).
+    Not the client's error as such, and retrying the same query will not help; narrowing it will."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = QUERY_TIMEOUT
+    default_code = "query_timeout"
 
 
 def api_exception_handler(exc, context) -> Response:

@@ -22,10 +22,10 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from users import selectors, services
-from users.api.exceptions import NOT_FOUND, SERVER_ERROR
+from users.api.exceptions import NOT_FOUND, SERVER_ERROR, QueryTimedOut
 from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
 from users.api.pagination import UserCursorPagination
-from users.api.schema import ERROR, VALIDATION_ERROR
+from users.api.schema import ERROR, QUERY_TIMEOUT_ERROR, VALIDATION_ERROR
 from users.api.serializers import UserSerializer
 from users.filters import UserFilter
 from users.payloads import to_json
@@ -43,7 +43,12 @@ _REFUSALS = {401: ERROR, 403: ERROR, 406: ERROR, 429: ERROR}
     list=extend_schema(
         summary="List users",
         description="Keyset-paginated, filtered and ordered; follow `next`/`previous`.",
-        responses={200: UserSerializer(many=True), 400: VALIDATION_ERROR, **_REFUSALS},
+        responses={
+            200: UserSerializer(many=True),
+            400: VALIDATION_ERROR,
+            503: QUERY_TIMEOUT_ERROR,
+            **_REFUSALS,
+        },
     ),
     create=extend_schema(
         summary="Create a user",
@@ -74,6 +79,24 @@ class UserViewSet(
 
     def get_queryset(self):
         return selectors.user_list()
+
+    def list(self, request, *args, **kwargs) -> Response:
+        # Every query of the list (the page and its serialization) under the read bound.
+        try:
+            with selectors.bounded_read():
+                return super().list(request, *args, **kwargs)
+        except selectors.QueryTimeout:
+            # The query's shape, never its values (names, emails): which known parameters were
+            # set. Unknown names are client text too, so only counted.
+            known = {*UserFilter.base_filters, "cursor", "page_size"}
+            given = set(request.query_params)
+            logger.warning(
+                "api: GET /users cancelled after %s ms; parameters: %s%s",
+                settings.API_QUERY_TIMEOUT_MS,
+                ",".join(sorted(given & known)) or "none",
+                f" (+{len(given - known)} unknown)" if given - known else "",
+            )
+            raise QueryTimedOut from None
 
     def _user_id(self) -> int:
         user_id = int(self.kwargs["pk"])
