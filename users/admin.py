@@ -107,6 +107,8 @@ class UserChangeList(ChangeList):
 
     def _get_deterministic_ordering(self, ordering):
         ordering = super()._get_deterministic_ordering(ordering)
+        if ordering == ["-pk"]:  # no sortable column asked for: the list's own order
+            return ["pk"]
         if len(ordering) > 1 and ordering[-1] == "-pk" and not _descending(ordering[0]):
             ordering[-1] = "pk"
         return ordering
@@ -180,13 +182,15 @@ class UserAdmin(admin.ModelAdmin):
                 settings.API_QUERY_TIMEOUT_MS,
                 ",".join(sorted(set(request.GET) & _LIST_PARAMETERS)) or "none",
             )
-            return TemplateResponse(
+            response = TemplateResponse(
                 request,
                 "admin/users/user/query_timeout.html",
                 {**self.admin_site.each_context(request), "opts": self.opts,
                  "timeout_ms": settings.API_QUERY_TIMEOUT_MS},
                 status=503,
             )  # fmt: skip
+            response._has_been_logged = True  # the line above (Django's would name no shape)
+            return response
 
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data[name] for name in EDITABLE if name in form.cleaned_data}

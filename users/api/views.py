@@ -96,7 +96,11 @@ class UserViewSet(
                 ",".join(sorted(given & known)) or "none",
                 f" (+{len(given - known)} unknown)" if given - known else "",
             )
-            raise QueryTimedOut from None
+            response = Response({"detail": QueryTimedOut.default_detail}, status=503)
+            # The line above is this answer's log line: Django's own ("Service Unavailable")
+            # would add a second one, without the shape.
+            response._has_been_logged = True
+            return response
 
     def _user_id(self) -> int:
         user_id = int(self.kwargs["pk"])
