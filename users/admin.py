@@ -154,6 +154,15 @@ class UserAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return UserChangeList
 
+    def get_ordering(self, request):
+        # A period of the date drill-down lists newest first, along the created_at index: in
+        # id order PostgreSQL would walk every user created before the period to reach it (ids
+        # and creation times grow together, which the planner does not know), 3M rows for
+        # 2022 at 5M users.
+        if any(name.startswith("created_at__") for name in request.GET):
+            return ["-created_at", "-id"]
+        return super().get_ordering(request)
+
     def get_search_results(self, request, queryset, search_term):
         text = search_term.strip()
         if not text:

@@ -193,3 +193,16 @@ def test_admin_date_drilldown_counts_no_distinct_dates(admin_client, user_factor
     response, _ = _queries_of(admin_client, LIST, created_at__year="2022", created_at__month="3")
     assert "created_at__day=31" in response.content.decode()
     assert [u.created_at.day for u in response.context["cl"].result_list] == [5]
+
+
+def test_admin_date_drilldown_lists_the_period_newest_first(admin_client, user_factory):
+    """Along the created_at index: in id order PostgreSQL walks every user created before."""
+    older = user_factory(created_at=datetime(2022, 3, 5, tzinfo=UTC))
+    newer = user_factory(created_at=datetime(2022, 7, 1, tzinfo=UTC))
+    user_factory(created_at=datetime(2023, 1, 1, tzinfo=UTC))
+    response, _ = _queries_of(admin_client, LIST, created_at__year="2022")
+    cl = response.context["cl"]
+    assert [user.id for user in cl.result_list] == [newer.id, older.id]
+    assert 'ORDER BY "users_user"."created_at" DESC, "users_user"."id" DESC' in str(
+        cl.result_list.query
+    )
