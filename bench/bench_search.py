@@ -137,6 +137,8 @@ def query_shapes(values: dict) -> list[Shape]:
                "&ordering=last_name"]),
         Shape("created_after (last year)&ordering=-created_at", "api",
               ["/users?created_after=2025-01-01T00:00:00Z&ordering=-created_at"]),
+        Shape("created_after (last year), default ordering (id)", "api",
+              ["/users?created_after=2025-01-01T00:00:00Z"]),
         Shape("created_before (first year)&ordering=last_name", "api",
               ["/users?created_before=2016-01-01T00:00:00Z&ordering=last_name"]),
         Shape("deleted=true", "api", ["/users?deleted=true"]),
