@@ -16,7 +16,7 @@ export HOST
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run install services database migrate web worker reset-admin local-host-check publish \
-	test fuzz lint format bench docs system-deps clean
+	test fuzz lint format bench bench-search docs system-deps clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -102,6 +102,11 @@ docs: install
 # Benchmarks (figures printed as ratios against baselines measured in the same run).
 bench: migrate
 	$(LOCAL) $(PY) bench/run_all.py
+
+# Every GET /users shape and users admin page through HTTP at 500k and 5M users (scratch
+# databases, data in /tmp; ~25 min, both cores). Smaller: BENCH_SEARCH_ARGS="--sizes 50000,500000".
+bench-search: install services
+	$(PY) bench/bench_search.py $(BENCH_SEARCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles site .pytest_cache .ruff_cache

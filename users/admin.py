@@ -1,11 +1,29 @@
 """Admin for users. Saves and deletes go through users.services, so the cache is refreshed and
-the change reaches the SSE stream exactly as for API writes."""
+the change reaches the SSE stream exactly as for API writes.
 
-from django.contrib import admin
+Every page of the users list stays bounded whatever the table's size: the search box is the
+API's substring search (users.selectors.user_search, on the trigram indexes), counts stop at
+EXACT_COUNT_UP_TO and give the planner's estimate beyond, pages stop at MAX_PAGES, columns
+sort only where an index serves the order, the date drill-down reads two ends of an index
+(users/templatetags/users_admin.py) and each page's queries run under API_QUERY_TIMEOUT_MS.
+"""
 
+import logging
+import math
+from functools import cached_property
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.template.response import TemplateResponse
+
+from users import selectors
 from users.columns import USER_COLUMNS
 from users.models import ApiToken, User
 from users.services import user_create, user_delete, user_update
+
+logger = logging.getLogger(__name__)
 
 # Every column but the id, which the API assigns (users.columns).
 EDITABLE = [name for name in USER_COLUMNS if name != "id"]
@@ -37,17 +55,87 @@ class MergedFilter(_IsSetFilter):
     field = "merged_at"
 
 
+# Up to this many matches a list's count is exact (a count that stops there); beyond, it is the
+# planner's estimate. Pages stop at MAX_PAGES (an OFFSET of at most 10,000 rows): deeper than
+# that, a search or a filter finds a user sooner than paging does.
+EXACT_COUNT_UP_TO = 1000
+MAX_PAGES = 200
+
+
+class BoundedCountPaginator(Paginator):
+    """A paginator whose count reads at most EXACT_COUNT_UP_TO + 1 rows (then estimates) and
+    whose pages stop at MAX_PAGES. The count is exact wherever the admin decides something by
+    it (one page or several, "show all" up to list_max_show_all)."""
+
+    @cached_property
+    def count(self) -> int:
+        return selectors.user_count_bounded(
+            queryset=self.object_list, exact_up_to=EXACT_COUNT_UP_TO
+        )[0]
+
+    @cached_property
+    def num_pages(self) -> int:
+        if self.count == 0 and not self.allow_empty_first_page:
+            return 0
+        hits = max(1, self.count - self.orphans)
+        return min(math.ceil(hits / self.per_page), MAX_PAGES)
+
+
+# The users list's own query parameters: what a timeout's log line may name (never values).
+_LIST_PARAMETERS = frozenset(
+    {"q", "o", "p", "all", "deleted", "merged"}
+    | {f"created_at__{part}" for part in ("year", "month", "day")}
+)
+
+
+def _descending(term) -> bool:
+    return term.startswith("-") if isinstance(term, str) else getattr(term, "descending", False)
+
+
+class UserChangeList(ChangeList):
+    """Sorting only by the columns in `sortable_by` (Django sorts by any column index in `o`,
+    whatever the headers offer), last names by the index's key, and ties broken by id in the
+    sort's own direction (Django adds `-pk` whatever it is, which no index serves with an
+    ascending first key)."""
+
+    def get_ordering_field(self, field_name):
+        if self.sortable_by is not None and field_name not in self.sortable_by:
+            return None
+        if field_name == "last_name":
+            return selectors.user_ordering_key("last_name")
+        return super().get_ordering_field(field_name)
+
+    def _get_deterministic_ordering(self, ordering):
+        ordering = super()._get_deterministic_ordering(ordering)
+        if ordering == ["-pk"]:  # no sortable column asked for: the list's own order
+            return ["pk"]
+        if len(ordering) > 1 and ordering[-1] == "-pk" and not _descending(ordering[0]):
+            ordering[-1] = "pk"
+        return ordering
+
+
 @admin.register(User)
 class UserAdmin(admin.ModelAdmin):
     # Narrow columns (yes/no for deleted and merged, their times on the user's page) so the
     # list fits a 1400 px window beside the filters.
     list_display = [_LIST_COLUMNS.get(name, name) for name in USER_COLUMNS]
+    # Searched by get_search_results (users.selectors.user_search); listed here so that
+    # Django shows the search box.
     search_fields = ["first_name", "last_name", "email_address"]
+    search_help_text = (
+        'A part of the name ("first last") or of the email address, at least '
+        f"{selectors.SEARCH_MIN_RUN} letters or digits in a row."
+    )
     list_filter = [DeletedFilter, MergedFilter]
+    # Drilled down by users_admin.users_date_hierarchy (the change_list template), which never
+    # counts distinct dates over the table as Django's own tag does.
     date_hierarchy = "created_at"
+    # The columns an index orders (users.models): the others would sort the whole table.
+    sortable_by = ["id", "last_name", "created", "parent_user_id"]
     fields = ["id", *EDITABLE]
     readonly_fields = ["id"]
     show_full_result_count = False  # counting 500k rows on every page load is wasted work
+    paginator = BoundedCountPaginator
     list_per_page = 50
     change_list_template = "admin/users/user/change_list.html"
 
@@ -63,12 +151,55 @@ class UserAdmin(admin.ModelAdmin):
     def merged(self, user: User) -> bool:
         return user.is_merged
 
+    def get_changelist(self, request, **kwargs):
+        return UserChangeList
+
+    def get_ordering(self, request):
+        # A period of the date drill-down lists newest first, along the created_at index: in
+        # id order PostgreSQL would walk every user created before the period to reach it (ids
+        # and creation times grow together, which the planner does not know), 3M rows for
+        # 2022 at 5M users.
+        if any(name.startswith("created_at__") for name in request.GET):
+            return ["-created_at", "-id"]
+        return super().get_ordering(request)
+
+    def get_search_results(self, request, queryset, search_term):
+        text = search_term.strip()
+        if not text:
+            return queryset, False
+        if not selectors.search_text_usable(text):
+            messages.warning(request, f"Search: {selectors.SEARCH_TOO_SHORT}")
+            return queryset.none(), False
+        return selectors.user_search(text=text, queryset=queryset), False
+
     def changelist_view(self, request, extra_context=None):
         from ingest.admin import can_import
 
-        return super().changelist_view(
-            request, {**(extra_context or {}), "can_import": can_import(request)}
-        )
+        context = {**(extra_context or {}), "can_import": can_import(request)}
+        if request.method != "GET":  # actions: writes, with their own transactions
+            return super().changelist_view(request, context)
+        try:
+            with selectors.bounded_read():
+                response = super().changelist_view(request, context)
+                # The list's queries run while the template renders: inside the bound too.
+                if hasattr(response, "render"):
+                    response.render()
+                return response
+        except selectors.QueryTimeout:
+            logger.warning(
+                "admin: users list cancelled after %s ms; parameters: %s",
+                settings.API_QUERY_TIMEOUT_MS,
+                ",".join(sorted(set(request.GET) & _LIST_PARAMETERS)) or "none",
+            )
+            response = TemplateResponse(
+                request,
+                "admin/users/user/query_timeout.html",
+                {**self.admin_site.each_context(request), "opts": self.opts,
+                 "timeout_ms": settings.API_QUERY_TIMEOUT_MS},
+                status=503,
+            )  # fmt: skip
+            response._has_been_logged = True  # the line above (Django's would name no shape)
+            return response
 
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data[name] for name in EDITABLE if name in form.cleaned_data}

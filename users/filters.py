@@ -1,29 +1,41 @@
 """`UserFilter`: the query parameters of `GET /users`.
 
 Substring filters (`name`, `email`) compile to `UPPER(column) LIKE UPPER('%…%')`, which the
-trigram GIN indexes (users.models) serve. Every value is validated: a bad one is a 400 that
-names its parameter, never silently ignored.
+trigram GIN indexes (users.models) serve; a substring without a trigram (fewer than three
+letters or digits in a row) is refused, since no index could serve it. Every value is
+validated: a bad one is a 400 that names its parameter, never silently ignored.
 """
 
 from __future__ import annotations
 
 import django_filters
 from django import forms
-from django.db.models import QuerySet, Value
-from django.db.models.functions import Concat
+from django.db.models import QuerySet
 from django_filters.fields import IsoDateTimeField
 
 from users.models import User
+from users.selectors import SEARCH_TOO_SHORT, full_name_expression, search_text_usable
 from users.validation import BIGINT_MAX, FieldError, parse_int, utc_datetime
 
 # (field, tie-break) pairs: every ordering ends on the primary key, so it is total and the
-# cursor pagination can resume exactly after the last row of a page.
+# cursor pagination can resume exactly after the last row of a page. The pagination sorts by
+# each field's key (users.selectors.user_ordering_key): last names by UPPER(last_name), the
+# expression of the index that serves both this ordering and the exact `last_name` filter.
 ORDERINGS = ("id", "created_at", "last_name")
 
 
-def full_name_expression() -> Concat:
-    """`first_name || ' ' || last_name`, the expression the "first last" index is built on."""
-    return Concat("first_name", Value(" "), "last_name")
+class SubstringField(forms.CharField):
+    """A substring to search for: at least one trigram (users.selectors.search_text_usable),
+    or a 400 naming the parameter; blank is no filter."""
+
+    def validate(self, value):
+        super().validate(value)
+        if value and not search_text_usable(value):
+            raise forms.ValidationError(SEARCH_TOO_SHORT, code="too_short")
+
+
+class SubstringFilter(django_filters.CharFilter):
+    field_class = SubstringField
 
 
 class StrictBooleanField(forms.Field):
@@ -101,14 +113,16 @@ class UserOrderingFilter(django_filters.OrderingFilter):
 class UserFilter(django_filters.FilterSet):
     # Each box of the browsable API's Filters form is labelled with its query parameter's own
     # name (set below the class); what it does is the help text, which the schema also uses.
-    name = django_filters.CharFilter(
+    name = SubstringFilter(
         method="filter_name",
-        help_text='Case-insensitive substring of the first name, last name or "first last".',
+        help_text='Case-insensitive substring of the first name, last name or "first last"; '
+        "at least 3 letters or digits in a row.",
     )
-    email = django_filters.CharFilter(
+    email = SubstringFilter(
         field_name="email_address",
         lookup_expr="icontains",
-        help_text="Case-insensitive substring of the email address.",
+        help_text="Case-insensitive substring of the email address; at least 3 letters or "
+        "digits in a row.",
     )
     first_name = django_filters.CharFilter(
         method="filter_first_name",
@@ -158,19 +172,20 @@ class UserFilter(django_filters.FilterSet):
         # one condition (and one trigram index) covers all three.
         return queryset.alias(full_name=full_name_expression()).filter(full_name__icontains=value)
 
-    # Exact names are found through the "first last" trigram index rather than b-trees of their
-    # own: every index is paid for by each ingested row, and these two cost ~15% of the ingest.
-    # "first last" starts with "<first> " (ends with " <last>") whenever the name matches, so
-    # the LIKE narrows through the index and the exact comparison decides.
+    # The exact first name is found through the "first last" trigram index rather than a
+    # b-tree of its own (every index is paid for by each ingested row): "first last" starts
+    # with "<first> " whenever the name matches, so the LIKE narrows through the index and the
+    # exact comparison decides.
     def filter_first_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return queryset.alias(full_name=full_name_expression()).filter(
             full_name__istartswith=f"{value} ", first_name__iexact=value
         )
 
+    # `UPPER(last_name) = UPPER(value)`: the leading expression of users_upper_last_name_id_idx,
+    # which also orders `ordering=last_name`, so this filter is one index range under every
+    # ordering (in id order within it).
     def filter_last_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        return queryset.alias(full_name=full_name_expression()).filter(
-            full_name__iendswith=f" {value}", last_name__iexact=value
-        )
+        return queryset.filter(last_name__iexact=value)
 
     def filter_deleted(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:

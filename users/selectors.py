@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import QuerySet
+from django.db import OperationalError, connection, transaction
+from django.db.models import F, Max, Min, Q, QuerySet, Value
+from django.db.models.expressions import Expression
+from django.db.models.functions import Concat, Upper
+from django.utils import timezone
 
 from users import cache
 from users.access import (
@@ -33,6 +38,108 @@ MAX_USER_ID = 2**63 - 1
 def user_list() -> QuerySet[User]:
     """All users in primary-key order; the API narrows it with users.filters.UserFilter."""
     return User.objects.order_by("id")
+
+
+# --- Searching: the rules the API's filters and the admin's search box share ------------------
+
+# A substring search is served by a trigram index (users.models) only when the text holds a
+# trigram: three letters or digits in a row (pg_trgm splits words on anything else). Shorter
+# texts ("q", "zq", "a b") have no trigram to look up, so PostgreSQL would read every row.
+SEARCH_MIN_RUN = 3
+_has_trigram = re.compile(rf"[^\W_]{{{SEARCH_MIN_RUN}}}").search
+SEARCH_TOO_SHORT = (
+    f"Must contain at least {SEARCH_MIN_RUN} letters or digits in a row "
+    "(shorter substrings cannot use an index)."
+)
+
+
+def full_name_expression() -> Concat:
+    """`first_name || ' ' || last_name`, the expression the "first last" index is built on."""
+    return Concat("first_name", Value(" "), "last_name")
+
+
+def search_text_usable(text: str) -> bool:
+    """Whether a substring search for `text` can be served by the trigram indexes."""
+    return _has_trigram(text) is not None
+
+
+def user_search(*, text: str, queryset: QuerySet[User] | None = None) -> QuerySet[User]:
+    """Users whose "first last" name or email address contains `text` (case-insensitive): the
+    admin's search box, with the expressions (and so the trigram indexes) of the API's `name`
+    and `email` filters. Check search_text_usable first."""
+    queryset = user_list() if queryset is None else queryset
+    return queryset.alias(full_name=full_name_expression()).filter(
+        Q(full_name__icontains=text) | Q(email_address__icontains=text)
+    )
+
+
+def user_ordering_key(field: str) -> Expression:
+    """What a list ordered by `field` sorts by (the API's `ordering`, the admin's columns): last
+    names case-insensitively, as UPPER(last_name), the expression that the exact `last_name`
+    filter compares and users_upper_last_name_id_idx holds; other fields as they are."""
+    return Upper(field) if field == "last_name" else F(field)
+
+
+def user_count_bounded(*, queryset: QuerySet[User], exact_up_to: int) -> tuple[int, bool]:
+    """How many users `queryset` holds, exactly when at most `exact_up_to` (a count that stops
+    there), else the planner's estimate (never below exact_up_to + 1); and whether exact.
+
+    A full count of a filtered list reads every match, millions of rows for a broad one; this
+    reads at most exact_up_to + 1 of them."""
+    queryset = queryset.order_by()
+    exact = queryset[: exact_up_to + 1].count()
+    if exact <= exact_up_to:
+        return exact, True
+    if not queryset.query.has_filters():
+        estimate = user_count()[0]
+    else:
+        plan = json.loads(queryset.explain(format="json"))
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+    return max(estimate, exact_up_to + 1), False
+
+
+def user_created_years() -> range:
+    """The years from the oldest user's creation to the newest one's (two ends of the
+    created_at index, whatever the table's size): the admin's date drill-down."""
+    bounds = User.objects.aggregate(first=Min("created_at"), last=Max("created_at"))
+    if bounds["first"] is None:
+        return range(0)
+    first, last = (timezone.localtime(bounds[end]) for end in ("first", "last"))
+    return range(first.year, last.year + 1)
+
+
+# --- A bound on every read a client can ask for -------------------------------------------------
+
+# PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout (query_canceled).
+_QUERY_CANCELED = "57014"
+
+
+class QueryTimeout(Exception):
+    """A read ran past settings.API_QUERY_TIMEOUT_MS and PostgreSQL cancelled it."""
+
+
+@contextmanager
+def bounded_read() -> Iterator[None]:
+    """Run the enclosed queries in one transaction whose statements PostgreSQL cancels after
+    settings.API_QUERY_TIMEOUT_MS (0: no limit); raises QueryTimeout when it does.
+
+    For the reads a client shapes (API lists, admin lists and searches): the indexes serve
+    every shape we know of, and this bounds the ones we do not. `SET LOCAL` ends with the
+    transaction, so the connection goes back to the pool (or to the next request) with its own
+    limit; ingest, migrations and index builds never pass through here."""
+    limit = int(settings.API_QUERY_TIMEOUT_MS)
+    if limit <= 0:
+        yield
+        return
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL statement_timeout = {limit}")
+            yield
+    except OperationalError as error:
+        if getattr(error.__cause__, "sqlstate", None) == _QUERY_CANCELED:
+            raise QueryTimeout from error
+        raise
 
 
 def user_get_payload(*, user_id: int) -> dict[str, Any] | None:

@@ -282,6 +282,10 @@ REQUEST_BODY_IDLE_TIMEOUT = env.float("REQUEST_BODY_IDLE_TIMEOUT", default=30.0)
 # Bodies under /admin/ may be this large instead (the CSV import: ADMIN_IMPORT_MAX_BYTES, for
 # sessions allowed to import).
 ADMIN_MAX_BODY_BYTES = env.int("ADMIN_MAX_BODY_BYTES", default=2**20)
+# PostgreSQL cancels a read of the API's user lists or of the users admin after this many
+# milliseconds (users.selectors.bounded_read): the client gets a 503 instead of a request that
+# holds a connection and a core for as long as it likes. 0 turns the limit off.
+API_QUERY_TIMEOUT_MS = env.int("API_QUERY_TIMEOUT_MS", default=2000)
 # Django's own cap on bodies it reads into memory: the same limit, as a second line.
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 SPECTACULAR_SETTINGS = {

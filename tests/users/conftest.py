@@ -89,3 +89,10 @@ def clean_user_cache(redis_client):
     from users.cache import forget_users
 
     forget_users(used)
+
+
+@pytest.fixture
+def admin_client(client, django_user_model, plain_static_storage):
+    """The admin as a logged-in superuser."""
+    client.force_login(django_user_model.objects.create_superuser("root", password="pw"))
+    return client

@@ -6,19 +6,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import pytest
 from django.conf import settings
 
 from users import cache
 from users.models import User
 from users.payloads import user_payload
 from users.sse import RedisStreamStorage
-
-
-@pytest.fixture
-def admin_client(client, django_user_model, plain_static_storage):
-    client.force_login(django_user_model.objects.create_superuser("root", password="pw"))
-    return client
 
 
 def last_event(storage: RedisStreamStorage, after: int):
@@ -120,3 +113,122 @@ def test_token_expiry_changed_in_the_admin_holds_at_once(
     assert response.status_code == 302, response.content[:2000]
     assert cache.cached_principal(token_digest(token)) is None
     assert client.get("/users").status_code == 401
+
+
+# --- Bounded at any size: search, counts, pages, sorting, date drill-down -------------------
+
+LIST = "/admin/users/user/"
+
+
+def _queries_of(client, url: str, **params):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url, params)
+    assert response.status_code == 200, response.content[:500]
+    return response, [query["sql"] for query in captured]
+
+
+def test_admin_search_is_the_api_substring_search_on_its_indexes(rf, user_factory):
+    from django.contrib import admin
+    from django.db import connection
+
+    ann = user_factory(first_name="Ann", last_name="Smith", email_address="a.s@corp.example")
+    user_factory(first_name="Bob", last_name="Jones", email_address="bob@mail.example")
+    model_admin = admin.site._registry[User]
+    request = rf.get(LIST)
+
+    def search(text):
+        return model_admin.get_search_results(request, User.objects.all(), text)[0]
+
+    assert [user.id for user in search("ann smi")] == [ann.id]  # across "first last"
+    assert [user.id for user in search("CORP.EX")] == [ann.id]  # the email address
+    assert list(search("Smith Ann")) == []  # one substring, not words in any order
+    with connection.cursor() as cursor:
+        # On a few rows the planner would rather walk them all; leave it the bitmap scans.
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+        plan = search("smith").explain()
+    assert "users_full_name_trgm" in plan and "users_email_trgm" in plan, plan
+
+
+def test_admin_search_without_a_trigram_lists_nothing_and_says_why(admin_client, user_factory):
+    user_factory(first_name="Zq", last_name="Zq")
+    response, queries = _queries_of(admin_client, LIST, q="zq")
+    assert "at least 3 letters or digits in a row" in response.content.decode()
+    assert list(response.context["cl"].result_list) == []
+    assert not any("LIKE" in sql for sql in queries), queries
+
+
+def test_admin_counts_stop_at_the_cap_and_pages_at_the_limit(
+    admin_client, user_factory, monkeypatch
+):
+    from users import admin as users_admin
+
+    user_factory.create_batch(12)
+    monkeypatch.setattr(users_admin, "EXACT_COUNT_UP_TO", 5)
+    monkeypatch.setattr(users_admin, "MAX_PAGES", 2)
+    monkeypatch.setattr(users_admin.UserAdmin, "list_per_page", 3)
+    # (The plain list's count beyond the cap is the table's statistics, selectors.user_count.)
+    for params in ({"deleted": "no"}, {"q": "example"}, {"created_at__year": "2020"}):
+        response, queries = _queries_of(admin_client, LIST, **params)
+        counts = [sql for sql in queries if "COUNT(" in sql]
+        assert counts and all("LIMIT 6" in sql for sql in counts), counts  # never the whole set
+        cl = response.context["cl"]
+        assert cl.result_count >= 6 and cl.paginator.num_pages == 2
+    assert admin_client.get(LIST, {"p": 3}).status_code == 302  # past the last page: ?e=1
+    few, _ = _queries_of(admin_client, LIST, q="nobody-at-all")
+    assert few.context["cl"].result_count == 0  # under the cap: exact
+
+
+def test_admin_sorts_only_by_indexed_columns_with_ties_by_id_in_the_same_direction(
+    admin_client, user_factory
+):
+    names = [("b", "lee"), ("a", "Adams"), ("c", "LEE"), ("d", "baker")]
+    users = [user_factory(first_name=first, last_name=last) for first, last in names]
+
+    def by_name(response):
+        return [user.id for user in response.context["cl"].result_list]
+
+    o = {name: str(n) for n, name in enumerate(admin_client.get(LIST).context["cl"].list_display)}
+    ascending = admin_client.get(LIST, {"o": o["last_name"]})
+    assert by_name(ascending) == [users[1].id, users[3].id, users[0].id, users[2].id]
+    sql = str(ascending.context["cl"].result_list.query)
+    assert 'ORDER BY UPPER("users_user"."last_name") ASC, "users_user"."id" ASC' in sql, sql
+    descending = admin_client.get(LIST, {"o": f"-{o['last_name']}"})
+    assert by_name(descending) == [users[2].id, users[0].id, users[3].id, users[1].id]
+    # First names have no index: the column does not sort (the list stays in id order).
+    unsorted = admin_client.get(LIST, {"o": o["first_name"]})
+    assert by_name(unsorted) == sorted(u.id for u in users)
+    page = unsorted.content.decode()
+    assert "sortable column-first_name" not in page and "sortable column-last_name" in page
+
+
+def test_admin_date_drilldown_counts_no_distinct_dates(admin_client, user_factory):
+    user_factory(created_at=datetime(2019, 6, 1, tzinfo=UTC))
+    user_factory(created_at=datetime(2022, 3, 5, tzinfo=UTC))
+    response, queries = _queries_of(admin_client, LIST)
+    page = response.content.decode()
+    assert not any("DISTINCT" in sql for sql in queries), queries
+    for year in range(2019, 2023):  # from the oldest user's year to the newest one's
+        assert f'href="?created_at__year={year}"' in page
+    response, queries = _queries_of(admin_client, LIST, created_at__year="2022")
+    assert not any("DISTINCT" in sql for sql in queries), queries
+    page = response.content.decode()
+    assert all(f"created_at__month={month}" in page for month in range(1, 13))
+    response, _ = _queries_of(admin_client, LIST, created_at__year="2022", created_at__month="3")
+    assert "created_at__day=31" in response.content.decode()
+    assert [u.created_at.day for u in response.context["cl"].result_list] == [5]
+
+
+def test_admin_date_drilldown_lists_the_period_newest_first(admin_client, user_factory):
+    """Along the created_at index: in id order PostgreSQL walks every user created before."""
+    older = user_factory(created_at=datetime(2022, 3, 5, tzinfo=UTC))
+    newer = user_factory(created_at=datetime(2022, 7, 1, tzinfo=UTC))
+    user_factory(created_at=datetime(2023, 1, 1, tzinfo=UTC))
+    response, _ = _queries_of(admin_client, LIST, created_at__year="2022")
+    cl = response.context["cl"]
+    assert [user.id for user in cl.result_list] == [newer.id, older.id]
+    assert 'ORDER BY "users_user"."created_at" DESC, "users_user"."id" DESC' in str(
+        cl.result_list.query
+    )

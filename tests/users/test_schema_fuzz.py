@@ -77,7 +77,18 @@ def schemathesis_command(base: str, token: str) -> list[str]:
     ]
 
 
+# Read by schemathesis from its working directory. GET /users answers a documented 503 when a
+# query runs past API_QUERY_TIMEOUT_MS (users.selectors.bounded_read), which a fuzzed filter may
+# on a loaded machine: that one is not a server error; any other 5xx still is.
+CONFIG = """
+[[operations]]
+include-operation-id = "users_list"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
+"""
+
+
 def test_every_operation_answers_as_its_schema_says(fuzz_server, api_token, tmp_path):
+    (tmp_path / "schemathesis.toml").write_text(CONFIG)
     command = schemathesis_command(fuzz_server.base, api_token("writer"))
     try:
         run = subprocess.run(

@@ -25,7 +25,7 @@ from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
-from rest_framework.exceptions import NotAuthenticated
+from rest_framework.exceptions import APIException, NotAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -37,6 +37,16 @@ logger = logging.getLogger(__name__)
 
 NOT_FOUND = "Not found."
 SERVER_ERROR = "Internal server error."
+QUERY_TIMEOUT = "The query took too long and was cancelled; narrow it with more selective filters."
+
+
+class QueryTimedOut(APIException):
+    """503: PostgreSQL cancelled the read at API_QUERY_TIMEOUT_MS (users.selectors.bounded_read).
+    Not the client's error as such, and retrying the same query will not help; narrowing it will."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = QUERY_TIMEOUT
+    default_code = "query_timeout"
 
 
 def api_exception_handler(exc, context) -> Response:

@@ -14,12 +14,14 @@ import json
 import re
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Value
+from django.db.models.functions import Upper
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from users.selectors import user_ordering_key
 from users.validation import BIGINT_MAX, NAME_MAX_LENGTH, FieldError, utc_datetime
 
 DEFAULT_PAGE_SIZE = 50
@@ -28,6 +30,8 @@ MAX_PAGE_SIZE = 1000
 # six in JSON, in base64: about 2,100 characters. Anything longer is not ours.
 MAX_CURSOR_CHARS = 4096
 _ascii_digits = re.compile(r"[0-9]+\Z").match
+# What the pagination aliases the ordering's key (users.selectors.user_ordering_key) as.
+_SORT_KEY = "sort_key"
 
 
 class UserCursorPagination(BasePagination):
@@ -43,12 +47,13 @@ class UserCursorPagination(BasePagination):
         direction = "-" if self.descending else ""
         cursor = self._decode_cursor(request)
         backwards = bool(cursor and cursor["back"])
+        queryset = queryset.alias(**{_SORT_KEY: user_ordering_key(self.field)})
         if cursor:
             queryset = queryset.filter(self._after(cursor["key"], backwards=backwards))
         if backwards:  # read the previous page in reverse, then restore the order
             direction = "" if self.descending else "-"
         rows = list(
-            queryset.order_by(f"{direction}{self.field}", f"{direction}id")[: self.page_size + 1]
+            queryset.order_by(f"{direction}{_SORT_KEY}", f"{direction}id")[: self.page_size + 1]
         )
         more = len(rows) > self.page_size
         rows = rows[: self.page_size]
@@ -133,9 +138,11 @@ class UserCursorPagination(BasePagination):
         if self.field == "id":
             return Q(**{f"id__{op}": key[0]})
         value, row_id = key
-        # `field >= v AND (field > v OR id > i)`: the first term bounds the index range scan.
-        return Q(**{f"{self.field}__{op_eq}": value}) & (
-            Q(**{f"{self.field}__{op}": value}) | Q(**{self.field: value, f"id__{op}": row_id})
+        if self.field == "last_name":  # the cursor holds the stored name; the order its key
+            value = Upper(Value(value))
+        # `key >= v AND (key > v OR id > i)`: the first term bounds the index range scan.
+        return Q(**{f"{_SORT_KEY}__{op_eq}": value}) & (
+            Q(**{f"{_SORT_KEY}__{op}": value}) | Q(**{_SORT_KEY: value, f"id__{op}": row_id})
         )
 
     def _page_size(self, request) -> int:

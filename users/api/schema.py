@@ -42,6 +42,13 @@ QUERY_ERROR = OpenApiResponse(
     'the server does not answer to: `{"non_field_errors": ["Bad request."]}`.',
 )
 ERROR = OpenApiResponse(ErrorSerializer, description='`{"detail": "..."}`')
+# A read that PostgreSQL cancelled at API_QUERY_TIMEOUT_MS (users.selectors.bounded_read).
+QUERY_TIMEOUT_ERROR = OpenApiResponse(
+    ErrorSerializer,
+    description="The query ran past API_QUERY_TIMEOUT_MS (2 s by default) and was cancelled: "
+    '`{"detail": "The query took too long and was cancelled; narrow it with more selective '
+    'filters."}`. Retrying the same query will not help; more selective filters will.',
+)
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 

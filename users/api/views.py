@@ -22,11 +22,11 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from users import selectors, services
-from users.api.exceptions import NOT_FOUND, SERVER_ERROR
+from users.api.exceptions import NOT_FOUND, SERVER_ERROR, QueryTimedOut
 from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
 from users.api.pagination import UserCursorPagination
 from users.api.query_params import KnownQueryParamsOnly
-from users.api.schema import ERROR, QUERY_ERROR, VALIDATION_ERROR
+from users.api.schema import ERROR, QUERY_ERROR, QUERY_TIMEOUT_ERROR, VALIDATION_ERROR
 from users.api.serializers import UserSerializer
 from users.filters import UserFilter
 from users.payloads import to_json
@@ -45,7 +45,12 @@ _REFUSALS = {401: ERROR, 403: ERROR, 406: ERROR, 429: ERROR}
         summary="List users",
         description="Keyset-paginated, filtered and ordered; follow `next`/`previous`. "
         "A query parameter not listed here is refused (400, naming it), not ignored.",
-        responses={200: UserSerializer(many=True), 400: VALIDATION_ERROR, **_REFUSALS},
+        responses={
+            200: UserSerializer(many=True),
+            400: VALIDATION_ERROR,
+            503: QUERY_TIMEOUT_ERROR,
+            **_REFUSALS,
+        },
     ),
     create=extend_schema(
         summary="Create a user",
@@ -81,6 +86,25 @@ class UserViewSet(
 
     def get_queryset(self):
         return selectors.user_list()
+
+    def list(self, request, *args, **kwargs) -> Response:
+        # Every query of the list (the page and its serialization) under the read bound.
+        try:
+            with selectors.bounded_read():
+                return super().list(request, *args, **kwargs)
+        except selectors.QueryTimeout:
+            # The query's shape, never its values (names, emails): which parameters were set
+            # (all of them accepted ones: KnownQueryParamsOnly refused any other).
+            logger.warning(
+                "api: GET /users cancelled after %s ms; parameters: %s",
+                settings.API_QUERY_TIMEOUT_MS,
+                ",".join(sorted(request.query_params)) or "none",
+            )
+            response = Response({"detail": QueryTimedOut.default_detail}, status=503)
+            # The line above is this answer's log line: Django's own ("Service Unavailable")
+            # would add a second one, without the shape.
+            response._has_been_logged = True
+            return response
 
     def _user_id(self) -> int:
         user_id = int(self.kwargs["pk"])
