@@ -207,7 +207,7 @@ class UserFilter(django_filters.FilterSet):
         return queryset.filter(last_name__iexact=value)
 
     # Compared as UPPER(email) = UPPER(value), but looked up through the trigram index by the
-    # part before the "@" only (users.selectors.email_exact_condition): the trigrams of a
+    # part before the "@" only (users.selectors.email_exact_filter): the trigrams of a
     # common domain ("GMAIL.COM") have posting lists of millions of rows, which the index
     # would read and intersect for an equality on the whole address.
     def filter_email_address(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
