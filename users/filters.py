@@ -17,11 +17,11 @@ from users.models import User
 from users.selectors import (
     ORDERING_KEY_ALIAS,
     SEARCH_TOO_SHORT,
-    email_exact_filter,
-    first_name_exact_filter,
     full_name_expression,
     search_text_usable,
     user_created_at_key_unindexed,
+    user_filter_email_address,
+    user_filter_first_name,
 )
 from users.validation import BIGINT_MAX, FieldError, parse_int, utc_datetime
 
@@ -195,10 +195,10 @@ class UserFilter(django_filters.FilterSet):
         return queryset.alias(full_name=full_name_expression()).filter(full_name__icontains=value)
 
     # Through the "first last" trigram index for a rare name, along the ordering's index for a
-    # common one (users.selectors.first_name_exact_filter); no b-tree of its own, which every
+    # common one (users.selectors.user_filter_first_name); no b-tree of its own, which every
     # ingested row would pay for.
     def filter_first_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        return first_name_exact_filter(queryset, value)
+        return user_filter_first_name(queryset=queryset, name=value)
 
     # `UPPER(last_name) = UPPER(value)`: the leading expression of users_upper_last_name_id_idx,
     # which also orders `ordering=last_name`, so this filter is one index range under every
@@ -207,11 +207,11 @@ class UserFilter(django_filters.FilterSet):
         return queryset.filter(last_name__iexact=value)
 
     # Compared as UPPER(email) = UPPER(value), but looked up through the trigram index by the
-    # part before the "@" only (users.selectors.email_exact_filter): the trigrams of a
+    # part before the "@" only (users.selectors.user_filter_email_address): the trigrams of a
     # common domain ("GMAIL.COM") have posting lists of millions of rows, which the index
     # would read and intersect for an equality on the whole address.
     def filter_email_address(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        return email_exact_filter(queryset, value)
+        return user_filter_email_address(queryset=queryset, address=value)
 
     def filter_deleted(self, queryset: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:

@@ -76,12 +76,12 @@ def search_text_usable(text: str) -> bool:
 
 # Past this many users of one first name (by the planner's estimate), the exact `first_name`
 # filter walks the list's ordering index instead of the trigram index
-# (first_name_exact_filter): a rare name costs at most this many rows read and sorted, a common
+# (user_filter_first_name): a rare name costs at most this many rows read and sorted, a common
 # one at most a page times users / this many rows walked (51k at 5M users).
 FIRST_NAME_COMMON_ABOVE = 5000
 
 
-def first_name_exact_filter(queryset: QuerySet[User], name: str) -> QuerySet[User]:
+def user_filter_first_name(*, queryset: QuerySet[User], name: str) -> QuerySet[User]:
     """`queryset` narrowed to the users whose first name is `name`, case-insensitively, with
     a plan bounded for rare and for common names alike.
 
@@ -109,7 +109,7 @@ def first_name_exact_filter(queryset: QuerySet[User], name: str) -> QuerySet[Use
     )
 
 
-def email_exact_filter(queryset: QuerySet[User], address: str) -> QuerySet[User]:
+def user_filter_email_address(*, queryset: QuerySet[User], address: str) -> QuerySet[User]:
     """`queryset` narrowed to the users whose email address is `address`, case-insensitively
     (UPPER(email_address) = UPPER(address)), found through the email trigram index by the
     address's local part.
