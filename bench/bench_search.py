@@ -18,7 +18,7 @@ Targets (the issue "ten times the users"): API shapes p95 <= 10x the unfiltered 
 p50 growth <= 2x; admin pages p95 <= 5x the plain list page and growth <= 2x.
 
 Usage: python bench/bench_search.py [--sizes 500000,5000000] [--samples 15] [--keep] [--reuse]
-(`make bench-search`). A smoke run: --sizes 20000,50000 --samples 3.
+[--only SUBSTRING ...] (`make bench-search`). A smoke run: --sizes 20000,50000 --samples 3.
 """
 
 from __future__ import annotations
@@ -291,6 +291,14 @@ def credentials(scratch: Scratch) -> dict:
 # --- timing ----------------------------------------------------------------------------------
 
 
+def selected(shape: Shape, only: list[str]) -> bool:
+    """Whether `--only` keeps `shape`: its label contains one of the substrings (the two
+    baselines always run, every ratio is taken against them)."""
+    if not only or shape.label in (API_BASELINE, ADMIN_BASELINE):
+        return True
+    return any(part in shape.label for part in only)
+
+
 def time_shapes(
     base: str, shapes: list[Shape], creds: dict, samples: int, budget: float
 ) -> dict[str, Result]:
@@ -372,7 +380,7 @@ def run_size(rows: int, args) -> tuple[dict[str, Result], list[Shape], Scratch, 
     creds = credentials(scratch)
     # Debug off: the admin's pages need the static files' manifest (what `make run` does too).
     scratch.manage("collectstatic", "--noinput", "--verbosity", "0")
-    shapes = query_shapes(values)
+    shapes = [shape for shape in query_shapes(values) if selected(shape, args.only)]
     port = free_port()
     server = start_web_server(port, scratch.env)
     try:
@@ -432,6 +440,14 @@ def main() -> int:
     parser.add_argument("--data-dir", default=tempfile.gettempdir())
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
     parser.add_argument("--reuse", action="store_true", help="reuse kept scratch databases")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SUBSTRING",
+        help="time only the shapes whose label contains SUBSTRING (repeatable; the baselines "
+        "always run)",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     runs: dict[int, dict[str, Result]] = {}

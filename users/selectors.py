@@ -7,13 +7,24 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import F, Max, Min, Q, QuerySet, Value
+from django.db.models import (
+    CharField,
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Value,
+)
 from django.db.models.expressions import Expression
 from django.db.models.functions import Concat, Upper
 from django.utils import timezone
@@ -63,6 +74,62 @@ def search_text_usable(text: str) -> bool:
     return _has_trigram(text) is not None
 
 
+# Past this many users of one first name (by the planner's estimate), the exact `first_name`
+# filter walks the list's ordering index instead of the trigram index
+# (user_filter_first_name): a rare name costs at most this many rows read and sorted, a common
+# one at most a page times users / this many rows walked (51k at 5M users).
+FIRST_NAME_COMMON_ABOVE = 5000
+
+
+def user_filter_first_name(*, queryset: QuerySet[User], name: str) -> QuerySet[User]:
+    """`queryset` narrowed to the users whose first name is `name`, case-insensitively, with
+    a plan bounded for rare and for common names alike.
+
+    A rare name is found through the "first last" trigram index ("first last" starts with
+    "<name> " whenever the first name matches; the exact comparison decides) and its few
+    matches are sorted. A common one (23k Ashleys at 5M users) read there and sorted cost
+    ~200 ms, and grows with the table; instead the list walks its ordering's index (id,
+    created_at or UPPER(last_name)) and meets a match every users/matches rows. The planner
+    cannot choose between the two itself: it multiplies the selectivities of the prefix and of
+    the exact comparison, which say the same thing, and so expects 1/200 of the matches. Which
+    is decided by its estimate of the prefix alone (the trigram index's statistics on "first
+    last"; planning only, no rows read); both plans return the same rows in the same order."""
+    prefix = (
+        User.objects.alias(full_name=full_name_expression())
+        .filter(full_name__istartswith=f"{name} ")
+        .order_by()
+    )
+    estimate = json.loads(prefix.explain(format="json"))[0]["Plan"]["Plan Rows"]
+    if estimate > FIRST_NAME_COMMON_ABOVE:
+        # UPPER(first_name) = UPPER(name): no index holds it, so the planner reads the rows
+        # in the page's order and filters them.
+        return queryset.filter(first_name__iexact=name)
+    return queryset.alias(full_name=full_name_expression()).filter(
+        full_name__istartswith=f"{name} ", first_name__iexact=name
+    )
+
+
+def user_filter_email_address(*, queryset: QuerySet[User], address: str) -> QuerySet[User]:
+    """`queryset` narrowed to the users whose email address is `address`, case-insensitively
+    (UPPER(email_address) = UPPER(address)), found through the email trigram index by the
+    address's local part.
+
+    An equality handed to the trigram index makes it intersect the posting lists of every
+    trigram of the address, and those of a common domain ("@GMAIL.COM") hold millions of rows:
+    122 ms at 5M users. The local part's trigrams are rare, so the index is asked only for
+    `LIKE '%<local part>%'` (implied by the equality) and the equality, on an expression that
+    no index holds, decides among the few rows found. A local part without a trigram ("ab@…")
+    leaves the whole address to the index."""
+    local = address.rpartition("@")[0]
+    if not search_text_usable(local):
+        return queryset.filter(email_address__iexact=address)
+    # `|| ''`: the same comparison, on an expression the trigram index does not hold, so the
+    # planner filters by it instead of adding the domain's trigrams to the index scan.
+    return queryset.alias(
+        email_upper=Concat(Upper("email_address"), Value(""), output_field=CharField())
+    ).filter(email_address__icontains=local, email_upper=Upper(Value(address)))
+
+
 def user_search(*, text: str, queryset: QuerySet[User] | None = None) -> QuerySet[User]:
     """Users whose "first last" name or email address contains `text` (case-insensitive): the
     admin's search box, with the expressions (and so the trigram indexes) of the API's `name`
@@ -73,11 +140,24 @@ def user_search(*, text: str, queryset: QuerySet[User] | None = None) -> QuerySe
     )
 
 
+# The alias under which a list's ordering key is selected (users.api.pagination): a filter that
+# sets it first (users.filters.UserFilter) chooses the key's expression for the whole list.
+ORDERING_KEY_ALIAS = "sort_key"
+
+
 def user_ordering_key(field: str) -> Expression:
     """What a list ordered by `field` sorts by (the API's `ordering`, the admin's columns): last
     names case-insensitively, as UPPER(last_name), the expression that the exact `last_name`
     filter compares and users_upper_last_name_id_idx holds; other fields as they are."""
     return Upper(field) if field == "last_name" else F(field)
+
+
+def user_created_at_key_unindexed() -> Expression:
+    """user_ordering_key("created_at"), the same values in the same order, as an expression no
+    index holds (`created_at + interval '0'`): the planner must then find the rows through the
+    filters' indexes and sort them, instead of walking the created_at index while filtering,
+    a bet on the matches being spread evenly along it."""
+    return ExpressionWrapper(F("created_at") + Value(timedelta(0)), output_field=DateTimeField())
 
 
 def user_count_bounded(*, queryset: QuerySet[User], exact_up_to: int) -> tuple[int, bool]:

@@ -53,3 +53,25 @@ def test_every_shape_answers(reader_client, admin_client, user_factory):
             assert response.status_code in shape.accepted, (shape.label, path, response.content)
             if shape.kind == "api" and response.status_code == 200:
                 assert "results" in response.json()
+
+
+def test_only_keeps_the_matching_shapes_and_both_baselines():
+    values = {
+        "user_id": 1,
+        "email": "a@example.org",
+        "parent": 7,
+        **{key: bench_search.cursor([1]) for key in ("deep_id", "deep_last_name")},
+        **{
+            key: bench_search.cursor(["2020-01-01T00:00:00+00:00", 1])
+            for key in ("deep_created_at", "deep_smith")
+        },
+    }
+    shapes = bench_search.query_shapes(values)
+    kept = [s.label for s in shapes if bench_search.selected(s, ["email_address=", "admin q=ash"])]
+    assert kept == [
+        bench_search.API_BASELINE,
+        "email_address=<exact>",
+        bench_search.ADMIN_BASELINE,
+        "admin q=ash",
+    ]
+    assert all(bench_search.selected(shape, []) for shape in shapes)

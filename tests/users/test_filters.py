@@ -391,3 +391,150 @@ def test_last_names_sort_without_regard_to_case(reader_client, user_factory, ord
     keys = [(by_id[i].last_name.upper(), i) for i in seen]
     assert sorted(seen) == sorted(by_id)
     assert keys == sorted(keys, reverse=ordering.startswith("-"))
+
+
+# --- shapes rewritten for a bounded plan at 5M users (users.selectors) ----------------------
+
+
+def _expected_order(users, ordering: str) -> list[int]:
+    field = ordering.lstrip("-")
+
+    def key(user):
+        value = getattr(user, field)
+        return (value.upper() if field == "last_name" else value, user.id)
+
+    return [u.id for u in sorted(users, key=key, reverse=ordering.startswith("-"))]
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3])
+@pytest.mark.parametrize("ordering", ["created_at", "-created_at"])
+@pytest.mark.parametrize("flag", ["deleted", "merged"])
+def test_last_name_with_a_rare_flag_by_creation_walks_every_page_in_order(
+    reader_client, user_factory, flag, ordering, page_size
+):
+    """last_name + deleted/merged=true + created_at ordering sorts the last name's index range
+    by an unindexed copy of created_at: same rows, same order, ties by id, every page once."""
+    moment = datetime(2021, 5, 5, tzinfo=UTC)
+    flagged = {f"{flag}_at": moment}
+    times = [datetime(2020, 1, day, tzinfo=UTC) for day in (3, 1, 2, 1, 3, 1)]
+    matching = [
+        user_factory(last_name=name, created_at=at, **flagged)
+        for name, at in zip(["Smith", "SMITH", "smith"] * 2, times, strict=True)
+    ]
+    user_factory(last_name="Smith", created_at=times[0])  # flag not set
+    user_factory(last_name="Smyth", created_at=times[1], **flagged)
+    url = f"/users?last_name=Smith&{flag}=true&ordering={ordering}&page_size={page_size}"
+    assert walk(reader_client, url) == _expected_order(matching, ordering)
+
+
+def test_last_name_with_deleted_by_creation_reads_the_last_name_index(reader_client, people):
+    plan = _plan_of_list(reader_client, "/users?last_name=smith&deleted=true&ordering=created_at")
+    assert "users_upper_last_name_id_idx" in plan, plan
+    assert "users_created_at_idx" not in plan and "'00:00:00'::interval" in plan, plan
+    # deleted=false is most users: the created_at index, walked with the filters, stays usable.
+    plan = _plan_of_list(reader_client, "/users?last_name=smith&deleted=false&ordering=created_at")
+    assert "::interval" not in plan, plan
+
+
+def test_previous_link_of_a_last_name_with_deleted_by_creation(reader_client, user_factory):
+    moment = datetime(2021, 5, 5, tzinfo=UTC)
+    users = [
+        user_factory(last_name="Smith", deleted_at=moment, created_at=datetime(2020, 1, n % 3 + 1))
+        for n in range(7)
+    ]
+    expected = _expected_order(users, "created_at")
+    first = reader_client.get("/users?last_name=smith&deleted=true&ordering=created_at&page_size=3")
+    second = reader_client.get(first.json()["next"])
+    assert ids(second) == expected[3:6]
+    assert ids(reader_client.get(second.json()["previous"])) == expected[0:3]
+
+
+@pytest.mark.parametrize(
+    "address, expected",
+    [
+        ("ann.smith@corp.example", ["ann"]),
+        ("ANN.SMITH@CORP.EXAMPLE", ["ann"]),
+        ("bob@mail.example", ["bob"]),
+        ("b@mail.example", []),  # no trigram before the "@": the whole address is looked up
+        ("ann.smith@corp.exampl", []),  # exact, not a substring
+        ("ann.smith", []),
+        ("ann_smith@corp.example", []),  # _ and % are literal
+        ("ann%smith@corp.example", []),
+    ],
+)
+def test_email_address_is_exact_and_case_insensitive(reader_client, people, address, expected):
+    response = reader_client.get(f"/users?email_address={quote(address)}")
+    assert sorted(ids(response)) == pick(people, *expected)
+
+
+def test_email_address_with_a_short_local_part_is_found(reader_client, user_factory):
+    user = user_factory(email_address="Ab@Example.org")
+    user_factory(email_address="xab@example.org")
+    assert ids(reader_client.get("/users?email_address=aB%40example.ORG")) == [user.id]
+
+
+def test_email_address_asks_the_trigram_index_for_the_local_part_only(people):
+    from django.db import connection
+
+    from users.filters import UserFilter
+    from users.models import User
+
+    queryset = UserFilter({"email_address": "Ann.Smith@corp.example"}, queryset=User.objects).qs
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+        plan = queryset.explain()
+    assert "users_email_trgm" in plan, plan
+    index_condition = next(line for line in plan.splitlines() if "Index Cond" in line)
+    assert "%ANN.SMITH%" in index_condition and "CORP" not in index_condition, plan
+
+
+@pytest.fixture
+def first_names(user_factory):
+    """Ashleys (mixed case, equal last names, one "Ashley Ann") and others around them."""
+    names = [("Ashley", "Lee"), ("ASHLEY", "adams"), ("ashley", "Lee"), ("Ashley", "Zed")]
+    names += [("Ashley Ann", "Lee"), ("Ashleyx", "Lee"), ("Ann", "Ashley"), ("Bob", "Lee")]
+    names += [("Ashley", "lee"), ("Ashley", "Baker")]
+    return [user_factory(first_name=first, last_name=last) for first, last in names]
+
+
+@pytest.mark.parametrize("common_above", [0, 10**9])
+@pytest.mark.parametrize("ordering", ["id", "-created_at", "last_name", "-last_name"])
+@pytest.mark.parametrize("page_size", [1, 3])
+def test_first_name_common_or_rare_walks_the_same_pages(
+    reader_client, first_names, monkeypatch, common_above, ordering, page_size
+):
+    """Either plan of the exact first name (rare: trigram index; common: the ordering's index)
+    serves the same rows in the same order, page after page."""
+    monkeypatch.setattr("users.selectors.FIRST_NAME_COMMON_ABOVE", common_above)
+    ashleys = [user for user in first_names if user.first_name.upper() == "ASHLEY"]
+    url = f"/users?first_name=Ashley&ordering={ordering}&page_size={page_size}"
+    assert walk(reader_client, url) == _expected_order(ashleys, ordering)
+
+
+def test_common_first_name_by_last_name_walks_the_last_name_index(
+    reader_client, first_names, monkeypatch
+):
+    monkeypatch.setattr("users.selectors.FIRST_NAME_COMMON_ABOVE", 0)  # any estimate: common
+    plan = _plan_of_page(reader_client, "/users?first_name=Ashley&ordering=last_name", "bitmap")
+    assert "Index Scan using users_upper_last_name_id_idx" in plan, plan
+    assert "Sort" not in plan and "users_full_name_trgm" not in plan, plan
+
+
+def test_rare_first_name_is_read_through_the_trigram_index(reader_client, first_names):
+    plan = _plan_of_page(reader_client, "/users?first_name=Ashley&ordering=last_name", "index")
+    assert "users_full_name_trgm" in plan, plan
+
+
+def _plan_of_page(reader_client, url: str, scan: str) -> str:
+    """EXPLAIN of the page query of GET `url` (the last query on users: the first name's
+    estimate comes before it), with sequential scans and `scan` ("index" or "bitmap") priced out."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert reader_client.get(url).status_code == 200
+    sql = [q["sql"] for q in captured if "users_user" in q["sql"]][-1]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL enable_seqscan = off; SET LOCAL enable_{scan}scan = off")
+        cursor.execute("EXPLAIN " + sql)
+        return "\n".join(row[0] for row in cursor.fetchall())

@@ -21,7 +21,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from users.selectors import user_ordering_key
+from users.selectors import ORDERING_KEY_ALIAS, user_ordering_key
 from users.validation import BIGINT_MAX, NAME_MAX_LENGTH, FieldError, utc_datetime
 
 DEFAULT_PAGE_SIZE = 50
@@ -30,8 +30,9 @@ MAX_PAGE_SIZE = 1000
 # six in JSON, in base64: about 2,100 characters. Anything longer is not ours.
 MAX_CURSOR_CHARS = 4096
 _ascii_digits = re.compile(r"[0-9]+\Z").match
-# What the pagination aliases the ordering's key (users.selectors.user_ordering_key) as.
-_SORT_KEY = "sort_key"
+# What the pagination aliases the ordering's key (users.selectors.user_ordering_key) as, unless
+# the filters chose the key's expression already (users.filters.UserFilter.filter_queryset).
+_SORT_KEY = ORDERING_KEY_ALIAS
 
 
 class UserCursorPagination(BasePagination):
@@ -47,7 +48,8 @@ class UserCursorPagination(BasePagination):
         direction = "-" if self.descending else ""
         cursor = self._decode_cursor(request)
         backwards = bool(cursor and cursor["back"])
-        queryset = queryset.alias(**{_SORT_KEY: user_ordering_key(self.field)})
+        if _SORT_KEY not in queryset.query.annotations:
+            queryset = queryset.alias(**{_SORT_KEY: user_ordering_key(self.field)})
         if cursor:
             queryset = queryset.filter(self._after(cursor["key"], backwards=backwards))
         if backwards:  # read the previous page in reverse, then restore the order
