@@ -548,14 +548,14 @@ async def afast_read(
 _async_scripts: dict[int, object] = {}
 
 
-# --- Open streams: principal changes and replay charges (users.sse) ---------------------------
+# --- Open streams: principal changes and replay charges (users.stream) ------------------------
 
 
 def principal_changes_key() -> str:
     """The capped Redis stream of "these accounts' rights changed" notices that every web
-    process's stream reader follows (users.events.principals_changed, users.sse). It lives in
-    the stream's Redis (settings.EVENTSTREAM_REDIS), beside the event history."""
-    return f"{settings.EVENTSTREAM_KEY_PREFIX}:principals-changed"
+    process's stream reader follows (users.events.principals_changed, users.stream.delivery).
+    It lives in the stream's Redis (settings.STREAM_REDIS), beside the event history."""
+    return f"{settings.STREAM_KEY_PREFIX}:principals-changed"
 
 
 def throttle_charge(key: str, *, ttl: int, amount: int) -> int | None:
