@@ -31,12 +31,9 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
-from users.access import not_authenticated_detail
+from users.refusals import NOT_FOUND, SERVER_ERROR, not_authenticated_detail
 
 logger = logging.getLogger(__name__)
-
-NOT_FOUND = "Not found."
-SERVER_ERROR = "Internal server error."
 
 
 def api_exception_handler(exc, context) -> Response:

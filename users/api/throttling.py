@@ -86,10 +86,6 @@ def charge_token_lookup(request) -> None:
         raise Throttled(wait=window.left)
 
 
-def retry_after(left: float) -> int:
-    return max(int(left) + 1, 1)
-
-
 class ClientRedisThrottle(BaseThrottle):
     """Fixed-window limit per account, or per client address for anonymous requests."""
 

@@ -20,21 +20,17 @@ from django.db import connections
 from django.http import HttpRequest
 
 from users import cache, selectors
-from users.access import Principal, may, token_digest, token_from_authorization
+from users.access import Principal, token_digest, token_from_authorization
 from users.api import throttling
-from users.api.fast_read import PERMISSION_DENIED
+from users.refusals import (
+    CLOSED_NOT_AUTHENTICATED,
+    CLOSED_PERMISSION_DENIED,
+    CLOSED_UNAVAILABLE,
+    refusal,
+)
 from viswals.client_address import request_client_address
 
 logger = logging.getLogger(__name__)
-
-# Why a stream was ended by stream-closed ({"reason": ..., "detail": ...}).
-CLOSED_NOT_AUTHENTICATED = (
-    "not_authenticated",
-    "The stream's credentials are no longer valid: token revoked or expired, session ended, "
-    "or account deactivated.",
-)
-CLOSED_PERMISSION_DENIED = ("permission_denied", PERMISSION_DENIED)
-CLOSED_UNAVAILABLE = ("unavailable", "The stream's credentials could not be checked; reconnect.")
 
 
 @dataclass
@@ -92,9 +88,10 @@ class StreamClient:
         finally:
             for connection in connections.all(initialized_only=True):
                 connection.close()  # this thread serves other streams: hold no connection
-        if may(principal, "view"):
+        refused = refusal(principal, "view")
+        if refused is None:
             return None
-        return CLOSED_NOT_AUTHENTICATED if principal is None else CLOSED_PERMISSION_DENIED
+        return CLOSED_NOT_AUTHENTICATED if refused.status == 401 else CLOSED_PERMISSION_DENIED
 
     # -- Charged for replays ----------------------------------------------------------------
 

@@ -24,9 +24,16 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from users import selectors
-from users.access import InvalidCredentials, Principal, may, not_authenticated_detail
-from users.api import throttling
-from users.api.fast_read import PERMISSION_DENIED, WWW_AUTHENTICATE
+from users.access import InvalidCredentials, Principal
+from users.refusals import (
+    STREAM_UNAVAILABLE,
+    Refusal,
+    error_response,
+    invalid_credentials,
+    refusal,
+    throttled,
+    too_many_streams_detail,
+)
 from users.stream.clients import StreamClient
 from users.stream.delivery import Listener
 from users.stream.history import RedisStreamStorage
@@ -58,25 +65,16 @@ def _last_event_id(request: HttpRequest, channel: str) -> int | None:
     return found
 
 
-def _json_error(status: int, detail: str, headers: dict[str, str] | None = None, **extra):
-    response = JsonResponse({"detail": detail, **extra}, status=status)
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
-
-
 def _read_refusal(request: HttpRequest) -> tuple[HttpResponse | None, Principal | None]:
     """(401/403 response, None) unless the request may read users; then (None, principal)."""
     try:
         principal = selectors.principal_for_request(request)
     except InvalidCredentials as exc:
-        return _json_error(401, str(exc), WWW_AUTHENTICATE), None
-    if may(principal, "view"):
-        return None, principal
-    if principal is None:
-        detail = not_authenticated_detail(request.headers.get("authorization"))
-        return _json_error(401, detail, WWW_AUTHENTICATE), None
-    return _json_error(403, PERMISSION_DENIED), None
+        return error_response(invalid_credentials(str(exc))), None
+    refused = refusal(principal, "view", authorization=request.headers.get("authorization"))
+    if refused is not None:
+        return error_response(refused), None
+    return None, principal
 
 
 def users_sse(request: HttpRequest) -> HttpResponse:
@@ -110,16 +108,13 @@ def _users_sse(request: HttpRequest) -> HttpResponse:
         taken = slot.take()
     except Exception as exc:
         logger.warning("sse: Redis unavailable (%s); refusing a stream", exc)
-        return _json_error(503, "The event stream is unavailable; retry shortly.",
-                           {"Retry-After": "5"})  # fmt: skip
+        return error_response(Refusal(503, STREAM_UNAVAILABLE, {"Retry-After": "5"}))
     if not taken:
         limit = settings.SSE_MAX_STREAMS_PER_CLIENT
         logger.info("sse: %s has %d streams open; refused another (429)",
                     f"account {principal.account_id}" if principal else address, limit)  # fmt: skip
-        return _json_error(
-            429, f"Too many open streams: at most {limit} per client.",
-            {"Retry-After": str(STREAM_LIMIT_RETRY_AFTER)},
-        )  # fmt: skip
+        retry = {"Retry-After": str(STREAM_LIMIT_RETRY_AFTER)}
+        return error_response(Refusal(429, too_many_streams_detail(limit), retry))
     listener = Listener()
     listener.user_id = principal.account_id if principal else "anonymous"
     listener.channels = {channel}
@@ -150,13 +145,9 @@ def _replay_refusal(client: StreamClient, channel: str, last_id: int | None) -> 
     charged = client.charge(replayed=replayed, connect=True)
     if charged is None or charged[0] <= charged[1].limit:
         return None
-    wait = throttling.retry_after(charged[1].left)
     who = f"account {client.principal.account_id}" if client.principal else client.address
     logger.info("sse: %s is over its rate limit; refused a stream (429)", who)
-    return _json_error(
-        429, f"Request was throttled. Expected available in {wait} seconds.",
-        {"Retry-After": str(wait)},
-    )  # fmt: skip
+    return error_response(throttled(charged[1].left))
 
 
 def users_live(request: HttpRequest) -> HttpResponse:
@@ -167,8 +158,9 @@ def users_live(request: HttpRequest) -> HttpResponse:
         principal = selectors.principal_for_request(request)
     except InvalidCredentials:
         principal = None
-    if not may(principal, "view"):
-        if principal is None:
+    refused = refusal(principal, "view")
+    if refused is not None:
+        if refused.status == 401:
             return redirect_to_login(request.get_full_path(), login_url=reverse("admin:login"))
         raise PermissionDenied
     newest = selectors.user_list_newest(limit=LIVE_PAGE_ROWS)
