@@ -66,7 +66,7 @@ def principals_changed(account_ids: Iterable[int] | None) -> bool:
     sees it. False when Redis could not be reached (logged; the periodic check still ends the
     stream)."""
     from users.cache import principal_changes_key
-    from users.stream.history import stream_redis
+    from users.redis import stream_client
 
     ids = None if account_ids is None else sorted({int(a) for a in account_ids})
     if ids == []:
@@ -74,7 +74,7 @@ def principals_changed(account_ids: Iterable[int] | None) -> bool:
     everyone = ids is None or len(ids) > PRINCIPALS_NOTICE_MAX_IDS
     accounts = "*" if everyone else ",".join(map(str, ids))
     try:
-        stream_redis().xadd(
+        stream_client().xadd(
             principal_changes_key(),
             {"a": accounts},
             maxlen=PRINCIPALS_NOTICE_KEEP,

@@ -33,6 +33,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from users.stream.extensions import ABORT_EXTENSION, ENDLESS_EXTENSION
 from viswals.logging import RequestWithoutQuery
 
+# The uvicorn this subclass was written against (its internals: see the methods overridden);
+# tests/ops/test_request_limits.py fails when requirements.txt pins another.
+WRITTEN_FOR_UVICORN = "0.54.0"
 MAX_HEAD_BYTES = int(os.environ.get("REQUEST_MAX_HEADER_BYTES", 16 * 1024))
 
 # uvicorn's access log (off in scripts/web.sh) writes through a handler of uvicorn's own, which

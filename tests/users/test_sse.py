@@ -22,9 +22,10 @@ from django.conf import settings
 from django.core.management import call_command
 
 from tests.processes import WebServer, running_web_server
+from users.cache import history_keys
 from users.events import user_created, users_ingested
 from users.services import user_create, user_delete
-from users.stream.history import EventDoesNotExist, RedisStreamStorage, history_keys
+from users.stream.history import EventDoesNotExist, RedisStreamStorage
 from users.stream.views import INVALID_LAST_EVENT_ID
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -568,9 +569,9 @@ def test_stream_places_of_a_dead_process_age_out(redis_client, settings):
 
 
 def test_stream_keys_are_bounded_whatever_the_address():
-    from users.stream.slots import streams_key
+    from users.cache import streams_key
 
-    key = streams_key(principal=None, address="x" * 10_000)
+    key = streams_key(account_id=None, address="x" * 10_000)
     assert len(key) < 100
 
 
@@ -719,8 +720,8 @@ def _bytes_until_closed(sock: socket.socket, limit: int, timeout: float) -> int 
 def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
     tmp_path, api_token, redis_client
 ):
+    from users.cache import streams_key
     from users.selectors import principal_for_token
-    from users.stream.slots import streams_key
 
     server = WebServer(
         tmp_path / "web.log",
@@ -777,7 +778,7 @@ def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
             received = _bytes_until_closed(sock, limit=16 * 2**20, timeout=15)
             assert received is not None, "a stalled stream was not closed"
         account = principal_for_token(token=token).account_id
-        key = streams_key(principal=SimpleNamespace(account_id=account), address="")
+        key = streams_key(account_id=account, address="")
         deadline = time.monotonic() + 5
         while redis_client.zcard(key) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
-from users import cache, selectors
+from users import cache, ratelimit, selectors
 from users.access import Principal, token_digest, token_from_authorization
 from users.api.throttling import account_window, account_window_parts, anon_window
 from users.payloads import to_json
@@ -84,7 +84,7 @@ def _load_principal(digest: str) -> tuple[Principal | None, int | None]:
     if principal is not None:
         window = account_window(principal.account_id)
         if window is not None:
-            count = cache.throttle_hit(window.key, ttl=window.seconds)
+            count = ratelimit.throttle_hit(window.key, ttl=window.seconds)
     return principal, count
 
 

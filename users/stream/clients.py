@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest
 
-from users import cache, selectors
+from users import ratelimit, selectors
 from users.access import Principal, token_digest, token_from_authorization
 from users.api import throttling
 from users.refusals import (
@@ -111,5 +111,5 @@ class StreamClient:
         amount = int(connect) + -(-replayed // max(settings.SSE_REPLAY_BYTES_PER_REQUEST, 1))
         if window is None or amount == 0:
             return None
-        count = cache.throttle_charge(window.key, ttl=window.seconds, amount=amount)
+        count = ratelimit.throttle_charge(window.key, ttl=window.seconds, amount=amount)
         return None if count is None else (count, window)

@@ -20,11 +20,9 @@ import threading
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
 from users import cache
+from users.redis import stream_reader_client
 from users.stream.encoding import Event
-from users.stream.history import history_keys
 
 logger = logging.getLogger(__name__)
 
@@ -139,24 +137,11 @@ class HistoryListenerManager:
             return False
 
     async def _read_forever(self, channel: str, reader: _Reader) -> None:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        id_key, log_key, *_ = history_keys(channel)
+        id_key, log_key, *_ = cache.history_keys(channel)
         notices_key = cache.principal_changes_key()
         delay = 0.5
         while self._wanted(channel, reader):
-            client = Redis(
-                **{
-                    **settings.STREAM_REDIS,
-                    "retry": Retry(NoBackoff(), 0),  # every failure comes back here
-                    "socket_timeout": READER_BLOCK_SECONDS + 5,
-                    "socket_keepalive": True,
-                    "decode_responses": True,
-                    "client_name": f"{settings.STREAM_KEY_PREFIX}:reader",
-                }
-            )
+            client = stream_reader_client(block_seconds=READER_BLOCK_SECONDS)
             try:
                 self._continue_from(channel, reader, await client.get(id_key))
                 self._notices_from(channel, reader, await client.xrevrange(notices_key, count=1))

@@ -11,13 +11,14 @@ those users out). Tombstones go when the history trims past them.
 from __future__ import annotations
 
 import json
-import threading
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from django.conf import settings
 
+from users.cache import history_keys
+from users.redis import script, stream_client
 from users.stream import scripts
 from users.stream.encoding import Event
 from users.stream.redaction import replay_body, without_deleted_users
@@ -25,39 +26,6 @@ from users.stream.redaction import replay_body, without_deleted_users
 # A replay reads the history this much at a time.
 REPLAY_STEP_EVENTS = 100
 REPLAY_STEP_BYTES = 2**20
-
-_client_lock = threading.Lock()
-_clients: dict[tuple, Any] = {}
-
-
-def stream_redis():
-    """The stream's Redis client (settings.STREAM_REDIS): the history, the stream slots and
-    the notices of principal changes (users.events) live there. One thread-safe client per
-    process, shared by every storage object and thread."""
-    import redis
-
-    key = tuple(sorted(settings.STREAM_REDIS.items()))
-    client = _clients.get(key)
-    if client is None:
-        with _client_lock:
-            client = _clients.get(key)
-            if client is None:
-                client = redis.Redis(**{**settings.STREAM_REDIS, "decode_responses": True})
-                _clients[key] = client
-    return client
-
-
-def history_keys(channel: str) -> tuple[str, str, str, str, str]:
-    """The keys holding a channel's history: last id, events, their sizes, total size and the
-    deleted users' tombstones."""
-    prefix = settings.STREAM_KEY_PREFIX
-    return (
-        f"{prefix}:id:{channel}",
-        f"{prefix}:log:{channel}",
-        f"{prefix}:sizes:{channel}",
-        f"{prefix}:bytes:{channel}",
-        f"{prefix}:deleted:{channel}",
-    )
 
 
 @dataclass
@@ -92,10 +60,10 @@ class RedisStreamStorage:
     """Bounded event history in Redis; ids are consecutive integers per channel."""
 
     def __init__(self) -> None:
-        client = stream_redis()
-        self._append = client.register_script(scripts.APPEND)
-        self._read = client.register_script(scripts.READ)
-        self._backlog = client.register_script(scripts.BACKLOG)
+        client = stream_client()
+        self._append = script(client, scripts.APPEND)
+        self._read = script(client, scripts.READ)
+        self._backlog = script(client, scripts.BACKLOG)
 
     def append_event(self, channel: str, event_type: str, data: str | bytes) -> Event:
         deleted_id = ""
@@ -170,4 +138,4 @@ class RedisStreamStorage:
         return read.events
 
     def get_current_id(self, channel: str) -> int:
-        return int(stream_redis().get(history_keys(channel)[0]) or 0)
+        return int(stream_client().get(history_keys(channel)[0]) or 0)

@@ -8,7 +8,6 @@ process's streams age out within STREAM_SLOT_SECONDS); a closing stream takes it
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -16,9 +15,8 @@ import uuid
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from users.access import Principal
+from users.redis import script, stream_client
 from users.stream import scripts
-from users.stream.history import stream_redis
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +27,6 @@ STREAM_SLOT_SECONDS = 60
 STREAM_SLOT_REFRESH = 20
 # What a refused client is told to wait (a place frees when one of its streams closes).
 STREAM_LIMIT_RETRY_AFTER = 10
-
-
-def streams_key(*, principal: Principal | None, address: str) -> str:
-    """The Redis key counting a client's open streams: per account, else per client address
-    (hashed: bounded size whatever the address looks like)."""
-    prefix = settings.STREAM_KEY_PREFIX
-    if principal is not None:
-        return f"{prefix}:streams:a:{principal.account_id}"
-    return f"{prefix}:streams:ip:{hashlib.sha256(address.encode()).hexdigest()[:32]}"
 
 
 class StreamSlot:
@@ -51,7 +40,7 @@ class StreamSlot:
 
     def take(self) -> bool:
         """Take a place (False: the client has all its streams open). Raises on Redis errors."""
-        taken = stream_redis().register_script(scripts.SLOT_TAKE)(
+        taken = script(stream_client(), scripts.SLOT_TAKE)(
             keys=[self.key],
             args=[self.stream_id, settings.SSE_MAX_STREAMS_PER_CLIENT, STREAM_SLOT_SECONDS],
         )
@@ -68,7 +57,7 @@ class StreamSlot:
             logger.warning("sse: could not renew a stream's place (%s)", exc)
 
     def _renew(self) -> None:
-        stream_redis().register_script(scripts.SLOT_RENEW)(
+        script(stream_client(), scripts.SLOT_RENEW)(
             keys=[self.key], args=[self.stream_id, STREAM_SLOT_SECONDS]
         )
 
@@ -77,7 +66,7 @@ class StreamSlot:
             return
         self._released = True
         try:
-            stream_redis().zrem(self.key, self.stream_id)
+            stream_client().zrem(self.key, self.stream_id)
         except Exception as exc:  # it ages out
             logger.warning("sse: could not free a stream's place (%s)", exc)
 

@@ -25,6 +25,7 @@ from django.urls import reverse
 
 from users import selectors
 from users.access import InvalidCredentials, Principal
+from users.cache import streams_key
 from users.refusals import (
     STREAM_UNAVAILABLE,
     Refusal,
@@ -37,7 +38,7 @@ from users.refusals import (
 from users.stream.clients import StreamClient
 from users.stream.delivery import Listener
 from users.stream.history import RedisStreamStorage
-from users.stream.slots import STREAM_LIMIT_RETRY_AFTER, StreamSlot, streams_key
+from users.stream.slots import STREAM_LIMIT_RETRY_AFTER, StreamSlot
 from users.stream.streaming import users_stream
 
 logger = logging.getLogger(__name__)
@@ -99,11 +100,13 @@ def _users_sse(request: HttpRequest) -> HttpResponse:
         # The API's one 400 shape: the offending parameter with its messages.
         return JsonResponse({"Last-Event-ID": [INVALID_LAST_EVENT_ID]}, status=400)
     client = StreamClient.of_request(request, principal)
-    throttled = _replay_refusal(client, channel, last_id)
-    if throttled is not None:
-        return throttled
+    over_limit = _replay_refusal(client, channel, last_id)
+    if over_limit is not None:
+        return over_limit
     address = client.address
-    slot = StreamSlot(streams_key(principal=principal, address=address))
+    slot = StreamSlot(
+        streams_key(account_id=principal.account_id if principal else None, address=address)
+    )
     try:
         taken = slot.take()
     except Exception as exc:
