@@ -28,9 +28,9 @@ FILL = """
 import json
 from django.conf import settings
 from users.services import user_create, user_delete
-from users.sse import RedisStreamStorage
+from users.stream.history import RedisStreamStorage
 storage = RedisStreamStorage()
-channel = settings.EVENTSTREAM_USERS_CHANNEL
+channel = settings.STREAM_CHANNEL
 reader = user_create(first_name="Read", last_name="Me", email_address="read@example.com")
 start = storage.get_current_id(channel)
 for batch in range({batches}):

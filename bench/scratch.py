@@ -62,8 +62,8 @@ class Scratch:
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{self.db}",
             "USERS_CACHE_PREFIX": f"{tag}:users:v2",
             "INGEST_QUEUE": self.queue,
-            "EVENTSTREAM_USERS_CHANNEL": f"{tag}-users",
-            "EVENTSTREAM_KEY_PREFIX": f"{tag}:sse",
+            "STREAM_CHANNEL": f"{tag}-users",
+            "STREAM_KEY_PREFIX": f"{tag}:sse",
             "LOG_LEVEL": "WARNING",
             **extra_env,
         }

@@ -20,8 +20,8 @@ TEST_ENV = {
     "DJANGO_DEBUG": "true",
     "USERS_CACHE_PREFIX": f"{RUN_ID}:users:v2",
     "INGEST_QUEUE": f"ingest-{RUN_ID}",
-    "EVENTSTREAM_USERS_CHANNEL": f"{RUN_ID}-users",
-    "EVENTSTREAM_KEY_PREFIX": f"{RUN_ID}:sse",
+    "STREAM_CHANNEL": f"{RUN_ID}-users",
+    "STREAM_KEY_PREFIX": f"{RUN_ID}:sse",
     "LOG_LEVEL": "WARNING",
 }
 
@@ -30,8 +30,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Settings are loaded by now; these are read at call time, so overriding them here is enough.
     settings.INGEST_QUEUE = TEST_ENV["INGEST_QUEUE"]
     settings.USERS_CACHE_PREFIX = TEST_ENV["USERS_CACHE_PREFIX"]
-    settings.EVENTSTREAM_USERS_CHANNEL = TEST_ENV["EVENTSTREAM_USERS_CHANNEL"]
-    settings.EVENTSTREAM_KEY_PREFIX = TEST_ENV["EVENTSTREAM_KEY_PREFIX"]
+    settings.STREAM_CHANNEL = TEST_ENV["STREAM_CHANNEL"]
+    settings.STREAM_KEY_PREFIX = TEST_ENV["STREAM_KEY_PREFIX"]
 
 
 @pytest.fixture(scope="session")

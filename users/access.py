@@ -8,7 +8,8 @@ unless settings.API_READS_REQUIRE_AUTH is off (public-read mode). A client is kn
 `Principal`: its account and what it may do, taken from a session's user or an API token.
 Tokens are checked against their SHA-256 digest; the principal of a token is kept in Redis for
 a few seconds (users.cache), so a warm read needs no PostgreSQL round trip, and dropped when
-the token or the account's permissions change.
+the token or the account's permissions change. What a refused client is told is written in
+users.refusals.
 """
 
 from __future__ import annotations
@@ -30,10 +31,6 @@ ROLES = {"reader": ("view",), "writer": ("view", "add", "delete")}
 TOKEN_PREFIX = "vw_"
 # Longer strings are not our tokens: refuse them before hashing anything a client sent.
 MAX_TOKEN_LENGTH = 100
-
-INVALID_TOKEN = "Invalid, expired or revoked token."
-MALFORMED_AUTHORIZATION = "Malformed Authorization header: expected 'Token <token>'."
-NOT_AUTHENTICATED = "Authentication credentials were not provided."  # DRF's words
 
 
 class InvalidCredentials(Exception):
@@ -98,21 +95,6 @@ def token_digest(token: str) -> str | None:
     if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         return None
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def not_authenticated_detail(authorization: str | bytes | None) -> str:
-    """The 401 message for a client without usable credentials: DRF's, unless it sent an
-    Authorization header of a scheme nothing here reads (`Bearer`, as OAuth clients send):
-    then the scheme to use instead, rather than "not provided" for a header it did send."""
-    if isinstance(authorization, bytes):
-        authorization = authorization.decode("latin-1")
-    scheme = (authorization or "").strip().partition(" ")[0]
-    if not scheme or scheme.lower() == "token":
-        return NOT_AUTHENTICATED
-    return (
-        f"Authorization scheme '{scheme[:32]}' is not accepted here: "
-        "send 'Authorization: Token <token>'."
-    )
 
 
 def token_from_authorization(value: str | bytes | None) -> str | None:

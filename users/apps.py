@@ -8,9 +8,8 @@ class UsersConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from users import eventstream_patches, signals
+        from users import signals
 
-        eventstream_patches.apply()
         signals.connect()
         post_migrate.connect(_ensure_roles, sender=self, dispatch_uid="users-roles")
 

@@ -1,4 +1,6 @@
-"""Every Redis key and every cache read/write for users.
+"""Every Redis key (the users cache's, the rate-limit windows', the stream's) and every cache
+read/write for users. Clients and script registration are users.redis'; the rate-limit counters
+users.ratelimit's.
 
 A user is cached as a string `<USERS_CACHE_PREFIX>:<database>:<id>` (see database_namespace)
 holding `<version>|<json>`: the version of the write (ingest run and line, 0 for API/admin
@@ -15,20 +17,17 @@ outlive a write or a delete that commits while the reader is between PostgreSQL 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import secrets
-import weakref
 from collections.abc import Iterable
 from typing import NamedTuple
 
-import redis.asyncio as aioredis
 from django.conf import settings
-from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from users.payloads import to_json
+from users.redis import async_cache_client, cache_client, script, set_absent_many
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +50,9 @@ for i = 3, #ARGV, 2 do
 end
 return count
 """
-_scripts: dict[int, object] = {}
 
-
-def redis_client():
-    """The shared Redis client of django-redis' default cache, looked up at call time."""
-    return get_redis_connection("default")
+# The cache's client (users.redis), under the name the rest of the project knows it by.
+redis_client = cache_client
 
 
 # --- The database a cache belongs to --------------------------------------------------------
@@ -168,13 +164,6 @@ def _ttl_ms() -> int:
     return max(settings.USERS_CACHE_TTL, 0) * 1000
 
 
-def _set_if_newer_script(client):
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(_SET_IF_NEWER)
-    return script
-
-
 def cache_users_if_newer(
     entries: Iterable[tuple[int, int, str | bytes]], *, new: bool = False
 ) -> bool:
@@ -192,7 +181,7 @@ def cache_users_if_newer(
             args: list = [_ttl_ms(), user_key("")]
             for user_id, version, payload_json in entries:
                 args += (user_id, encode_entry(version, payload_json))
-            _set_if_newer_script(client)(keys=[], args=args, client=client)
+            script(client, _SET_IF_NEWER)(keys=[], args=args, client=client)
     except RedisError:
         logger.exception(
             "cache: could not store %d users; reads fall back to PostgreSQL", len(entries)
@@ -205,32 +194,15 @@ def _set_absent(client, entries: list[tuple[int, int, str | bytes]]) -> list:
     """`SET key value PX ttl NX` for each entry, pipelined in one write; return the entries
     whose key was already there (for the version check). Where no entry exists, as for most
     users of an import, this is what the version check would do, at under half of Redis' CPU
-    (bench/bench_cache_write.py: 2.3 against 5.2 us per user). The commands are written out
-    in Redis' protocol here: redis-py's own pipeline spent 9.5 us per command in Python,
-    this 1.5 us."""
-    ttl = _ttl_ms()
-    head = b"*6\r\n$3\r\nSET\r\n" if ttl else b"*4\r\n$3\r\nSET\r\n"
-    tail = (
-        b"$2\r\nPX\r\n$%d\r\n%d\r\n$2\r\nNX\r\n" % (len(str(ttl)), ttl) if ttl else b"$2\r\nNX\r\n"
-    )
+    (bench/bench_cache_write.py: 2.3 against 5.2 us per user); the commands are written out
+    in Redis' protocol (users.redis.set_absent_many)."""
     prefix = user_key("").encode()
-    commands = []
-    for user_id, version, payload_json in entries:
-        key, value = b"%s%d" % (prefix, user_id), encode_entry(version, payload_json)
-        commands.append(
-            b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (head, len(key), key, len(value), value, tail)
-        )
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_packed_command([b"".join(commands)], check_health=False)
-        replies = [connection.read_response() for _ in commands]
-    except BaseException:
-        connection.disconnect()  # replies may be left unread: never reuse it
-        raise
-    finally:
-        pool.release(connection)
-    return [entry for entry, reply in zip(entries, replies, strict=True) if reply is None]
+    pairs = [
+        (b"%s%d" % (prefix, user_id), encode_entry(version, payload_json))
+        for user_id, version, payload_json in entries
+    ]
+    stored = set_absent_many(client, pairs, ttl_ms=_ttl_ms())
+    return [entry for entry, was_set in zip(entries, stored, strict=True) if not was_set]
 
 
 def cache_user(payload: dict) -> bool:
@@ -279,14 +251,6 @@ _RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-_lease_scripts: dict[tuple[int, str], object] = {}
-
-
-def _lease_script(client, source: str):
-    script = _lease_scripts.get((id(client), source))
-    if script is None:
-        script = _lease_scripts[(id(client), source)] = client.register_script(source)
-    return script
 
 
 def user_fill_lease(user_id: int) -> str | None:
@@ -307,7 +271,7 @@ def cache_user_fill(user_id: int, *, lease: str, version: int, payload: dict) ->
     write or delete came first (or Redis failed), which leaves that newer state in place."""
     client = redis_client()
     try:
-        stored = _lease_script(client, _FILL_IF_LEASED)(
+        stored = script(client, _FILL_IF_LEASED)(
             keys=[user_key(user_id)],
             args=[lease, encode_entry(version, to_json(payload)), _ttl_ms()],
             client=client,
@@ -322,7 +286,7 @@ def user_fill_lease_release(user_id: int, lease: str) -> None:
     """Drop a lease whose read found no row, so the key of a missing user does not linger."""
     client = redis_client()
     try:
-        _lease_script(client, _RELEASE_LEASE)(keys=[user_key(user_id)], args=[lease], client=client)
+        script(client, _RELEASE_LEASE)(keys=[user_key(user_id)], args=[lease], client=client)
     except RedisError:
         logger.warning("cache: could not release the lease of user %s", user_id)
 
@@ -423,7 +387,7 @@ async def atoken_lookup_gate(
     trip: count a hit on the client address' window `(key, seconds)` (None: no limit), and say
     whether the token was refused a moment ago. (count or None, known invalid)."""
     try:
-        pipe = async_redis_client().pipeline(transaction=False)
+        pipe = async_cache_client().pipeline(transaction=False)
         if window is not None:
             pipe.incr(window[0])
             pipe.expire(window[0], window[1], nx=True)
@@ -436,9 +400,8 @@ async def atoken_lookup_gate(
 
 
 # --- Rate limiting ---------------------------------------------------------------------------
-# Fixed-window counters, one key per client and window: a single atomic INCR, shared by every
-# web process, so a limit holds across workers. Keys live under the users prefix so each
-# environment (and test run) has its own.
+# Fixed-window counters (users.ratelimit), one key per client and window. Keys live under the
+# users prefix so each environment (and test run) has its own.
 
 
 def throttle_key(*, scope: str, ident: str, window: int) -> str:
@@ -449,43 +412,7 @@ def throttle_key(*, scope: str, ident: str, window: int) -> str:
     return f"{settings.USERS_CACHE_PREFIX}:throttle:{scope}:{ident}:{window}"
 
 
-def throttle_hit(key: str, *, ttl: int) -> int | None:
-    """Count one request against a window; the count so far, or None when Redis is unavailable."""
-    try:
-        pipe = redis_client().pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, ttl, nx=True)
-        return pipe.execute()[0]
-    except RedisError:
-        logger.warning("cache: Redis unavailable for rate limiting; request allowed")
-        return None
-
-
 # --- Async reads (the hot GET /users/{id} path) ----------------------------------------------
-# redis.asyncio connections belong to the event loop that opened them, so each loop gets its own
-# client (uvicorn runs one loop per worker; tests may run several). Built from the default
-# cache's settings at call time, so an override of CACHES applies here too.
-_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def async_redis_client():
-    """A redis.asyncio client for the running event loop and the default cache's location."""
-    config = settings.CACHES["default"]
-    location = config["LOCATION"]
-    url = location[0] if isinstance(location, list | tuple) else location
-    per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
-    client = per_loop.get(url)
-    if client is None:
-        options = config.get("OPTIONS", {})
-        client = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT", 0.5),
-            socket_timeout=options.get("SOCKET_TIMEOUT", 1.0),
-            max_connections=64,
-        )
-        per_loop[url] = client
-    return client
-
 
 # The hot read in one round trip: the user's cached entry, the token's cached principal (KEYS[2];
 # '' for an anonymous client) and a hit on the client's rate-limit window. An account's window
@@ -531,11 +458,8 @@ async def afast_read(
     prefix, suffix, account_ttl = account_window or ("", "", 0)
     try:
         await adatabase_namespace()  # user_key and principal_key need it
-        client = async_redis_client()
-        script = _async_scripts.get(id(client))
-        if script is None:
-            script = _async_scripts[id(client)] = client.register_script(_FAST_READ)
-        entry, principal, count = await script(
+        client = async_cache_client()
+        entry, principal, count = await script(client, _FAST_READ)(
             keys=[user_key(user_id), principal_key(digest) if digest else ""],
             args=[anon_key, prefix, suffix, anon_ttl, account_ttl],
         )
@@ -545,27 +469,33 @@ async def afast_read(
     return FastRead(entry_json(entry or None), principal or None, count or None, True)
 
 
-_async_scripts: dict[int, object] = {}
+# --- The stream's keys (users.stream), in the stream's Redis (settings.STREAM_REDIS) ----------
 
 
-# --- Open streams: principal changes and replay charges (users.sse) ---------------------------
+def history_keys(channel: str) -> tuple[str, str, str, str, str]:
+    """The keys holding a channel's history: last id, events, their sizes, total size and the
+    deleted users' tombstones."""
+    prefix = settings.STREAM_KEY_PREFIX
+    return (
+        f"{prefix}:id:{channel}",
+        f"{prefix}:log:{channel}",
+        f"{prefix}:sizes:{channel}",
+        f"{prefix}:bytes:{channel}",
+        f"{prefix}:deleted:{channel}",
+    )
+
+
+def streams_key(*, account_id: int | None, address: str) -> str:
+    """The key counting a client's open streams: per account, else per client address (hashed:
+    bounded size whatever the address looks like)."""
+    prefix = settings.STREAM_KEY_PREFIX
+    if account_id is not None:
+        return f"{prefix}:streams:a:{account_id}"
+    return f"{prefix}:streams:ip:{hashlib.sha256(address.encode()).hexdigest()[:32]}"
 
 
 def principal_changes_key() -> str:
     """The capped Redis stream of "these accounts' rights changed" notices that every web
-    process's stream reader follows (users.events.principals_changed, users.sse). It lives in
-    the stream's Redis (settings.EVENTSTREAM_REDIS), beside the event history."""
-    return f"{settings.EVENTSTREAM_KEY_PREFIX}:principals-changed"
-
-
-def throttle_charge(key: str, *, ttl: int, amount: int) -> int | None:
-    """Count `amount` requests against a window at once (a stream's connect and the history it
-    replays); the count so far, or None when Redis is unavailable (allowed, as throttle_hit)."""
-    try:
-        pipe = redis_client().pipeline(transaction=False)
-        pipe.incrby(key, amount)
-        pipe.expire(key, ttl, nx=True)
-        return pipe.execute()[0]
-    except RedisError:
-        logger.warning("cache: Redis unavailable for rate limiting; stream allowed")
-        return None
+    process's stream reader follows (users.events.principals_changed, users.stream.delivery).
+    It lives in the stream's Redis (settings.STREAM_REDIS), beside the event history."""
+    return f"{settings.STREAM_KEY_PREFIX}:principals-changed"

@@ -21,11 +21,11 @@ logger = logging.getLogger(__name__)
 
 def _send(event_type: str, data: str | bytes) -> bool:
     """Append an event, its data JSON text already encoded (bytes: UTF-8), to the channel's
-    history: every web process reads it from there (users.sse). False when it could not."""
-    from users.sse import RedisStreamStorage
+    history: every web process reads it from there (users.stream). False when it could not."""
+    from users.stream.history import RedisStreamStorage
 
     try:
-        RedisStreamStorage().append_event(settings.EVENTSTREAM_USERS_CHANNEL, event_type, data)
+        RedisStreamStorage().append_event(settings.STREAM_CHANNEL, event_type, data)
     except Exception:
         # The write is committed; a stream outage must not turn it into an error.
         logger.exception("events: could not send %s", event_type)
@@ -62,10 +62,11 @@ PRINCIPALS_NOTICE_KEEP = 1000
 def principals_changed(account_ids: Iterable[int] | None) -> bool:
     """Tell every web process that these accounts' tokens, sessions or rights changed (None:
     any account's), so their open streams check their client again now rather than at their
-    next periodic check (users.sse). Not an event of the users channel: no client sees it.
-    False when Redis could not be reached (logged; the periodic check still ends the stream)."""
+    next periodic check (users.stream.clients). Not an event of the users channel: no client
+    sees it. False when Redis could not be reached (logged; the periodic check still ends the
+    stream)."""
     from users.cache import principal_changes_key
-    from users.sse import stream_redis
+    from users.redis import stream_client
 
     ids = None if account_ids is None else sorted({int(a) for a in account_ids})
     if ids == []:
@@ -73,7 +74,7 @@ def principals_changed(account_ids: Iterable[int] | None) -> bool:
     everyone = ids is None or len(ids) > PRINCIPALS_NOTICE_MAX_IDS
     accounts = "*" if everyone else ",".join(map(str, ids))
     try:
-        stream_redis().xadd(
+        stream_client().xadd(
             principal_changes_key(),
             {"a": accounts},
             maxlen=PRINCIPALS_NOTICE_KEEP,

@@ -31,8 +31,6 @@ from django.utils import timezone
 
 from users import cache
 from users.access import (
-    INVALID_TOKEN,
-    MALFORMED_AUTHORIZATION,
     InvalidCredentials,
     Principal,
     principal_for_account,
@@ -41,6 +39,7 @@ from users.access import (
 )
 from users.models import ApiToken, StaleCacheEntry, User
 from users.payloads import user_payload
+from users.refusals import INVALID_TOKEN, MALFORMED_AUTHORIZATION
 
 # Ids are PostgreSQL bigints; anything larger cannot exist (and must not reach a query).
 MAX_USER_ID = 2**63 - 1

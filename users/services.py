@@ -233,7 +233,7 @@ def cache_repair_stale(*, chunk: int = 10_000) -> tuple[int, int]:
 
 
 # --- Keeping deleted users out of the stream's history through Redis outages ------------------
-# A delete whose user.deleted event could not reach the history (users.sse) leaves the user in
+# A delete whose user.deleted event could not reach the history (users.stream) leaves the user in
 # older events there, which replays would send. Its id is noted in PostgreSQL and the event sent
 # late once Redis answers: by every ingest batch before it starts, by `manage.py repair_cache`,
 # and by the next delete of this process that reaches the history.

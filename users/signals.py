@@ -1,4 +1,4 @@
-"""Keeps the cached token principals (users.access) and the open streams (users.sse) in step
+"""Keeps the cached token principals (users.access) and the open streams (users.stream) in step
 with changes made outside our services: accounts and groups edited in the admin, tokens changed
 or deleted there, sessions ended. Each change drops the affected principals after commit and
 tells every web process, whose streams of those accounts check their client again at once;
@@ -43,7 +43,7 @@ def _token_changed(sender, instance: ApiToken, created: bool = False, **kwargs) 
 
 def _session_deleted(sender, instance, **kwargs) -> None:
     """A database session deleted (a logout, a login's new key, the admin): the streams it
-    opened end (users.sse checks the session again; it is gone by then, after commit)."""
+    opened end (users.stream.clients checks the session again; it is gone by then, after commit)."""
     from users.services import sessions_ended
 
     try:

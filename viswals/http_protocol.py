@@ -30,19 +30,13 @@ from asyncio import TimerHandle
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from users.stream.extensions import ABORT_EXTENSION, ENDLESS_EXTENSION
 from viswals.logging import RequestWithoutQuery
 
+# The uvicorn this subclass was written against (its internals: see the methods overridden);
+# tests/ops/test_request_limits.py fails when requirements.txt pins another.
+WRITTEN_FOR_UVICORN = "0.54.0"
 MAX_HEAD_BYTES = int(os.environ.get("REQUEST_MAX_HEADER_BYTES", 16 * 1024))
-# An ASGI scope extension: a callable that drops the connection at once, buffered output and
-# all (users.sse closes streams of clients that stopped reading with it; ASGI has no message for
-# that, and closing politely would wait for the buffer to drain, i.e. forever).
-ABORT_EXTENSION = "viswals.abort"
-# An ASGI scope extension: a callable the application calls for a response that never ends by
-# itself (users.sse's event stream). A graceful shutdown then closes that connection at once,
-# as a client leaving would: the application sees `http.disconnect` and ends the stream, and the
-# client reconnects elsewhere with Last-Event-ID. Otherwise uvicorn waits the whole graceful
-# timeout for it and then cancels it, logging an ERROR for what is a normal stop.
-ENDLESS_EXTENSION = "viswals.endless_response"
 
 # uvicorn's access log (off in scripts/web.sh) writes through a handler of uvicorn's own, which
 # our settings do not touch: keep the query out of it on the logger itself.

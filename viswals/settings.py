@@ -49,7 +49,6 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "django_eventstream",
     "axes",
     "users",
     "ingest",
@@ -404,33 +403,34 @@ LOGGING = {
     },
 }
 
-# --- Server-Sent Events (django-eventstream) ------------------------------------------------
+# --- Server-Sent Events (users.stream) --------------------------------------------------------
+# Named STREAM_*: the stream is our own; the old EVENTSTREAM_* names are not read any more
+# (docs/configuration.md lists them).
 # The channel's name is part of its history's keys (below), as is the key prefix.
-EVENTSTREAM_USERS_CHANNEL = env.str("EVENTSTREAM_USERS_CHANNEL", default="users")
-# The Redis holding the event history, which every web process reads (users.sse): redis.Redis /
-# redis.asyncio.Redis keyword arguments, derived from REDIS_URL.
+STREAM_CHANNEL = env.str("STREAM_CHANNEL", default="users")
+# The Redis holding the event history, which every web process reads (users.stream): redis.Redis
+# / redis.asyncio.Redis keyword arguments, derived from REDIS_URL.
 _redis_parts = redis.connection.parse_url(REDIS_URL)
-EVENTSTREAM_REDIS = {
+STREAM_REDIS = {
     key: _redis_parts[key]
     for key in ("host", "port", "db", "username", "password")
     if key in _redis_parts
 }
 if "path" in _redis_parts:  # unix:// URL
-    EVENTSTREAM_REDIS["unix_socket_path"] = _redis_parts["path"]
+    STREAM_REDIS["unix_socket_path"] = _redis_parts["path"]
 if REDIS_URL.startswith("rediss://"):
-    EVENTSTREAM_REDIS["ssl"] = True
+    STREAM_REDIS["ssl"] = True
 # Events are sent after commit, inside the request or task: a stuck Redis must not hold them up
 # for long (the error is logged, the write stands).
-EVENTSTREAM_REDIS |= {"socket_connect_timeout": 2, "socket_timeout": 5}
+STREAM_REDIS |= {"socket_connect_timeout": 2, "socket_timeout": 5}
 # Event history for Last-Event-ID resume lives in Redis (one capped stream per channel,
-# users.sse.RedisStreamStorage), not in the library's Django model storage, which holds a
-# database connection per open stream.
+# users.stream.history), never in the database: no open stream holds a database connection.
 # Prefix of the history keys ("<prefix>:log:<channel>", "<prefix>:id:<channel>").
-EVENTSTREAM_KEY_PREFIX = env.str("EVENTSTREAM_KEY_PREFIX", default="sse:v1")
+STREAM_KEY_PREFIX = env.str("STREAM_KEY_PREFIX", default="sse:v1")
 # Events kept per channel for resume; a client further behind gets a `stream-reset` event.
-EVENTSTREAM_HISTORY = env.int("EVENTSTREAM_HISTORY", default=1000)
+STREAM_HISTORY = env.int("STREAM_HISTORY", default=1000)
 # ...and at most this many megabytes of event data (a users.ingested batch event is ~1 MB).
-EVENTSTREAM_HISTORY_MB = env.int("EVENTSTREAM_HISTORY_MB", default=200)
+STREAM_HISTORY_MB = env.int("STREAM_HISTORY_MB", default=200)
 # Open streams per client (an account; the client address for anonymous clients in public-read
 # mode), across every web process; one more gets 429.
 SSE_MAX_STREAMS_PER_CLIENT = env.int("SSE_MAX_STREAMS_PER_CLIENT", default=10)

@@ -31,7 +31,7 @@ urlpatterns = [
     path("api-auth/", include(api_auth_urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("", include("users.sse_urls")),  # before the API: users/sse, users/live
+    path("", include("users.stream.urls")),  # before the API: users/sse, users/live
     path("", include("users.api.urls")),
 ]
 

@@ -7,6 +7,7 @@ connection closed; past WEB_LIMIT_CONCURRENCY connections a worker answers 503."
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from importlib.metadata import version
@@ -133,8 +134,14 @@ def test_many_small_headers_over_16_kib_are_431(server):
 
 def test_the_head_limit_relies_on_the_pinned_uvicorn():
     # viswals/http_protocol.py overrides uvicorn's httptools protocol: check it again when the
-    # pin moves (requirements.txt).
-    assert version("uvicorn") == "0.54.0"
+    # pin moves (requirements.txt), then update WRITTEN_FOR_UVICORN.
+    from tests.conftest import ROOT
+    from viswals.http_protocol import WRITTEN_FOR_UVICORN
+
+    requirements = (ROOT / "requirements.txt").read_text()
+    pin = re.search(r"^uvicorn(?:\[[a-z,]+\])?==(\S+)", requirements, re.M)
+    assert pin is not None and pin[1] == WRITTEN_FOR_UVICORN
+    assert version("uvicorn") == WRITTEN_FOR_UVICORN
     assert version("httptools")  # the protocol it subclasses
 
 

@@ -31,13 +31,76 @@ def client_with(token: str) -> APIClient:
     return client
 
 
-def test_reads_need_credentials_by_default(anon_client, user_factory):
+# Who x path -> status: every path asks users.refusals.refusal(), so every path answers alike.
+# "anonymous" sends nothing; "public" is anonymous in public-read mode; the others hold a token
+# of an account in that role ("nobody": no permission at all).
+ACCESS = [
+    ("anonymous", "GET", "/users", 401),
+    ("anonymous", "GET", "/users/{id}", 401),
+    ("anonymous", "GET", "/users?name=a", 401),
+    ("anonymous", "POST", "/users", 401),
+    ("anonymous", "DELETE", "/users/{id}", 401),
+    ("anonymous", "GET", "/users/sse", 401),
+    ("anonymous", "GET", "/users/live", 302),
+    ("public", "GET", "/users", 200),
+    ("public", "GET", "/users/{id}", 200),
+    ("public", "POST", "/users", 401),
+    ("public", "DELETE", "/users/{id}", 401),
+    ("public", "GET", "/users/live", 200),
+    ("nobody", "GET", "/users", 403),
+    ("nobody", "GET", "/users/{id}", 403),
+    ("nobody", "GET HTML", "/users/{id}", 403),
+    ("nobody", "POST", "/users", 403),
+    ("nobody", "DELETE", "/users/{id}", 403),
+    ("nobody", "GET", "/users/sse", 403),
+    ("nobody", "GET", "/users/live", 403),
+    ("reader", "GET", "/users", 200),
+    ("reader", "GET", "/users/{id}", 200),
+    ("reader", "POST", "/users", 403),
+    ("reader", "DELETE", "/users/{id}", 403),
+    ("reader", "GET", "/users/live", 200),
+    ("writer", "GET", "/users", 200),
+    ("writer", "GET", "/users/{id}", 200),
+    ("writer", "POST", "/users", 201),
+    ("writer", "DELETE", "/users/{id}", 204),
+]
+
+
+@pytest.mark.django_db(transaction=True)  # the stream's view closes its database connection
+@pytest.mark.parametrize(("who", "method", "path", "expected"), ACCESS)
+def test_who_may_do_what_on_every_path(
+    who, method, path, expected, api_token, user_factory, settings, plain_static_storage
+):
     user = user_factory()
-    for path in ("/users", f"/users/{user.id}", "/users?name=a"):
-        response = anon_client.get(path)
-        assert response.status_code == 401, path
+    client = APIClient()
+    if who == "public":
+        settings.API_READS_REQUIRE_AUTH = False
+    elif who != "anonymous":
+        client.credentials(
+            HTTP_AUTHORIZATION=f"Token {api_token(None if who == 'nobody' else who)}"
+        )
+    path = path.format(id=user.id)
+    if method == "POST":
+        response = client.post(path, NEW_USER, format="json")
+    elif method == "DELETE":
+        response = client.delete(path)
+    else:
+        html = {"HTTP_ACCEPT": "text/html"} if method == "GET HTML" else {}
+        response = client.get(path, **html)
+
+    assert response.status_code == expected
+    if expected == 401:
         assert response.json() == {"detail": "Authentication credentials were not provided."}
         assert response["WWW-Authenticate"] == 'Token realm="api"'
+    elif expected == 403 and method != "GET HTML" and path != "/users/live":
+        assert response.json() == {"detail": "You do not have permission to perform this action."}
+    elif expected == 302:
+        assert response["Location"] == "/admin/login/?next=/users/live"
+    elif expected == 201:
+        created = response.json()["id"]
+        assert client.get(f"/users/{created}").status_code == 200
+    if method == "DELETE":  # a refused delete deletes nothing
+        assert User.objects.filter(id=user.id).exists() == (expected != 204)
 
 
 BEARER_DETAIL = (
@@ -81,50 +144,6 @@ def test_another_scheme_is_anonymous_in_public_read_mode(user_factory, settings)
     assert client.get("/users").status_code == 200
     refused = client.post("/users", NEW_USER, format="json")
     assert (refused.status_code, refused.json()) == (401, {"detail": BEARER_DETAIL})
-
-
-def test_public_read_mode_opens_reads_only(anon_client, user_factory, settings):
-    settings.API_READS_REQUIRE_AUTH = False
-    user = user_factory()
-    assert anon_client.get("/users").status_code == 200
-    assert anon_client.get(f"/users/{user.id}").status_code == 200
-    assert anon_client.post("/users", NEW_USER, format="json").status_code == 401
-    assert anon_client.delete(f"/users/{user.id}").status_code == 401
-
-
-def test_reader_reads_but_cannot_write(reader_client, user_factory):
-    user = user_factory()
-    assert reader_client.get("/users").status_code == 200
-    assert reader_client.get(f"/users/{user.id}").status_code == 200
-    for response in (
-        reader_client.post("/users", NEW_USER, format="json"),
-        reader_client.delete(f"/users/{user.id}"),
-    ):
-        assert response.status_code == 403
-        assert response.json() == {"detail": "You do not have permission to perform this action."}
-    assert User.objects.filter(id=user.id).exists()
-
-
-def test_writer_reads_creates_and_deletes(writer_client):
-    created = writer_client.post("/users", NEW_USER, format="json")
-    assert created.status_code == 201
-    user_id = created.json()["id"]
-    assert writer_client.get(f"/users/{user_id}").status_code == 200
-    assert writer_client.delete(f"/users/{user_id}").status_code == 204
-
-
-def test_account_without_permissions_gets_403_everywhere(
-    nobody_client, user_factory, plain_static_storage
-):
-    user = user_factory()
-    for response in (
-        nobody_client.get("/users"),
-        nobody_client.get(f"/users/{user.id}"),
-        nobody_client.get(f"/users/{user.id}", HTTP_ACCEPT="text/html"),
-        nobody_client.post("/users", NEW_USER, format="json"),
-        nobody_client.delete(f"/users/{user.id}"),
-    ):
-        assert response.status_code == 403
 
 
 def test_roles_are_groups_with_the_model_permissions():

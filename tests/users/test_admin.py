@@ -11,11 +11,11 @@ from django.conf import settings
 from users import cache
 from users.models import User
 from users.payloads import user_payload
-from users.sse import RedisStreamStorage
+from users.stream.history import RedisStreamStorage
 
 
 def last_event(storage: RedisStreamStorage, after: int):
-    events = storage.get_events(settings.EVENTSTREAM_USERS_CHANNEL, after)
+    events = storage.get_events(settings.STREAM_CHANNEL, after)
     return events[-1] if events else None
 
 
@@ -41,7 +41,7 @@ def test_admin_edit_refreshes_the_cache_and_sends_an_event(
     clean_user_cache(user.id)
     cache.cache_user(user_payload(user))
     storage = RedisStreamStorage()
-    before = storage.get_current_id(settings.EVENTSTREAM_USERS_CHANNEL)
+    before = storage.get_current_id(settings.STREAM_CHANNEL)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
@@ -77,7 +77,7 @@ def test_admin_delete_removes_the_cache_entry_and_sends_an_event(
     clean_user_cache(user.id)
     cache.cache_user(user_payload(user))
     storage = RedisStreamStorage()
-    before = storage.get_current_id(settings.EVENTSTREAM_USERS_CHANNEL)
+    before = storage.get_current_id(settings.STREAM_CHANNEL)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(f"/admin/users/user/{user.id}/delete/", {"post": "yes"})

@@ -20,12 +20,13 @@ import psutil
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django_eventstream.storage import EventDoesNotExist
 
 from tests.processes import WebServer, running_web_server
+from users.cache import history_keys
 from users.events import user_created, users_ingested
 from users.services import user_create, user_delete
-from users.sse import INVALID_LAST_EVENT_ID, RedisStreamStorage, history_keys
+from users.stream.history import EventDoesNotExist, RedisStreamStorage
+from users.stream.views import INVALID_LAST_EVENT_ID
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,7 +168,7 @@ def test_created_and_deleted_users_reach_a_connected_client(connect):
     assert created.json()["email_address"] == "Ann@example.com"
     assert created.json()["first_name"] == "Ann"
     channel, _, number = created.id.partition(":")
-    assert channel == settings.EVENTSTREAM_USERS_CHANNEL and int(number) > 0
+    assert channel == settings.STREAM_CHANNEL and int(number) > 0
 
     user_delete(user_id=user.id)
     deleted = client.wait_for(is_user_event("user.deleted", user.id))
@@ -239,7 +240,7 @@ def test_last_event_id_replays_what_was_missed(connect):
 
 
 def test_client_further_behind_than_the_history_is_told_to_reset(connect, settings):
-    settings.EVENTSTREAM_HISTORY = 3
+    settings.STREAM_HISTORY = 3
     client = connect()
     old = client.wait_for(is_user_event("user.created", new_user("Old").id))
     client.close()
@@ -248,9 +249,9 @@ def test_client_further_behind_than_the_history_is_told_to_reset(connect, settin
 
     resumed = connect(last_event_id=old.id)
     reset = resumed.wait_for(lambda event: event.type == "stream-reset")
-    assert reset.json() == {"channels": [settings.EVENTSTREAM_USERS_CHANNEL]}
+    assert reset.json() == {"channels": [settings.STREAM_CHANNEL]}
 
-    future = connect(last_event_id=f"{settings.EVENTSTREAM_USERS_CHANNEL}:999999999")
+    future = connect(last_event_id=f"{settings.STREAM_CHANNEL}:999999999")
     future.wait_for(lambda event: event.type == "stream-reset")
 
 
@@ -258,7 +259,7 @@ def _kill_history_readers(redis_client) -> None:
     readers = [
         info["id"]
         for info in redis_client.client_list()
-        if info["name"] == f"{settings.EVENTSTREAM_KEY_PREFIX}:reader"
+        if info["name"] == f"{settings.STREAM_KEY_PREFIX}:reader"
     ]
     assert readers, "the server's history reader is not connected"
     for client_id in readers:
@@ -283,23 +284,23 @@ def test_stream_survives_losing_its_redis_connection(connect, redis_client):
 def test_a_lost_history_resets_open_streams(web_server, reader_headers, redis_client, settings):
     """Redis flushed (or restarted without its data): the ids start again, and open streams
     are told stream-reset, then go on live."""
-    settings.EVENTSTREAM_USERS_CHANNEL = f"{settings.EVENTSTREAM_USERS_CHANNEL}-lost"
-    server = web_server(workers=1, EVENTSTREAM_USERS_CHANNEL=settings.EVENTSTREAM_USERS_CHANNEL)
+    settings.STREAM_CHANNEL = f"{settings.STREAM_CHANNEL}-lost"
+    server = web_server(workers=1, STREAM_CHANNEL=settings.STREAM_CHANNEL)
     client = SSEClient(f"{server.base}/users/sse", headers=reader_headers)
     try:
         for number in range(3):
             user_created({"id": 960 + number})
             client.wait_for(is_user_event("user.created", 960 + number))
-        redis_client.delete(*history_keys(settings.EVENTSTREAM_USERS_CHANNEL))
+        redis_client.delete(*history_keys(settings.STREAM_CHANNEL))
         user_created({"id": 970})  # id 1 again: below what the stream has seen
         _kill_history_readers(redis_client)
         reset = client.wait_for(lambda event: event.type == "stream-reset", timeout=15)
-        assert reset.id == f"{settings.EVENTSTREAM_USERS_CHANNEL}:1"
+        assert reset.id == f"{settings.STREAM_CHANNEL}:1"
         user_created({"id": 971})
         assert client.wait_for(is_user_event("user.created", 971)).id.endswith(":2")
     finally:
         client.close()
-        redis_client.delete(*history_keys(settings.EVENTSTREAM_USERS_CHANNEL))
+        redis_client.delete(*history_keys(settings.STREAM_CHANNEL))
 
 
 @pytest.mark.restarts_services
@@ -318,7 +319,7 @@ def test_stream_survives_a_redis_restart(connect):
 def test_reading_the_history_uses_no_database(django_assert_num_queries, redis_client):
     user_created({"id": 1})
     storage = RedisStreamStorage()
-    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    channel = settings.STREAM_CHANNEL
     with django_assert_num_queries(0):
         current = storage.get_current_id(channel)
         assert storage.get_events(channel, current - 1)[0].type == "user.created"
@@ -341,9 +342,9 @@ def test_shutdown_does_not_hang_on_open_streams(tmp_path, reader_headers):
 
 def test_history_is_bounded_by_count_and_by_size(settings):
     storage = RedisStreamStorage()
-    channel = f"{settings.EVENTSTREAM_USERS_CHANNEL}-bounds"
-    settings.EVENTSTREAM_HISTORY = 3
-    settings.EVENTSTREAM_HISTORY_MB = 1
+    channel = f"{settings.STREAM_CHANNEL}-bounds"
+    settings.STREAM_HISTORY = 3
+    settings.STREAM_HISTORY_MB = 1
     ids = [storage.append_event(channel, "user.updated", "x" * 10).id for _ in range(5)]
     assert [e.id for e in storage.get_events(channel, ids[1])] == ids[2:]
     with pytest.raises(EventDoesNotExist):
@@ -363,9 +364,9 @@ def test_the_reader_delivers_events_of_every_sender_in_order_once(settings):
     streams in id order, each once."""
     import asyncio
 
-    from users.sse import HistoryListenerManager
+    from users.stream.delivery import HistoryListenerManager
 
-    channel = f"{settings.EVENTSTREAM_USERS_CHANNEL}-order"
+    channel = f"{settings.STREAM_CHANNEL}-order"
     storage = RedisStreamStorage()
     manager = HistoryListenerManager()
     delivered: list[int] = []
@@ -402,25 +403,25 @@ def test_a_stream_that_misses_ids_reads_them_from_the_history(monkeypatch):
     stream to the history for the ones in between."""
     import asyncio
 
-    from django_eventstream.views import Listener
+    from users.stream import delivery
+    from users.stream.delivery import Listener
+    from users.stream.streaming import users_stream
 
-    from users import sse
-
-    channel = settings.EVENTSTREAM_USERS_CHANNEL
-    manager = sse.HistoryListenerManager()
+    channel = settings.STREAM_CHANNEL
+    manager = delivery.HistoryListenerManager()
 
     async def no_reader(channel, reader) -> None:  # the test feeds the queue itself
         reader.last_id = RedisStreamStorage().get_current_id(channel)
         reader.started.set()
 
     manager._read_forever = no_reader
-    monkeypatch.setattr(sse, "_manager", manager)
+    monkeypatch.setattr(delivery, "_manager", manager)
     slot = SimpleNamespace(renew_if_due=lambda: asyncio.sleep(0), arelease=lambda: asyncio.sleep(0))
 
     async def stream() -> tuple[list[int], int]:
         listener = Listener()
         listener.channels = {channel}
-        body = sse.users_stream(channel=channel, last_id=None, listener=listener, slot=slot)
+        body = users_stream(channel=channel, last_id=None, listener=listener, slot=slot)
         await anext(body)  # stream-open
         waiting = asyncio.ensure_future(anext(body))
         await asyncio.sleep(0.3)  # it took the newest id as its position and waits
@@ -553,10 +554,10 @@ def test_an_account_has_at_most_ten_streams_across_processes(
 
 
 def test_stream_places_of_a_dead_process_age_out(redis_client, settings):
-    from users.sse import STREAM_SLOT_SECONDS, StreamSlot
+    from users.stream.slots import STREAM_SLOT_SECONDS, StreamSlot
 
     settings.SSE_MAX_STREAMS_PER_CLIENT = 1
-    key = f"{settings.EVENTSTREAM_KEY_PREFIX}:streams:test-age-out"
+    key = f"{settings.STREAM_KEY_PREFIX}:streams:test-age-out"
     stale = StreamSlot(key)
     assert stale.take()
     assert not StreamSlot(key).take()
@@ -568,9 +569,9 @@ def test_stream_places_of_a_dead_process_age_out(redis_client, settings):
 
 
 def test_stream_keys_are_bounded_whatever_the_address():
-    from users.sse import streams_key
+    from users.cache import streams_key
 
-    key = streams_key(principal=None, address="x" * 10_000)
+    key = streams_key(account_id=None, address="x" * 10_000)
     assert len(key) < 100
 
 
@@ -586,7 +587,7 @@ def bounded_server(django_db_setup, tmp_path_factory):
 
 
 def _current_id() -> str:
-    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    channel = settings.STREAM_CHANNEL
     return f"{channel}:{RedisStreamStorage().get_current_id(channel)}"
 
 
@@ -649,8 +650,8 @@ def _collect_until(client: SSEClient, match, timeout: float = 10) -> list[SSEEve
 
 def test_tombstones_leave_with_the_history_and_spare_a_user_created_again(settings):
     storage = RedisStreamStorage()
-    channel = f"{settings.EVENTSTREAM_USERS_CHANNEL}-tombstones"
-    settings.EVENTSTREAM_HISTORY = 3
+    channel = f"{settings.STREAM_CHANNEL}-tombstones"
+    settings.STREAM_HISTORY = 3
     before = storage.append_event(channel, "user.updated", '{"id": 7, "first_name": "Old"}').id
     storage.append_event(channel, "user.deleted", '{"id": 7}')
     again = storage.append_event(channel, "user.created", '{"id": 7, "first_name": "New"}').id
@@ -719,8 +720,8 @@ def _bytes_until_closed(sock: socket.socket, limit: int, timeout: float) -> int 
 def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
     tmp_path, api_token, redis_client
 ):
+    from users.cache import streams_key
     from users.selectors import principal_for_token
-    from users.sse import streams_key
 
     server = WebServer(
         tmp_path / "web.log",
@@ -737,7 +738,7 @@ def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
         headers = {"Authorization": f"Token {token}"}
         user = new_user("Fast")
         start = _current_id()
-        channel = settings.EVENTSTREAM_USERS_CHANNEL
+        channel = settings.STREAM_CHANNEL
         storage = RedisStreamStorage()
         for number in range(BIG_EVENTS):
             pad = "x" * 1_000_000
@@ -777,7 +778,7 @@ def test_clients_that_stop_reading_hold_little_memory_and_are_dropped(
             received = _bytes_until_closed(sock, limit=16 * 2**20, timeout=15)
             assert received is not None, "a stalled stream was not closed"
         account = principal_for_token(token=token).account_id
-        key = streams_key(principal=SimpleNamespace(account_id=account), address="")
+        key = streams_key(account_id=account, address="")
         deadline = time.monotonic() + 5
         while redis_client.zcard(key) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -899,9 +900,9 @@ def test_stream_connects_and_replays_count_against_the_rate_limit(web_server, ap
 def test_replays_redact_and_encode_a_batch_once_per_delete(monkeypatch, settings):
     """Clients resuming from the same place share one redacted copy of a big batch event; a
     later delete makes a new one."""
-    from users import sse
+    from users.stream import redaction
 
-    channel = f"{settings.EVENTSTREAM_USERS_CHANNEL}-replayed"
+    channel = f"{settings.STREAM_CHANNEL}-replayed"
     storage = RedisStreamStorage()
     users = [{"id": n, "email_address": f"u{n}@example.com"} for n in range(1, 201)]
     batch = json.dumps({"run": 1, "batch": 1, "count": 200, "users": users}, separators=(",", ":"))
@@ -909,14 +910,14 @@ def test_replays_redact_and_encode_a_batch_once_per_delete(monkeypatch, settings
     batch_id = storage.append_event(channel, "users.ingested", batch).id
     storage.append_event(channel, "user.deleted", '{"id": 5}')
     parsed: list[int] = []
-    redact = sse.without_deleted_users
+    redact = redaction.without_deleted_users
 
     def counted(event, deleted):
         if event.type == "users.ingested":
             parsed.append(event.id)
         return redact(event, deleted)
 
-    monkeypatch.setattr(sse, "without_deleted_users", counted)
+    monkeypatch.setattr(redaction, "without_deleted_users", counted)
 
     def replay() -> bytes:
         step = storage.read(channel, start, max_events=10, max_bytes=2**20, encoded=True)
@@ -944,13 +945,13 @@ def _unreachable_redis(settings) -> dict:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
-    reachable = settings.EVENTSTREAM_REDIS
-    settings.EVENTSTREAM_REDIS = {**reachable, "port": closed_port, "socket_connect_timeout": 1}
+    reachable = settings.STREAM_REDIS
+    settings.STREAM_REDIS = {**reachable, "port": closed_port, "socket_connect_timeout": 1}
     return reachable
 
 
 def _history_text(after: int) -> str:
-    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    channel = settings.STREAM_CHANNEL
     return "\n".join(e.data for e in RedisStreamStorage().get_events(channel, after, limit=1000))
 
 
@@ -961,7 +962,7 @@ def test_a_delete_the_history_missed_is_redacted_once_redis_answers(settings):
     user = new_user("Missed")
     reachable = _unreachable_redis(settings)
     user_delete(user_id=user.id)
-    settings.EVENTSTREAM_REDIS = reachable
+    settings.STREAM_REDIS = reachable
     assert PendingStreamRedaction.objects.filter(user_id=user.id).exists()
     assert "Missed@example.com" in _history_text(start)  # a resume would still send it
 
@@ -977,7 +978,7 @@ def test_the_next_delete_that_reaches_the_history_sends_the_missed_ones(settings
     missed, later = new_user("MissedToo"), new_user("Later")
     reachable = _unreachable_redis(settings)
     user_delete(user_id=missed.id)
-    settings.EVENTSTREAM_REDIS = reachable
+    settings.STREAM_REDIS = reachable
     user_delete(user_id=later.id)
     text = _history_text(start)
     assert "MissedToo@example.com" not in text and "Later@example.com" not in text
@@ -991,7 +992,7 @@ def test_a_user_created_again_since_the_missed_delete_is_replayed_as_it_is_now(s
     first = new_user("FirstLife")
     reachable = _unreachable_redis(settings)
     user_delete(user_id=first.id)
-    settings.EVENTSTREAM_REDIS = reachable
+    settings.STREAM_REDIS = reachable
     again = User.objects.create(
         id=first.id, first_name="Second", last_name="Life", email_address="second@example.com",
         created_at=first.created_at,
@@ -999,7 +1000,7 @@ def test_a_user_created_again_since_the_missed_delete_is_replayed_as_it_is_now(s
     user_created({"id": again.id, "email_address": again.email_address})
 
     call_command("repair_cache")
-    channel = settings.EVENTSTREAM_USERS_CHANNEL
+    channel = settings.STREAM_CHANNEL
     events = RedisStreamStorage().get_events(channel, start, limit=1000)
     decoded = [(e.type, json.loads(e.data)) for e in events]
     mine = [(kind, data) for kind, data in decoded if data.get("id") == first.id]

@@ -2,9 +2,10 @@
 
 Django's ASGI handler runs each request's middleware hooks and signals through sync_to_async,
 in a thread started per request: ~1k req/s here whatever the view does. This wrapper answers
-that one request shape straight from the ASGI scope with the same code the `user_detail` view
-runs (users.api.fast_read.read_user: one Redis round trip, PostgreSQL on a miss) and
-hands every other request, unchanged, to Django.
+that one request shape straight from the ASGI scope (users.api.fast_read.read_user: one Redis
+round trip, PostgreSQL on a miss) and hands every other request, unchanged, to Django, where
+UserViewSet answers it with the same decisions (users.refusals). It is the only fast door: the
+OpenAPI schema documents it through the viewset's `retrieve`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
+from users.refusals import SERVER_ERROR, error_body
 from users.selectors import MAX_USER_ID
 from viswals.client_address import client_address
 
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 _PATH = re.compile(r"/users/([0-9]{1,19})")
 ROUTE = "/users/<int:pk>"
+_SERVER_ERROR_BODY = error_body(SERVER_ERROR)
 _HEADERS = [(b"content-type", b"application/json")] + [
     (name.lower().encode(), value.encode()) for name, value in JSON_HEADERS.items()
 ]
@@ -94,7 +97,7 @@ def fast_user_reads(django_app, *, observe: Callable[[str, str, int, float], Non
             )
         except Exception:
             logger.exception("api: unhandled error reading user %s", user_id)
-            status, body, extra = 500, b'{"detail":"Internal server error."}', {}
+            status, body, extra = 500, _SERVER_ERROR_BODY, {}
         response_headers = _HEADERS
         if extra:
             response_headers = _HEADERS + [

@@ -31,13 +31,9 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
-from users.access import not_authenticated_detail
+from users.refusals import NOT_FOUND, QUERY_TIMEOUT, SERVER_ERROR, not_authenticated_detail
 
 logger = logging.getLogger(__name__)
-
-NOT_FOUND = "Not found."
-SERVER_ERROR = "Internal server error."
-QUERY_TIMEOUT = "The query took too long and was cancelled; narrow it with more selective filters."
 
 
 class QueryTimedOut(APIException):

@@ -4,8 +4,8 @@ mode), answered without DRF.
 One Redis round trip (users.cache.afast_read) fetches the cached user, the token's cached
 principal and the client's rate-limit count; PostgreSQL is asked only on a miss (of the user or
 of the principal) or when Redis is down. The decisions are DRF's for the same request: the same
-rule (users.access.may), the same limits (users.api.throttling), the same bodies. Served both by
-the `user_detail` view and, ahead of Django, by users.api.asgi.
+rule and words (users.refusals), the same limits (users.api.throttling), the same bodies.
+Served ahead of Django by users.api.asgi.
 """
 
 from __future__ import annotations
@@ -16,24 +16,21 @@ from typing import NamedTuple
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
-from users import cache, selectors
-from users.access import (
-    INVALID_TOKEN,
-    Principal,
-    may,
-    not_authenticated_detail,
-    reads_require_auth,
-    token_digest,
-    token_from_authorization,
-)
-from users.api.exceptions import NOT_FOUND
-from users.api.throttling import account_window, account_window_parts, anon_window, retry_after
+from users import cache, ratelimit, selectors
+from users.access import Principal, token_digest, token_from_authorization
+from users.api.throttling import account_window, account_window_parts, anon_window
 from users.payloads import to_json
+from users.refusals import (
+    NOT_FOUND,
+    Refusal,
+    error_body,
+    invalid_credentials,
+    refusal,
+    throttled,
+)
 
-PERMISSION_DENIED = "You do not have permission to perform this action."
 # Same headers as the DRF path would vary on; nosniff as SecurityMiddleware would add.
 JSON_HEADERS = {"Vary": "Accept, Authorization, Cookie", "X-Content-Type-Options": "nosniff"}
-WWW_AUTHENTICATE = {"WWW-Authenticate": 'Token realm="api"'}
 
 
 class Answer(NamedTuple):
@@ -42,11 +39,11 @@ class Answer(NamedTuple):
     headers: dict[str, str]
 
 
-def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Answer:
-    return Answer(status, to_json({"detail": detail}).encode(), headers or {})
+def _refused(answer: Refusal) -> Answer:
+    return Answer(answer.status, error_body(answer.detail), answer.headers)
 
 
-_NOT_FOUND = _error(404, NOT_FOUND)
+_NOT_FOUND = Answer(404, error_body(NOT_FOUND), {})
 
 
 def fast_path_serves(*, method: str, has_query: bool, accept: str, session: bool) -> bool:
@@ -87,7 +84,7 @@ def _load_principal(digest: str) -> tuple[Principal | None, int | None]:
     if principal is not None:
         window = account_window(principal.account_id)
         if window is not None:
-            count = cache.throttle_hit(window.key, ttl=window.seconds)
+            count = ratelimit.throttle_hit(window.key, ttl=window.seconds)
     return principal, count
 
 
@@ -100,18 +97,10 @@ async def _before_token_lookup(digest: str, address: str) -> Answer | None:
         digest, window=(window.key, window.seconds) if window else None
     )
     if window is not None and count is not None and count > window.limit:
-        return _throttled(window.left)
+        return _refused(throttled(window.left))
     if known_invalid:
-        return _error(401, INVALID_TOKEN, WWW_AUTHENTICATE)
+        return _refused(invalid_credentials())
     return None
-
-
-def _throttled(left: float) -> Answer:
-    wait = retry_after(left)
-    return _error(
-        429, f"Request was throttled. Expected available in {wait} seconds.",
-        {"Retry-After": str(wait)},
-    )  # fmt: skip
 
 
 async def read_user(
@@ -121,9 +110,11 @@ async def read_user(
     token = token_from_authorization(authorization)
     digest = token_digest(token) if token else None
     if token is not None and digest is None:  # malformed header, or not one of our tokens
-        return _error(401, INVALID_TOKEN, WWW_AUTHENTICATE)
-    if digest is None and reads_require_auth():
-        return _error(401, not_authenticated_detail(authorization), WWW_AUTHENTICATE)
+        return _refused(invalid_credentials())
+    if digest is None:
+        refused = refusal(None, "view", authorization=authorization)
+        if refused is not None:
+            return _refused(refused)
     anon = anon_window(address) if digest is None else None
     parts = account_window_parts() if digest is not None else None
     read = await cache.afast_read(
@@ -139,16 +130,17 @@ async def read_user(
             principal = _decoded(read.principal)
         else:
             # Redis down: no second wait on it; PostgreSQL answers as it would anyway.
-            refusal = await _before_token_lookup(digest, address) if read.redis_ok else None
-            if refusal is not None:
-                return refusal
+            gated = await _before_token_lookup(digest, address) if read.redis_ok else None
+            if gated is not None:
+                return gated
             principal, count = await _released(_load_principal, release_connection)(digest)
-        if principal is None or principal.expired():
-            return _error(401, INVALID_TOKEN, WWW_AUTHENTICATE)
-        if not may(principal, "view"):
-            return _error(403, PERMISSION_DENIED)
+        if principal is None:
+            return _refused(invalid_credentials())
+        refused = refusal(principal, "view")
+        if refused is not None:
+            return _refused(refused)
     if window is not None and count is not None and count > window.limit:
-        return _throttled(window.left)
+        return _refused(throttled(window.left))
     body = read.user_json
     if body is None:
         body = await _released(_load_user_json, release_connection)(user_id)

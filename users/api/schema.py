@@ -6,7 +6,7 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"]):
   Django: viswals.request_limits, viswals.http_protocol), 500;
 - the constraints of the shared field rules (users.validation) on the `User` body, which the
   serializer leaves to those rules so that the API and the CSV path give the same messages;
-- `GET /users/sse`, the event stream (users.sse), a plain Django view drf-spectacular does not
+- `GET /users/sse`, the event stream (users.stream), a plain Django view drf-spectacular does not
   see.
 
 The error bodies themselves are declared here once and used by the views' `extend_schema`.

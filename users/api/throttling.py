@@ -19,7 +19,7 @@ from django.conf import settings
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
-from users import cache
+from users import cache, ratelimit
 from users.api.authentication import request_principal
 from viswals.client_address import request_client_address
 
@@ -81,13 +81,9 @@ def charge_token_lookup(request) -> None:
     window = anon_window(request_client_address(request))
     if window is None:
         return
-    count = cache.throttle_hit(window.key, ttl=window.seconds)
+    count = ratelimit.throttle_hit(window.key, ttl=window.seconds)
     if count is not None and count > window.limit:
         raise Throttled(wait=window.left)
-
-
-def retry_after(left: float) -> int:
-    return max(int(left) + 1, 1)
 
 
 class ClientRedisThrottle(BaseThrottle):
@@ -104,7 +100,7 @@ class ClientRedisThrottle(BaseThrottle):
             window = anon_window(request_client_address(request))
         if window is None:
             return True
-        count = cache.throttle_hit(window.key, ttl=window.seconds)
+        count = ratelimit.throttle_hit(window.key, ttl=window.seconds)
         if count is None or count <= window.limit:
             return True
         self.wait_seconds = window.left

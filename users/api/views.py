@@ -1,20 +1,17 @@
-"""HTTP adapters for users: DRF viewset for the API and the browsable API, plus an async fast
-path for the hot read.
+"""HTTP adapters for users: the DRF viewset for the API and the browsable API.
 
-`GET /users/{id}` from a JSON client (token or anonymous) is served by `user_detail` without
-entering DRF (users.api.fast_read: one Redis round trip on the event loop, the cached bytes as
-they are). Everything else — browsers asking for HTML, sessions, DELETE — goes to
-`UserViewSet`, which decides the same way.
+`GET /users/{id}` from a JSON client (token or anonymous) has one door, ahead of Django:
+users.api.asgi (users.api.fast_read: one Redis round trip on the event loop, the cached bytes as
+they are). What reaches `UserViewSet.retrieve` is everything that door leaves to Django —
+browsers asking for HTML, sessions, query strings — and requests that never pass the ASGI
+wrapper (Django's test client, WSGI); it decides the same way (users.refusals).
 """
 
 from __future__ import annotations
 
 import logging
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -22,15 +19,13 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from users import selectors, services
-from users.api.exceptions import NOT_FOUND, SERVER_ERROR, QueryTimedOut
-from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
+from users.api.exceptions import QueryTimedOut
 from users.api.pagination import UserCursorPagination
 from users.api.query_params import KnownQueryParamsOnly
 from users.api.schema import ERROR, QUERY_ERROR, QUERY_TIMEOUT_ERROR, VALIDATION_ERROR
 from users.api.serializers import UserSerializer
 from users.filters import UserFilter
-from users.payloads import to_json
-from viswals.client_address import request_client_address
+from users.refusals import NOT_FOUND
 
 logger = logging.getLogger(__name__)
 
@@ -125,40 +120,3 @@ class UserViewSet(
         if not services.user_delete(user_id=self._user_id()):
             raise NotFound(NOT_FOUND)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-_drf_detail = UserViewSet.as_view({"get": "retrieve", "delete": "destroy"})
-_SERVER_ERROR_BODY = to_json({"detail": SERVER_ERROR}).encode()
-
-
-@csrf_exempt  # like every DRF view: SessionAuthentication enforces CSRF itself
-async def user_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """GET/DELETE /users/{id}. (users.api.asgi serves the same fast path ahead of Django.)"""
-    authorization = request.headers.get("authorization")
-    serves = fast_path_serves(
-        method=request.method,
-        has_query=bool(request.GET),
-        accept=request.headers.get("accept", ""),
-        session=settings.SESSION_COOKIE_NAME in request.COOKIES,
-    )
-    if not serves:
-        return await sync_to_async(_drf_detail)(request, pk=pk)
-    try:
-        status_code, body, headers = await read_user(
-            pk, authorization=authorization, address=request_client_address(request)
-        )
-    except Exception:
-        logger.exception("api: unhandled error reading user %s", pk)
-        status_code, body, headers = 500, _SERVER_ERROR_BODY, {}
-    return HttpResponse(
-        body,
-        status=status_code,
-        content_type="application/json",
-        headers={**JSON_HEADERS, **headers},
-    )
-
-
-# Let schema generation and the browsable API see the viewset behind this route.
-user_detail.cls = _drf_detail.cls
-user_detail.initkwargs = _drf_detail.initkwargs
-user_detail.actions = _drf_detail.actions

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from users.sse import users_live, users_sse
+from users.stream.views import users_live, users_sse
 
 urlpatterns = [
     path("users/sse", users_sse, name="users-sse"),

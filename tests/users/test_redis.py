@@ -1,0 +1,57 @@
+"""users.redis: the hand-written Redis protocol matches redis-py's, on the redis-py it was
+written for; one script registration per client and source."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+
+import pytest
+from redis.connection import Connection
+
+from tests.conftest import ROOT
+from users import redis as users_redis
+
+
+def _pinned(package: str) -> str | None:
+    pin = re.search(rf"^{package}==(\S+)", (ROOT / "requirements.txt").read_text(), re.M | re.I)
+    return pin[1] if pin else None
+
+
+def test_the_protocol_writer_was_written_for_the_pinned_redis_py():
+    assert _pinned("redis") == users_redis.WRITTEN_FOR_REDIS_PY, (
+        "requirements.txt moved redis-py: check users.redis.set_absent_many (get_connection, "
+        "send_packed_command, read_response) against it, then update WRITTEN_FOR_REDIS_PY"
+    )
+    assert version("redis") == users_redis.WRITTEN_FOR_REDIS_PY
+
+
+@pytest.mark.parametrize("ttl_ms", [0, 7, 604_800_000])
+def test_set_absent_is_packed_as_redis_py_packs_it(ttl_ms):
+    key, value = b"p:db:42", '3|{"id":42,"first_name":"Zoë"}'.encode()
+    args = ("SET", key, value, *(("PX", ttl_ms) if ttl_ms else ()), "NX")
+    expected = b"".join(Connection().pack_command(*args))  # packs, never connects
+    assert users_redis.pack_set_absent(key, value, ttl_ms) == expected
+
+
+def test_set_absent_many_sets_only_missing_keys(redis_client, settings):
+    prefix = f"{settings.USERS_CACHE_PREFIX}:test-set-absent:".encode()
+    keys = [prefix + b"1", prefix + b"2"]
+    redis_client.set(keys[0], b"kept")
+    try:
+        stored = users_redis.set_absent_many(
+            redis_client, [(keys[0], b"new"), (keys[1], b"new")], ttl_ms=60_000
+        )
+        assert stored == [False, True]
+        assert redis_client.get(keys[0]) == b"kept" and redis_client.get(keys[1]) == b"new"
+        assert 0 < redis_client.pttl(keys[1]) <= 60_000
+    finally:
+        redis_client.delete(*keys)
+
+
+def test_a_script_is_registered_once_per_client_and_source(redis_client):
+    source = "return 1"
+    first = users_redis.script(redis_client, source)
+    assert users_redis.script(redis_client, source) is first
+    assert users_redis.script(redis_client, "return 2") is not first
+    assert first() == 1
