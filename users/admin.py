@@ -4,8 +4,10 @@ the change reaches the SSE stream exactly as for API writes."""
 from django.contrib import admin
 
 from users.columns import USER_COLUMNS
+from users.consistency import request_read_alias
 from users.models import ApiToken, User
 from users.services import user_create, user_delete, user_update
+from viswals.db_router import read_with_fallback
 
 # Every column but the id, which the API assigns (users.columns).
 EDITABLE = [name for name in USER_COLUMNS if name != "id"]
@@ -66,9 +68,26 @@ class UserAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         from ingest.admin import can_import
 
-        return super().changelist_view(
-            request, {**(extra_context or {}), "can_import": can_import(request)}
-        )
+        extra_context = {**(extra_context or {}), "can_import": can_import(request)}
+        if request.method != "GET":  # actions (deletes) pick their rows on the primary
+            return super().changelist_view(request, extra_context)
+        return self._stale_tolerant_changelist(request, extra_context)
+
+    def _stale_tolerant_changelist(self, request, extra_context):
+        """The list page, read from a replica when one may serve this account
+        (users.consistency); rendered here, so a replica that fails falls back in time."""
+
+        def render_from(database: str):
+            request.users_read_database = database
+            response = super(UserAdmin, self).changelist_view(request, extra_context)
+            return response.render() if hasattr(response, "render") else response
+
+        return read_with_fallback(render_from, request_read_alias(request))
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        database = getattr(request, "users_read_database", None)
+        return queryset.using(database) if database else queryset
 
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data[name] for name in EDITABLE if name in form.cleaned_data}

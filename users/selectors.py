@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import QuerySet
 
 from users import cache
@@ -27,9 +27,10 @@ from users.payloads import user_payload
 MAX_USER_ID = 2**63 - 1
 
 
-def user_list() -> QuerySet[User]:
-    """All users in primary-key order; the API narrows it with users.filters.UserFilter."""
-    return User.objects.order_by("id")
+def user_list(*, using: str = DEFAULT_DB_ALIAS) -> QuerySet[User]:
+    """All users in primary-key order; the API narrows it with users.filters.UserFilter.
+    `using`: a replica's alias for reads that may be a moment stale (users.consistency)."""
+    return User.objects.using(using).order_by("id")
 
 
 def user_get_payload(*, user_id: int) -> dict[str, Any] | None:
@@ -41,10 +42,11 @@ def user_get_payload(*, user_id: int) -> dict[str, Any] | None:
 
 
 def user_load_payload(*, user_id: int) -> dict[str, Any] | None:
-    """One user's payload read from PostgreSQL, filling the cache (the miss half of a read)."""
+    """One user's payload read from PostgreSQL, filling the cache (the miss half of a read).
+    Always from the primary: a replica's older copy must never be put into Redis."""
     if not 0 < user_id <= MAX_USER_ID:
         return None
-    user = User.objects.filter(id=user_id).first()
+    user = User.objects.using(DEFAULT_DB_ALIAS).filter(id=user_id).first()
     if user is None:
         return None
     payload = user_payload(user)
@@ -138,7 +140,8 @@ def user_count() -> tuple[int, bool]:
     return estimate, False
 
 
-def user_list_newest(*, limit: int) -> list[dict[str, Any]]:
-    """The `limit` most recently created users, newest first, as payloads."""
-    users = User.objects.order_by("-created_at", "-id")[:limit]
+def user_list_newest(*, limit: int, using: str = DEFAULT_DB_ALIAS) -> list[dict[str, Any]]:
+    """The `limit` most recently created users, newest first, as payloads (`using`: as for
+    user_list)."""
+    users = User.objects.using(using).order_by("-created_at", "-id")[:limit]
     return [user_payload(user) for user in users]

@@ -81,7 +81,9 @@ from django_eventstream.utils import augment_cors_headers, sse_encode_event
 from users import selectors
 from users.access import InvalidCredentials, Principal, may
 from users.api.fast_read import NOT_AUTHENTICATED, PERMISSION_DENIED, WWW_AUTHENTICATE
+from users.consistency import read_alias
 from viswals.client_address import request_client_address
+from viswals.db_router import read_with_fallback
 from viswals.http_protocol import ABORT_EXTENSION
 
 logger = logging.getLogger(__name__)
@@ -805,7 +807,10 @@ def users_live(request: HttpRequest) -> HttpResponse:
         if principal is None:
             return redirect_to_login(request.get_full_path(), login_url=reverse("admin:login"))
         raise PermissionDenied
-    newest = selectors.user_list_newest(limit=LIVE_PAGE_ROWS)
+    newest = read_with_fallback(
+        lambda database: selectors.user_list_newest(limit=LIVE_PAGE_ROWS, using=database),
+        read_alias(account_id=principal.account_id if principal else None),
+    )
     return render(
         request,
         "users/live.html",

@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # With read replicas: notes where an account's write left the primary (users.consistency).
+    "users.consistency.read_your_writes_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a refused login into its lockout response (async-capable).
@@ -111,6 +113,27 @@ if env.bool("DATABASE_POOL", default=False):
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# Read replicas (streaming standbys of the primary), comma-separated URLs; none by default.
+# Each becomes the alias replica_<n>, connected like the primary. Only the reads that may be a
+# moment stale use them (viswals/db_router.py); a replica that is down or lags goes unused.
+for _index, _url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[])):
+    _replica = env.db_url_config(_url)
+    _replica["ENGINE"] = DATABASES["default"]["ENGINE"]
+    for _key in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS"):
+        if _key in DATABASES["default"]:
+            _replica[_key] = DATABASES["default"][_key]
+    _replica["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **_replica.get("OPTIONS", {})}
+    if "pool" in _replica["OPTIONS"]:
+        # A replica that died between two health checks costs a read this long at most before
+        # it falls back to the primary (db_router.read_with_fallback).
+        _replica["OPTIONS"]["pool"] = {**_replica["OPTIONS"]["pool"], "timeout": 2}
+    # Tests point a replica alias at the primary's test database rather than creating one.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[f"replica_{_index}"] = _replica
+DATABASE_ROUTERS = ["viswals.db_router.PrimaryRouter"]
+# A replica further behind the primary than this (seconds) is skipped until it catches up.
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=5.0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -314,7 +337,11 @@ USE_I18N = True
 USE_TZ = True
 
 # Collectors of the apps' figures that /metrics reads at scrape time (viswals/metrics.py).
-METRICS_COLLECTORS = ["ingest.metrics.IngestCollector", "users.metrics.StaleCacheCollector"]
+METRICS_COLLECTORS = [
+    "ingest.metrics.IngestCollector",
+    "users.metrics.StaleCacheCollector",
+    "viswals.db_router.ReplicaCollector",
+]
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

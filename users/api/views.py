@@ -13,6 +13,7 @@ import logging
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters.rest_framework import DjangoFilterBackend
@@ -27,9 +28,11 @@ from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
 from users.api.pagination import UserCursorPagination
 from users.api.schema import ERROR, VALIDATION_ERROR
 from users.api.serializers import UserSerializer
+from users.consistency import request_read_alias
 from users.filters import UserFilter
 from users.payloads import to_json
 from viswals.client_address import request_client_address
+from viswals.db_router import read_with_fallback
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +75,21 @@ class UserViewSet(
     pagination_class = UserCursorPagination
     lookup_value_regex = r"[0-9]+"
 
+    # The database list() reads: a replica when one may serve this client (users.consistency).
+    _database = DEFAULT_DB_ALIAS
+
     def get_queryset(self):
-        return selectors.user_list()
+        return selectors.user_list(using=self._database)
+
+    def list(self, request, *args, **kwargs) -> Response:
+        return read_with_fallback(
+            lambda database: self._list_from(database, request, *args, **kwargs),
+            request_read_alias(request),
+        )
+
+    def _list_from(self, database: str, request, *args, **kwargs) -> Response:
+        self._database = database
+        return super().list(request, *args, **kwargs)
 
     def _user_id(self) -> int:
         user_id = int(self.kwargs["pk"])
