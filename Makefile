@@ -15,8 +15,8 @@ export HOST
 # The Procfile commands (uvicorn, celery) come from the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run install services database migrate web worker publish test fuzz lint format bench \
-	system-deps clean
+.PHONY: run install services database migrate web worker publish test test-cluster fuzz lint \
+	format bench system-deps clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ test: install services system-deps
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run --no-input >/dev/null \
 	  || { echo "models and migrations differ: run manage.py makemigrations"; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The multi-node tests (tests marked `cluster`): a PostgreSQL primary with a streaming replica
+# of their own (initdb, under /tmp, loopback ports), started and deleted by the tests.
+test-cluster: install services
+	$(PY) -m pytest --cluster -m cluster $(PYTEST_ARGS)
 
 # Schemathesis against the Procfile's web server on its own test database, as a writer, every
 # operation of /api/schema/; fails on any answer the schema does not document (README
