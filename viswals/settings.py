@@ -225,7 +225,7 @@ if INGEST_QUEUE_TYPE == "quorum":
     # countdown wait in RabbitMQ, not in a worker), which needs a topic exchange, not the
     # direct one of a classic setup. https://docs.celeryq.dev/en/stable/getting-started/
     # backends-and-brokers/rabbitmq.html#using-quorum-queues
-    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Ingest ---------------------------------------------------------------------------------

@@ -32,15 +32,16 @@ def test_the_consumer_subclass_is_checked_against_the_installed_celery():
 def test_the_queue_type_is_classic_by_default_and_quorum_on_request():
     expression = (
         "settings.CELERY_TASK_DEFAULT_QUEUE_TYPE, "
-        "getattr(settings, 'CELERY_TASK_DEFAULT_EXCHANGE_TYPE', 'direct')"
+        "getattr(settings, 'CELERY_TASK_DEFAULT_EXCHANGE_TYPE', 'direct'), "
+        "getattr(settings, 'CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE', 'direct')"
     )
     classic = settings_value(expression, DJANGO_DEBUG="true")
     quorum = settings_value(expression, DJANGO_DEBUG="true", INGEST_QUEUE_TYPE="quorum")
     wrong = settings_value(expression, DJANGO_DEBUG="true", INGEST_QUEUE_TYPE="mirrored")
 
-    assert classic.stdout.split() == ["classic", "direct"], classic.stderr
+    assert classic.stdout.split() == ["classic", "direct", "direct"], classic.stderr
     # Native delayed delivery (retries with a countdown) needs a topic exchange.
-    assert quorum.stdout.split() == ["quorum", "topic"], quorum.stderr
+    assert quorum.stdout.split() == ["quorum", "topic", "topic"], quorum.stderr
     assert wrong.returncode != 0
     assert "INGEST_QUEUE_TYPE must be classic or quorum, not 'mirrored'" in wrong.stderr
 
