@@ -65,7 +65,8 @@ test: install services system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The multi-node tests (tests marked `cluster`): a PostgreSQL primary with a streaming replica
-# of their own (initdb, under /tmp, loopback ports), started and deleted by the tests.
+# and a three-node RabbitMQ cluster of their own (under /tmp, loopback ports, own node names),
+# started and deleted by the tests; a few minutes.
 test-cluster: install services
 	$(PY) -m pytest --cluster -m cluster $(PYTEST_ARGS)
 
