@@ -25,10 +25,9 @@ def test_router_reads_writes_and_migrates_on_the_primary_only():
 
 def test_without_replicas_every_read_uses_the_primary_and_nothing_is_added(settings):
     assert list(settings.DATABASES) == ["default"]
-    # No Redis look-up either: an account id that has a position noted changes nothing.
-    settings.USERS_CACHE_PREFIX = "unreachable"
     assert db_router.replica_alias() == "default"
     assert read_alias(account_id=1) == "default"
+    assert db_router.replica_states() == {}
     with pytest.raises(MiddlewareNotUsed):
         read_your_writes_middleware(lambda request: None)
 
