@@ -16,7 +16,7 @@ export HOST
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run install services database migrate web worker reset-admin local-host-check publish \
-	test fuzz lint format bench bench-search docs system-deps clean
+	test test-cluster fuzz lint format bench bench-search docs system-deps clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,12 @@ test: install services system-deps
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run --no-input >/dev/null \
 	  || { echo "models and migrations differ: run manage.py makemigrations"; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The multi-node tests (tests marked `cluster`): a PostgreSQL primary with a streaming replica
+# and a three-node RabbitMQ cluster of their own (under /tmp, loopback ports, own node names),
+# started and deleted by the tests; a few minutes.
+test-cluster: install services
+	$(PY) -m pytest --cluster -m cluster $(PYTEST_ARGS)
 
 # Schemathesis against the Procfile's web server on its own test database, as a writer, every
 # operation of /api/schema/; fails on any answer the schema does not document

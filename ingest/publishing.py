@@ -253,6 +253,15 @@ class _Stopped(Exception):
     """should_stop() said yes between two batches."""
 
 
+def _reconnect(producer) -> None:
+    """Give the producer a new connection after the broker closed its own, through the next
+    node of CELERY_BROKER_URL when the current one is gone (kombu's failover)."""
+    connection = producer.connection
+    connection.collect()  # closed by the broker: forget it without talking to it
+    connection.ensure_connection(**publish_retry_policy())
+    producer.revive(connection.default_channel)
+
+
 class _BatchPublisher:
     """Collects records into batches and publishes each as one store_batch task."""
 
@@ -299,18 +308,40 @@ class _BatchPublisher:
             if self.rows or self.rejects:
                 self._flush(producer)
 
+    def _send(self, producer, number: int) -> None:
+        """Publish one batch (with confirms). kombu retries what it takes for recoverable (a
+        lost socket, a refused connection); a node that goes down can also close the
+        connection with a hard error (541 INTERNAL_ERROR, seen stopping a cluster node), which
+        kombu passes through: reconnect, through the next node, and publish again. A batch
+        published twice is stored once (ingest is idempotent)."""
+        for attempt in range(settings.INGEST_PUBLISH_RETRIES + 1):
+            try:
+                store_batch.apply_async(
+                    args=(self.run.id, number, batch_message(self.rows, self.rejects)),
+                    queue=settings.INGEST_QUEUE,
+                    producer=producer,
+                    retry=True,
+                    retry_policy=publish_retry_policy(),
+                    # Celery would otherwise repr() every row into the message headers.
+                    argsrepr=f"(run={self.run.id}, batch={number}, rows={len(self.rows)})",
+                )
+                return
+            except BrokerError:
+                raise
+            except producer.connection.connection_errors as error:
+                if attempt == settings.INGEST_PUBLISH_RETRIES:
+                    raise BrokerError(str(error)) from error
+                logger.warning(
+                    "ingest run %s: broker closed the connection publishing batch %s (%s); "
+                    "reconnecting",
+                    self.run.id, number, error,
+                )  # fmt: skip
+                _reconnect(producer)
+
     def _flush(self, producer) -> None:
         run, number = self.run, self.batches + 1
         try:
-            store_batch.apply_async(
-                args=(run.id, number, batch_message(self.rows, self.rejects)),
-                queue=settings.INGEST_QUEUE,
-                producer=producer,
-                retry=True,
-                retry_policy=publish_retry_policy(),
-                # Celery would otherwise repr() every row into the message headers.
-                argsrepr=f"(run={run.id}, batch={number}, rows={len(self.rows)})",
-            )
+            self._send(producer, number)
         except BrokerError as error:
             message = (
                 f"broker unavailable while publishing batch {number} (up to line "

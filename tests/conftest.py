@@ -26,6 +26,25 @@ TEST_ENV = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        action="store_true",
+        help="also run the tests marked `cluster` (own PostgreSQL/RabbitMQ clusters; slow)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cluster` start clusters of their own: only with --cluster (make
+    test-cluster), so the default suite stays a one-machine run of the usual length."""
+    if config.getoption("--cluster"):
+        return
+    skip = pytest.mark.skip(reason="starts clusters of its own: make test-cluster (--cluster)")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Settings are loaded by now; these are read at call time, so overriding them here is enough.
     settings.INGEST_QUEUE = TEST_ENV["INGEST_QUEUE"]

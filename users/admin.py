@@ -20,8 +20,10 @@ from django.template.response import TemplateResponse
 
 from users import selectors
 from users.columns import USER_COLUMNS
+from users.consistency import request_read_alias
 from users.models import ApiToken, User
 from users.services import user_create, user_delete, user_update
+from viswals.db_router import read_with_fallback
 
 logger = logging.getLogger(__name__)
 
@@ -176,15 +178,13 @@ class UserAdmin(admin.ModelAdmin):
         from ingest.admin import can_import
 
         context = {**(extra_context or {}), "can_import": can_import(request)}
-        if request.method != "GET":  # actions: writes, with their own transactions
+        if request.method != "GET":  # actions (deletes): writes, rows picked on the primary
             return super().changelist_view(request, context)
         try:
-            with selectors.bounded_read():
-                response = super().changelist_view(request, context)
-                # The list's queries run while the template renders: inside the bound too.
-                if hasattr(response, "render"):
-                    response.render()
-                return response
+            return read_with_fallback(
+                lambda database: self._changelist_from(request, context, database),
+                request_read_alias(request),
+            )
         except selectors.QueryTimeout:
             logger.warning(
                 "admin: users list cancelled after %s ms; parameters: %s",
@@ -200,6 +200,20 @@ class UserAdmin(admin.ModelAdmin):
             )  # fmt: skip
             response._has_been_logged = True  # the line above (Django's would name no shape)
             return response
+
+    def _changelist_from(self, request, context, database: str):
+        """The list page read from `database` (a replica when one may serve this account,
+        users.consistency), under the read bound; rendered here, so that its queries (they
+        run while the template renders) are bounded and a failing replica falls back in time."""
+        request.users_read_database = database
+        with selectors.bounded_read(using=database):
+            response = super().changelist_view(request, context)
+            return response.render() if hasattr(response, "render") else response
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        database = getattr(request, "users_read_database", None)
+        return queryset.using(database) if database else queryset
 
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data[name] for name in EDITABLE if name in form.cleaned_data}

@@ -499,3 +499,35 @@ def principal_changes_key() -> str:
     process's stream reader follows (users.events.principals_changed, users.stream.delivery).
     It lives in the stream's Redis (settings.STREAM_REDIS), beside the event history."""
     return f"{settings.STREAM_KEY_PREFIX}:principals-changed"
+
+
+# --- Read-your-writes (users.consistency) -----------------------------------------------------
+# The primary's WAL position after an account's last write, for a short while: a read by that
+# account may go to a replica only once the replica has replayed that far.
+
+
+def written_lsn_key(account_id: int) -> str:
+    return f"{settings.USERS_CACHE_PREFIX}:written-lsn:{account_id}"
+
+
+def note_written_lsn(account_id: int, lsn: int, *, ttl: float) -> bool:
+    """Remember an account's last write position (kept if a later one is already there).
+    False when Redis could not be written (logged)."""
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        key = written_lsn_key(account_id)
+        # GT: two writes of one account on two web hosts leave the later position.
+        pipe.zadd(key, {"lsn": lsn}, gt=True)
+        pipe.pexpire(key, max(int(ttl * 1000), 1))
+        pipe.execute()
+    except RedisError:
+        logger.warning("cache: could not note account %s's write for read-your-writes", account_id)
+        return False
+    return True
+
+
+def written_lsn(account_id: int) -> int | None:
+    """An account's last write position, None if none is remembered. Raises RedisError: the
+    caller cannot tell a stale replica read is safe without it."""
+    score = redis_client().zscore(written_lsn_key(account_id), "lsn")
+    return None if score is None else int(score)

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
 from django.db.models import (
     CharField,
     DateTimeField,
@@ -45,9 +45,10 @@ from users.refusals import INVALID_TOKEN, MALFORMED_AUTHORIZATION
 MAX_USER_ID = 2**63 - 1
 
 
-def user_list() -> QuerySet[User]:
-    """All users in primary-key order; the API narrows it with users.filters.UserFilter."""
-    return User.objects.order_by("id")
+def user_list(*, using: str = DEFAULT_DB_ALIAS) -> QuerySet[User]:
+    """All users in primary-key order; the API narrows it with users.filters.UserFilter.
+    `using`: a replica's alias for reads that may be a moment stale (users.consistency)."""
+    return User.objects.using(using).order_by("id")
 
 
 # --- Searching: the rules the API's filters and the admin's search box share ------------------
@@ -198,7 +199,7 @@ class QueryTimeout(Exception):
 
 
 @contextmanager
-def bounded_read() -> Iterator[None]:
+def bounded_read(*, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     """Run the enclosed queries in one transaction whose statements PostgreSQL cancels after
     settings.API_QUERY_TIMEOUT_MS (0: no limit); raises QueryTimeout when it does.
 
@@ -211,8 +212,8 @@ def bounded_read() -> Iterator[None]:
         yield
         return
     try:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
+        with transaction.atomic(using=using):
+            with connections[using].cursor() as cursor:
                 cursor.execute(f"SET LOCAL statement_timeout = {limit}")
             yield
     except OperationalError as error:
@@ -237,7 +238,8 @@ def user_load_payload(*, user_id: int) -> dict[str, Any] | None:
     if not 0 < user_id <= MAX_USER_ID:
         return None
     lease = cache.user_fill_lease(user_id)
-    user = User.objects.filter(id=user_id).first()
+    # Always from the primary: a replica's older copy must never be put into Redis.
+    user = User.objects.using(DEFAULT_DB_ALIAS).filter(id=user_id).first()
     if user is None:
         if lease is not None:
             cache.user_fill_lease_release(user_id, lease)
@@ -379,7 +381,8 @@ def user_count() -> tuple[int, bool]:
     return estimate, False
 
 
-def user_list_newest(*, limit: int) -> list[dict[str, Any]]:
-    """The `limit` most recently created users, newest first, as payloads."""
-    users = User.objects.order_by("-created_at", "-id")[:limit]
+def user_list_newest(*, limit: int, using: str = DEFAULT_DB_ALIAS) -> list[dict[str, Any]]:
+    """The `limit` most recently created users, newest first, as payloads (`using`: as for
+    user_list)."""
+    users = User.objects.using(using).order_by("-created_at", "-id")[:limit]
     return [user_payload(user) for user in users]

@@ -175,6 +175,28 @@ async def readyz(request):
         # a flood of probes during an outage would flood the log).
         response._has_been_logged = True
         return response
+    report = await replicas_report()
     if degraded := _readiness.degraded:
-        return JsonResponse({"status": "degraded", "degraded": degraded})
-    return JsonResponse({"status": "ok"})
+        return JsonResponse({**report, "status": "degraded", "degraded": degraded})
+    return JsonResponse({"status": "ok", **report})
+
+
+async def replicas_report() -> dict:
+    """Read replicas never make the process unready (their reads go to the primary): with
+    replicas configured, `replicas` names each one's state, and the status is "degraded"
+    while any is not ok. Empty without replicas. The states are the router's (at most a
+    second or so old; viswals/db_router.py)."""
+    from viswals.db_router import OK, replica_aliases, replica_states
+
+    if not replica_aliases():
+        return {}
+    loop = asyncio.get_running_loop()
+    check = loop.run_in_executor(_executor, lambda: replica_states(refresh=True))
+    try:
+        states = await asyncio.wait_for(asyncio.shield(check), CHECK_TIMEOUT)
+    except TimeoutError:  # a check stuck on a dead host: answer with the last states seen
+        states = replica_states()
+    report: dict = {"replicas": {alias: state.status for alias, state in states.items()}}
+    if any(state.status != OK for state in states.values()):
+        report["status"] = "degraded"
+    return report

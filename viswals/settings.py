@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 import redis.connection
+from django.core.exceptions import ImproperlyConfigured
 
 from viswals.secret_key import STARTUP_FAILURE, secret_key_problem
 
@@ -68,6 +69,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # With read replicas: notes where an account's write left the primary (users.consistency).
+    "users.consistency.read_your_writes_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a refused login into its lockout response (async-capable).
@@ -112,6 +115,27 @@ if env.bool("DATABASE_POOL", default=False):
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# Read replicas (streaming standbys of the primary), comma-separated URLs; none by default.
+# Each becomes the alias replica_<n>, connected like the primary. Only the reads that may be a
+# moment stale use them (viswals/db_router.py); a replica that is down or lags goes unused.
+for _index, _url in enumerate(env.list("DATABASE_REPLICA_URLS", default=[])):
+    _replica = env.db_url_config(_url)
+    _replica["ENGINE"] = DATABASES["default"]["ENGINE"]
+    for _key in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS"):
+        if _key in DATABASES["default"]:
+            _replica[_key] = DATABASES["default"][_key]
+    _replica["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **_replica.get("OPTIONS", {})}
+    if "pool" in _replica["OPTIONS"]:
+        # A replica that died between two health checks costs a read this long at most before
+        # it falls back to the primary (db_router.read_with_fallback).
+        _replica["OPTIONS"]["pool"] = {**_replica["OPTIONS"]["pool"], "timeout": 2}
+    # Tests point a replica alias at the primary's test database rather than creating one.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[f"replica_{_index}"] = _replica
+DATABASE_ROUTERS = ["viswals.db_router.PrimaryRouter"]
+# A replica further behind the primary than this (seconds) is skipped until it catches up.
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=5.0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -164,7 +188,10 @@ USERS_CACHE_PREFIX = env.str("USERS_CACHE_PREFIX", default="users:v2")
 USERS_CACHE_TTL = env.int("USERS_CACHE_TTL", default=7 * 24 * 3600)
 
 # --- Celery / RabbitMQ ----------------------------------------------------------------------
+# Several nodes of one RabbitMQ cluster: their URLs separated by ";" (kombu's failover list).
+# Producer and workers connect to one and move to the next when it fails, in turn.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+CELERY_BROKER_FAILOVER_STRATEGY = "round-robin"
 CELERY_TASK_SERIALIZER = "orjson"  # plain JSON, encoded in C (viswals/celery.py)
 CELERY_ACCEPT_CONTENT = ["orjson", "json"]
 CELERY_TASK_IGNORE_RESULT = True  # batch outcomes are recorded in PostgreSQL (IngestBatch)
@@ -177,6 +204,30 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publisher confirms on AMQP: publish() returns only once the broker has the message.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CELERY_TASK_DEFAULT_QUEUE = env.str("INGEST_QUEUE", default="ingest")
+# The ingest queue's type: "classic" (one node holds it) or "quorum" (replicated with Raft over
+# the cluster's nodes; a publisher confirm then means a majority of them hold the message:
+# https://www.rabbitmq.com/docs/confirms#when-publishes-are-confirmed). A queue's type is fixed
+# when it is declared: switching a queue that exists fails with 406 PRECONDITION_FAILED (the
+# upgrade path: drain it first, or move to a new INGEST_QUEUE). Every process (web, workers,
+# publish_csv) must use the same type: each declares the queue.
+INGEST_QUEUE_TYPE = env.str("INGEST_QUEUE_TYPE", default="classic")
+if INGEST_QUEUE_TYPE not in ("classic", "quorum"):
+    raise ImproperlyConfigured(
+        f"INGEST_QUEUE_TYPE must be classic or quorum, not {INGEST_QUEUE_TYPE!r}"
+    )
+CELERY_TASK_DEFAULT_QUEUE_TYPE = CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = INGEST_QUEUE_TYPE
+# Celery's consumer, but with native delayed delivery set up through the node a worker is
+# connected to, not through each URL in turn (viswals/celery_steps.py).
+CELERY_WORKER_CONSUMER = "viswals.celery_steps:ClusterConsumer"
+# Workers see a quorum queue and use per-consumer prefetch (quorum queues have no global QoS):
+# the prefetch count is then fixed, so a task waiting for its countdown would hold a slot...
+CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+if INGEST_QUEUE_TYPE == "quorum":
+    # ...unless the broker delays it: Celery's native delayed delivery (retries with a
+    # countdown wait in RabbitMQ, not in a worker), which needs a topic exchange, not the
+    # direct one of a classic setup. https://docs.celeryq.dev/en/stable/getting-started/
+    # backends-and-brokers/rabbitmq.html#using-quorum-queues
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Ingest ---------------------------------------------------------------------------------
@@ -348,7 +399,11 @@ USE_TZ = True
 # /readyz answers "degraded" (still 200) naming each of these that says so (viswals/health.py).
 READINESS_DEGRADED_CHECKS = {"users_indexes": "ingest.checks.users_indexes_degraded"}
 # Collectors of the apps' figures that /metrics reads at scrape time (viswals/metrics.py).
-METRICS_COLLECTORS = ["ingest.metrics.IngestCollector", "users.metrics.StaleCacheCollector"]
+METRICS_COLLECTORS = [
+    "ingest.metrics.IngestCollector",
+    "users.metrics.StaleCacheCollector",
+    "viswals.db_router.ReplicaCollector",
+]
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

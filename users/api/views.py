@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -24,8 +25,10 @@ from users.api.pagination import UserCursorPagination
 from users.api.query_params import KnownQueryParamsOnly
 from users.api.schema import ERROR, QUERY_ERROR, QUERY_TIMEOUT_ERROR, VALIDATION_ERROR
 from users.api.serializers import UserSerializer
+from users.consistency import request_read_alias
 from users.filters import UserFilter
 from users.refusals import NOT_FOUND
+from viswals.db_router import read_with_fallback
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +82,18 @@ class UserViewSet(
     pagination_class = UserCursorPagination
     lookup_value_regex = r"[0-9]+"
 
+    # The database list() reads: a replica when one may serve this client (users.consistency).
+    _database = DEFAULT_DB_ALIAS
+
     def get_queryset(self):
-        return selectors.user_list()
+        return selectors.user_list(using=self._database)
 
     def list(self, request, *args, **kwargs) -> Response:
-        # Every query of the list (the page and its serialization) under the read bound.
         try:
-            with selectors.bounded_read():
-                return super().list(request, *args, **kwargs)
+            return read_with_fallback(
+                lambda database: self._list_from(database, request, *args, **kwargs),
+                request_read_alias(request),
+            )
         except selectors.QueryTimeout:
             # The query's shape, never its values (names, emails): which parameters were set
             # (all of them accepted ones: KnownQueryParamsOnly refused any other).
@@ -100,6 +107,12 @@ class UserViewSet(
             # would add a second one, without the shape.
             response._has_been_logged = True
             return response
+
+    def _list_from(self, database: str, request, *args, **kwargs) -> Response:
+        # Every query of the list (the page and its serialization) under the read bound.
+        self._database = database
+        with selectors.bounded_read(using=database):
+            return super().list(request, *args, **kwargs)
 
     def _user_id(self) -> int:
         user_id = int(self.kwargs["pk"])

@@ -26,6 +26,7 @@ from django.urls import reverse
 from users import selectors
 from users.access import InvalidCredentials, Principal
 from users.cache import streams_key
+from users.consistency import read_alias
 from users.refusals import (
     STREAM_UNAVAILABLE,
     Refusal,
@@ -40,6 +41,7 @@ from users.stream.delivery import Listener
 from users.stream.history import RedisStreamStorage
 from users.stream.slots import STREAM_LIMIT_RETRY_AFTER, StreamSlot
 from users.stream.streaming import users_stream
+from viswals.db_router import read_with_fallback
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +168,10 @@ def users_live(request: HttpRequest) -> HttpResponse:
         if refused.status == 401:
             return redirect_to_login(request.get_full_path(), login_url=reverse("admin:login"))
         raise PermissionDenied
-    newest = selectors.user_list_newest(limit=LIVE_PAGE_ROWS)
+    newest = read_with_fallback(
+        lambda database: selectors.user_list_newest(limit=LIVE_PAGE_ROWS, using=database),
+        read_alias(account_id=principal.account_id if principal else None),
+    )
     return render(
         request,
         "users/live.html",

@@ -1,0 +1,89 @@
+"""The database router and the replica choice, on one machine with no replica (the default):
+everything on the primary, nothing new in the request path. The replicas themselves are
+tested against a primary and a streaming replica in tests/cluster/test_read_replicas.py."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import MiddlewareNotUsed
+from django.db import OperationalError, router
+
+from tests.ops.test_settings import settings_value
+from users import cache
+from users.consistency import read_alias, read_your_writes_middleware
+from users.models import User
+from viswals import db_router
+from viswals.db_router import DOWN, OK, ReplicaState
+
+
+def test_router_reads_writes_and_migrates_on_the_primary_only():
+    assert router.db_for_read(User) == "default"
+    assert router.db_for_write(User) == "default"
+    assert router.allow_migrate("default", "users")
+    assert not router.allow_migrate("replica_0", "users")
+
+
+def test_without_replicas_every_read_uses_the_primary_and_nothing_is_added(settings):
+    assert list(settings.DATABASES) == ["default"]
+    assert db_router.replica_alias() == "default"
+    assert read_alias(account_id=1) == "default"
+    assert db_router.replica_states() == {}
+    with pytest.raises(MiddlewareNotUsed):
+        read_your_writes_middleware(lambda request: None)
+
+
+def test_replica_urls_become_read_only_aliases_that_tests_mirror():
+    result = settings_value(
+        "[(a, d['HOST'], d['PORT'], d['NAME'], d['TEST']['MIRROR']) "
+        "for a, d in settings.DATABASES.items()], settings.DATABASE_REPLICA_MAX_LAG_SECONDS",
+        DJANGO_DEBUG="true",
+        DATABASE_REPLICA_URLS="postgres://u@10.0.0.2:5433/one,postgres://u@10.0.0.3/two",
+        DATABASE_REPLICA_MAX_LAG_SECONDS="2.5",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "[('default', '127.0.0.1', 5432, 'viswals', None), "
+        "('replica_0', '10.0.0.2', 5433, 'one', 'default'), "
+        "('replica_1', '10.0.0.3', '', 'two', 'default')] 2.5"
+    )
+
+
+def test_a_replica_failing_a_read_falls_back_to_the_primary_and_is_taken_out(monkeypatch):
+    replicas = db_router._Replicas()
+    replicas.states = {"replica_0": ReplicaState(OK, replay_lsn=10, lag_seconds=0.0)}
+    monkeypatch.setattr(db_router, "_replicas", replicas)
+    tried = []
+
+    def read(alias: str) -> str:
+        tried.append(alias)
+        if alias != "default":
+            raise OperationalError("connection refused")
+        return "rows"
+
+    assert db_router.read_with_fallback(read, "replica_0") == "rows"
+    assert tried == ["replica_0", "default"]
+    assert replicas.states["replica_0"].status == DOWN
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_a_replica_serves_an_account_only_once_it_has_replayed_its_write(monkeypatch, settings):
+    settings.DATABASES = {**settings.DATABASES, "replica_0": settings.DATABASES["default"]}
+    replicas = db_router._Replicas()
+    replicas.states = {"replica_0": ReplicaState(OK, replay_lsn=100, lag_seconds=0.0)}
+    replicas.checked_at = float("inf")  # no check starts in this test
+    monkeypatch.setattr(db_router, "_replicas", replicas)
+
+    assert db_router.replica_alias() == "replica_0"
+    assert db_router.replica_alias(min_lsn=100) == "replica_0"
+    assert db_router.replica_alias(min_lsn=101) == "default"
+    replicas.states = {"replica_0": ReplicaState("lagging", replay_lsn=500, lag_seconds=9.0)}
+    assert db_router.replica_alias() == "default"
+
+
+def test_an_accounts_write_position_only_moves_forward(redis_client):
+    cache.note_written_lsn(7, 2_000, ttl=5)
+    cache.note_written_lsn(7, 1_000, ttl=5)  # an earlier write, noted late by another host
+    assert cache.written_lsn(7) == 2_000
+    assert 0 < redis_client.pttl(cache.written_lsn_key(7)) <= 5000
+    assert cache.written_lsn(8) is None
+    redis_client.delete(cache.written_lsn_key(7))

@@ -1,0 +1,114 @@
+"""Which database a read that may be a moment stale uses, and read-your-writes.
+
+The rule. A client that wrote and then reads, through any web host, sees its write:
+
+1. After a request by an account changes something (POST, PUT, PATCH or DELETE that
+   succeeded), the primary's WAL position (`pg_current_wal_lsn()`, taken after the service
+   committed, so at or past the commit) is stored in Redis for that account
+   (users.cache.note_written_lsn), for WRITTEN_LSN_SECONDS.
+2. A stale-tolerant read by that account (the user list and search, the admin's changelist,
+   the live page's first rows) goes to a replica only if the replica had replayed at least
+   that position at its last health check (viswals.db_router.replica_alias); otherwise to
+   the primary. Anonymous reads and accounts with nothing remembered take any healthy replica.
+3. Everything else reads the primary: services, transactions, ingest, migrations, and the
+   cache fill of `GET /users/{id}` (a stale replica must never put a deleted or older user
+   back into Redis).
+
+The position is kept for WRITTEN_LSN_SECONDS (the lag limit plus a margin): by then every
+replica still in use has replayed it (a replica further behind is skipped anyway). When Redis
+cannot say, the read goes to the primary. With no replica configured none of this runs: the
+middleware removes itself and every read uses the primary, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
+from django.db import DatabaseError
+from django.utils.decorators import sync_and_async_middleware
+from redis.exceptions import RedisError
+
+from users import cache
+from viswals.db_router import PRIMARY, primary_wal_lsn, replica_alias, replica_aliases
+
+logger = logging.getLogger(__name__)
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def written_lsn_seconds() -> float:
+    """How long an account's write position is remembered: the lag limit, the health check's
+    period and a margin for clocks."""
+    return settings.DATABASE_REPLICA_MAX_LAG_SECONDS + 10.0
+
+
+def read_alias(*, account_id: int | None = None) -> str:
+    """The database for a stale-tolerant read by `account_id` (None: anonymous)."""
+    if len(settings.DATABASES) == 1:  # no replicas: the primary, without asking Redis
+        return PRIMARY
+    min_lsn = None
+    if account_id is not None:
+        try:
+            min_lsn = cache.written_lsn(account_id)
+        except RedisError:
+            logger.warning("cache: Redis unavailable for read-your-writes; reading the primary")
+            return PRIMARY
+    return replica_alias(min_lsn=min_lsn)
+
+
+def request_read_alias(request) -> str:
+    """read_alias for the account a request is authenticated as."""
+    if len(settings.DATABASES) == 1:
+        return PRIMARY
+    return read_alias(account_id=request_account_id(request))
+
+
+def request_account_id(request) -> int | None:
+    """The id of the account a request (Django's or DRF's) is authenticated as, else None."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return None
+    return user.pk
+
+
+def note_write(*, account_id: int) -> None:
+    """Remember where the primary's WAL is now for `account_id` (its write has committed)."""
+    try:
+        lsn = primary_wal_lsn()
+    except DatabaseError:
+        logger.warning("read-your-writes: primary position unknown after a write")
+        return
+    cache.note_written_lsn(account_id, lsn, ttl=written_lsn_seconds())
+
+
+def _note_request_write(request, response) -> None:
+    if response.status_code < 400 and (account_id := request_account_id(request)) is not None:
+        note_write(account_id=account_id)
+
+
+@sync_and_async_middleware
+def read_your_writes_middleware(get_response):
+    """After a successful write by an account, note the primary's position (rule 1 above).
+    Not installed when no replica is configured."""
+    if not replica_aliases():
+        raise MiddlewareNotUsed
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            response = await get_response(request)
+            if request.method in _WRITES:
+                await sync_to_async(_note_request_write)(request, response)
+            return response
+
+    else:
+
+        def middleware(request):
+            response = get_response(request)
+            if request.method in _WRITES:
+                _note_request_write(request, response)
+            return response
+
+    return middleware
