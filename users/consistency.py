@@ -3,8 +3,9 @@
 The rule. A client that wrote and then reads, through any web host, sees its write:
 
 1. After a request by an account changes something (POST, PUT, PATCH or DELETE that
-   succeeded), the primary's WAL position (`pg_current_wal_lsn()`, taken after the service
-   committed, so at or past the commit) is stored in Redis for that account
+   succeeded), the primary's WAL insert position (`pg_current_wal_insert_lsn()`, taken after
+   the service committed, so past the commit record even with synchronous_commit off) is
+   stored in Redis for that account
    (users.cache.note_written_lsn), for WRITTEN_LSN_SECONDS.
 2. A stale-tolerant read by that account (the user list and search, the admin's changelist,
    the live page's first rows) goes to a replica only if the replica had replayed at least

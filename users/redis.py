@@ -15,6 +15,12 @@ Two Redis roles, which may be the same server:
 
 Clients are looked up at call time, so a settings override (tests) applies.
 
+With Sentinel (settings.REDIS_SENTINEL) every client here is Sentinel-managed: it asks the
+Sentinels for the primary's address when it connects, and a connection that fails (the primary
+died) or finds a replica where the primary was (a failover demoted it) is dropped, so the next
+command reaches the new primary. Reads go to the primary too: never to a replica that may lack
+a write just made.
+
 `set_absent_many` writes Redis' wire protocol by hand and drives a redis-py connection
 directly (get_connection, send_packed_command, read_response): it was written against
 redis-py WRITTEN_FOR_REDIS_PY, and tests/users/test_redis.py fails when the pin moves, or when
@@ -47,24 +53,60 @@ _async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def async_cache_client():
     """A redis.asyncio client for the running event loop, to the default cache's location with
-    its timeouts."""
+    its timeouts (through the Sentinels when there are)."""
     import redis.asyncio as aioredis
 
     config = settings.CACHES["default"]
     location = config["LOCATION"]
     url = location[0] if isinstance(location, list | tuple) else location
     per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
-    client = per_loop.get(url)
+    key = (url, _sentinel_key())
+    client = per_loop.get(key)
     if client is None:
         options = config.get("OPTIONS", {})
-        client = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT", 0.5),
-            socket_timeout=options.get("SOCKET_TIMEOUT", 1.0),
-            max_connections=64,
-        )
-        per_loop[url] = client
+        timeouts = {
+            "socket_connect_timeout": options.get("SOCKET_CONNECT_TIMEOUT", 0.5),
+            "socket_timeout": options.get("SOCKET_TIMEOUT", 1.0),
+        }
+        if settings.REDIS_SENTINEL:
+            client = sentinel_primary(
+                asynchronous=True, **_url_credentials(url), **timeouts, max_connections=64
+            )
+        else:
+            client = aioredis.Redis.from_url(url, **timeouts, max_connections=64)
+        per_loop[key] = client
     return client
+
+
+# --- Sentinel ---------------------------------------------------------------------------------
+
+
+def _sentinel_key() -> tuple:
+    config = settings.REDIS_SENTINEL
+    if not config:
+        return ()
+    return (tuple(config["sentinels"]), config["master"], config["sentinel_kwargs"]["password"])
+
+
+def _url_credentials(url: str) -> dict[str, Any]:
+    """The database and credentials of a Redis URL: what a Sentinel-managed client keeps of it
+    (its host is the Sentinels' business)."""
+    import redis.connection
+
+    parts = redis.connection.parse_url(url.split("?", 1)[0])
+    return {key: parts[key] for key in ("db", "username", "password") if parts.get(key)}
+
+
+def sentinel_primary(*, asynchronous: bool = False, **connection_kwargs):
+    """A client (redis.Redis, or redis.asyncio.Redis) to the primary the Sentinels of
+    settings.REDIS_SENTINEL name now, and after each failover."""
+    config = settings.REDIS_SENTINEL
+    if asynchronous:
+        from redis.asyncio.sentinel import Sentinel
+    else:
+        from redis.sentinel import Sentinel
+    sentinel = Sentinel(config["sentinels"], sentinel_kwargs=config["sentinel_kwargs"])
+    return sentinel.master_for(config["master"], **connection_kwargs)
 
 
 # --- The stream's Redis -----------------------------------------------------------------------
@@ -78,13 +120,17 @@ def stream_client():
     process and settings, shared by every thread."""
     import redis
 
-    key = tuple(sorted(settings.STREAM_REDIS.items()))
+    key = (tuple(sorted(settings.STREAM_REDIS.items())), _sentinel_key())
     client = _stream_clients.get(key)
     if client is None:
         with _stream_lock:
             client = _stream_clients.get(key)
             if client is None:
-                client = redis.Redis(**{**settings.STREAM_REDIS, "decode_responses": True})
+                options = {**settings.STREAM_REDIS, "decode_responses": True}
+                if settings.REDIS_SENTINEL:
+                    client = sentinel_primary(**options)
+                else:
+                    client = redis.Redis(**options)
                 _stream_clients[key] = client
     return client
 
@@ -97,16 +143,17 @@ def stream_reader_client(*, block_seconds: float):
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    return Redis(
-        **{
-            **settings.STREAM_REDIS,
-            "retry": Retry(NoBackoff(), 0),
-            "socket_timeout": block_seconds + 5,
-            "socket_keepalive": True,
-            "decode_responses": True,
-            "client_name": f"{settings.STREAM_KEY_PREFIX}:reader",
-        }
-    )
+    options = {
+        **settings.STREAM_REDIS,
+        "retry": Retry(NoBackoff(), 0),
+        "socket_timeout": block_seconds + 5,
+        "socket_keepalive": True,
+        "decode_responses": True,
+        "client_name": f"{settings.STREAM_KEY_PREFIX}:reader",
+    }
+    if settings.REDIS_SENTINEL:
+        return sentinel_primary(asynchronous=True, **options)
+    return Redis(**options)
 
 
 # --- Lua scripts ------------------------------------------------------------------------------

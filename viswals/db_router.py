@@ -51,7 +51,12 @@ _STATEMENT_TIMEOUT_MS = 500
 OK, LAGGING, DOWN, UNKNOWN = "ok", "lagging", "down", "unknown"
 
 # WAL positions as byte offsets (pg_lsn minus 0/0), comparable as integers.
+# How far the primary has written (the health check's "caught up" test).
 _PRIMARY_SQL = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
+# A write's position for read-your-writes: the insert position, not the write position. With
+# synchronous_commit off a commit returns while its record is still in the WAL buffers, past
+# the write position, and a replica that replayed only up to there lacks the commit.
+_PRIMARY_INSERT_SQL = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"
 _REPLICA_SQL = """
 SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,
        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8,
@@ -98,6 +103,9 @@ class _Replicas:
         self.refreshing = threading.Lock()
         self.connections: dict[str, object] = {}  # alias -> psycopg connection for checks
         self.errors: dict[str, str] = {}  # alias -> why its last check failed
+        # Held while a state changes, so the health check and a failed read that both see a
+        # replica go down log it once.
+        self.changing = threading.Lock()
 
     def stale(self) -> bool:
         return time.monotonic() - self.checked_at >= REPLICA_CHECK_SECONDS
@@ -130,11 +138,12 @@ class _Replicas:
         states = {}
         for alias in aliases:
             states[alias] = self._check_one(alias, primary_lsn, started)
-        for alias, state in states.items():
-            before = self.states.get(alias)
-            if before is None or before.status != state.status:
-                _log_change(alias, before, state, self.errors.get(alias, "?"))
-        self.states, self.checked_at = states, started
+        with self.changing:
+            for alias, state in states.items():
+                before = self.states.get(alias)
+                if before is None or before.status != state.status:
+                    _log_change(alias, before, state, self.errors.get(alias, "?"))
+            self.states, self.checked_at = states, started
 
     def _check_one(self, alias: str, primary_lsn: int | None, started: float) -> ReplicaState:
         try:
@@ -253,12 +262,14 @@ def replica_alias(*, min_lsn: int | None = None) -> str:
 def replica_failed(alias: str, error: BaseException) -> None:
     """A read on `alias` failed: take the replica out of use until its next good check."""
     replicas = _replicas
-    before = replicas.states.get(alias)
-    if before is None or before.status == DOWN:
-        return
-    replicas.errors[alias] = _describe(error)
-    replicas.states = {**replicas.states, alias: ReplicaState(DOWN, checked_at=time.monotonic())}
-    _log_change(alias, before, replicas.states[alias], replicas.errors[alias])
+    with replicas.changing:
+        before = replicas.states.get(alias)
+        if before is None or before.status == DOWN:
+            return
+        replicas.errors[alias] = _describe(error)
+        state = ReplicaState(DOWN, checked_at=time.monotonic())
+        replicas.states = {**replicas.states, alias: state}
+        _log_change(alias, before, state, replicas.errors[alias])
 
 
 def read_with_fallback(read: Callable[[str], T], alias: str) -> T:
@@ -275,12 +286,12 @@ def read_with_fallback(read: Callable[[str], T], alias: str) -> T:
 
 
 def primary_wal_lsn() -> int:
-    """The primary's current WAL position (a byte offset), through Django's connection: after
-    a commit, a position at or past that commit's."""
+    """The primary's current WAL insert position (a byte offset), through Django's connection:
+    after a commit, a position at or past the end of that commit's record."""
     from django.db import connections
 
     with connections[PRIMARY].cursor() as cursor:
-        cursor.execute(_PRIMARY_SQL)
+        cursor.execute(_PRIMARY_INSERT_SQL)
         return cursor.fetchone()[0]
 
 

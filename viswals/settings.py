@@ -169,6 +169,39 @@ AUTH_PASSWORD_VALIDATORS = [
 
 # --- Redis ----------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Redis with Sentinel (docs/deployment.md): the Sentinels' "host:port" list and the name they
+# monitor the primary under. Set, every Redis client asks the Sentinels for the primary's
+# address (and asks again after a failover); REDIS_URL then gives only the database number and
+# the data nodes' credentials, its host is ignored. Empty (the default): REDIS_URL's one server.
+REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
+REDIS_SENTINEL_MASTER = env.str("REDIS_SENTINEL_MASTER", default="viswals")
+# The Sentinels' own password (their requirepass), when they have one.
+REDIS_SENTINEL_PASSWORD = env.str("REDIS_SENTINEL_PASSWORD", default="") or None
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    if not host or not port.isdigit():
+        raise ImproperlyConfigured(f"REDIS_SENTINELS: {text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+# None, or what users.redis builds Sentinel-managed clients from.
+REDIS_SENTINEL = (
+    {
+        "sentinels": [_sentinel_address(item) for item in REDIS_SENTINELS],
+        "master": REDIS_SENTINEL_MASTER,
+        # The Sentinels answer fast or are skipped for the next one.
+        "sentinel_kwargs": {
+            "password": REDIS_SENTINEL_PASSWORD,
+            "socket_connect_timeout": 0.5,
+            "socket_timeout": 0.5,
+        },
+    }
+    if REDIS_SENTINELS
+    else None
+)
+_redis_parts = redis.connection.parse_url(REDIS_URL)
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
@@ -181,6 +214,22 @@ CACHES = {
         },
     },
 }
+if REDIS_SENTINEL:
+    # django-redis' SentinelClient needs its connection factory named, and, given one URL, it
+    # sends reads to a replica: a one-element list of the primary's URL keeps every read on the
+    # primary (a replica may lag behind a write the client just made).
+    _credentials = ""
+    if _redis_parts.get("password") is not None:
+        _credentials = f"{_redis_parts.get('username') or ''}:{_redis_parts['password']}@"
+    CACHES["default"]["LOCATION"] = [
+        f"redis://{_credentials}{REDIS_SENTINEL_MASTER}/{_redis_parts.get('db', 0)}?is_master=1"
+    ]
+    CACHES["default"]["OPTIONS"] |= {
+        "CLIENT_CLASS": "django_redis.client.SentinelClient",
+        "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+        "SENTINELS": REDIS_SENTINEL["sentinels"],
+        "SENTINEL_KWARGS": REDIS_SENTINEL["sentinel_kwargs"],
+    }
 # Every user key is "<USERS_CACHE_PREFIX>:<database>:<id>" (users.cache: <database> changes when the
 # database is made again); bump the version when the cached shape changes.
 USERS_CACHE_PREFIX = env.str("USERS_CACHE_PREFIX", default="users:v2")
@@ -465,10 +514,10 @@ LOGGING = {
 STREAM_CHANNEL = env.str("STREAM_CHANNEL", default="users")
 # The Redis holding the event history, which every web process reads (users.stream): redis.Redis
 # / redis.asyncio.Redis keyword arguments, derived from REDIS_URL.
-_redis_parts = redis.connection.parse_url(REDIS_URL)
+# With Sentinel, host and port come from the Sentinels (users.redis).
 STREAM_REDIS = {
     key: _redis_parts[key]
-    for key in ("host", "port", "db", "username", "password")
+    for key in ("db", "username", "password", *(() if REDIS_SENTINEL else ("host", "port")))
     if key in _redis_parts
 }
 if "path" in _redis_parts:  # unix:// URL

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tests.cluster.postgres import PostgresPair, postgres_bin
+from tests.cluster.redis_sentinel import RedisSentinelGroup
 from tests.conftest import ROOT, subprocess_env
 
 
@@ -45,3 +46,14 @@ def cluster_tokens(postgres_pair) -> dict[str, str]:
     )  # fmt: skip
     reader, writer = result.stdout.split()[-2:]
     return {"reader": reader, "writer": writer}
+
+
+@pytest.fixture(scope="module")
+def redis_sentinels():
+    """A Redis primary and replica with three Sentinels of their own; stopped and deleted after."""
+    group = RedisSentinelGroup()
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()

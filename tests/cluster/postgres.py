@@ -64,6 +64,9 @@ class PostgresPair:
             "synchronous_commit = off",
             "full_page_writes = off",
             "shared_buffers = 32MB",
+            # Which server ran a query is read from its log (logged_statements): a list read runs
+            # in a transaction (users.selectors.bounded_read), so pg_stat_activity shows COMMIT.
+            "log_statement = 'all'",
         ]
         with open(self.primary_dir / "postgresql.conf", "a") as conf:
             conf.write("\n".join([*settings, f"port = {self.primary_port}"]) + "\n")
@@ -107,6 +110,18 @@ class PostgresPair:
     @property
     def replica_url(self) -> str:
         return self.url(DATABASE, self.replica_port)
+
+    def logged_statements(self, server: str, marker: str) -> list[str]:
+        """The lines of `server`'s log ("primary" or "replica") that mention `marker`."""
+        log = self.base / f"{server}.log"
+        return [line for line in log.read_text(errors="replace").splitlines() if marker in line]
+
+    def cache_namespace(self) -> str:
+        """The namespace the pair's database gives cache keys (users.cache.database_namespace)."""
+        from users.cache import database_identity
+
+        with self.primary() as connection, connection.cursor() as cursor:
+            return database_identity(cursor)
 
     def primary(self) -> psycopg.Connection:
         return psycopg.connect(self.primary_url, autocommit=True)
