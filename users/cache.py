@@ -31,25 +31,6 @@ from users.redis import async_cache_client, cache_client, script, set_absent_man
 
 logger = logging.getLogger(__name__)
 
-# Set each user only if the cached version is not newer. ARGV: ttl in ms (0 = none), key
-# prefix, then an id and its stored value ("<version>|<json>") per user. One argument per
-# value rather than values joined into one string: splitting that string in Lua cost Redis more
-# than the SETs. Keys are built here: a single Redis node.
-_SET_IF_NEWER = """
-local ttl, prefix = tonumber(ARGV[1]), ARGV[2]
-local find, sub, match, call = string.find, string.sub, string.match, redis.call
-local count = 0
-for i = 3, #ARGV, 2 do
-  local key, value = prefix .. ARGV[i], ARGV[i + 1]
-  local current = match(call('GETRANGE', key, 0, 20), '^(%d+)|')
-  local version = sub(value, 1, find(value, "|", 1, true) - 1)
-  if (not current) or tonumber(current) <= tonumber(version) then
-    if ttl > 0 then call('SET', key, value, 'PX', ttl) else call('SET', key, value) end
-    count = count + 1
-  end
-end
-return count
-"""
 
 # The cache's client (users.redis), under the name the rest of the project knows it by.
 redis_client = cache_client
@@ -181,7 +162,7 @@ def cache_users_if_newer(
             args: list = [_ttl_ms(), user_key("")]
             for user_id, version, payload_json in entries:
                 args += (user_id, encode_entry(version, payload_json))
-            script(client, _SET_IF_NEWER)(keys=[], args=args, client=client)
+            script(client, "cache_set_if_newer")(keys=[], args=args, client=client)
     except RedisError:
         logger.exception(
             "cache: could not store %d users; reads fall back to PostgreSQL", len(entries)
@@ -236,22 +217,6 @@ def cache_user(payload: dict) -> bool:
 FILL_LEASE_MS = 10_000  # longer than a read from PostgreSQL takes; expiry only costs a fill
 _LEASE_PREFIX = "lease:"  # not a digit: never mistaken for a "<version>|<json>" entry
 
-# KEYS[1]: the user's key. ARGV: the lease, the entry to store, its ttl in ms (0 = none).
-_FILL_IF_LEASED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[3] ~= '0' then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[2])
-end
-return 1
-"""
-# KEYS[1]: the user's key. ARGV[1]: the lease. Drop the lease of a read that found no row.
-_RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def user_fill_lease(user_id: int) -> str | None:
     """Take the right to fill a user's missing entry, before reading PostgreSQL; None when the
@@ -271,7 +236,7 @@ def cache_user_fill(user_id: int, *, lease: str, version: int, payload: dict) ->
     write or delete came first (or Redis failed), which leaves that newer state in place."""
     client = redis_client()
     try:
-        stored = script(client, _FILL_IF_LEASED)(
+        stored = script(client, "cache_fill_if_leased")(
             keys=[user_key(user_id)],
             args=[lease, encode_entry(version, to_json(payload)), _ttl_ms()],
             client=client,
@@ -286,7 +251,7 @@ def user_fill_lease_release(user_id: int, lease: str) -> None:
     """Drop a lease whose read found no row, so the key of a missing user does not linger."""
     client = redis_client()
     try:
-        script(client, _RELEASE_LEASE)(keys=[user_key(user_id)], args=[lease], client=client)
+        script(client, "cache_release_lease")(keys=[user_key(user_id)], args=[lease], client=client)
     except RedisError:
         logger.warning("cache: could not release the lease of user %s", user_id)
 
@@ -414,29 +379,6 @@ def throttle_key(*, scope: str, ident: str, window: int) -> str:
 
 # --- Async reads (the hot GET /users/{id} path) ----------------------------------------------
 
-# The hot read in one round trip: the user's cached entry, the token's cached principal (KEYS[2];
-# '' for an anonymous client) and a hit on the client's rate-limit window. An account's window
-# key needs the account id, which only the cached principal holds, hence a script rather than a
-# pipeline. ARGV: anonymous window key ('' = no limit), account window prefix and suffix ('' =
-# no limit), anonymous and account window lengths in seconds.
-_FAST_READ = """
-local user = redis.call('GET', KEYS[1])
-local principal, counter, ttl = false, ARGV[1], ARGV[4]
-if KEYS[2] ~= '' then
-  principal = redis.call('GET', KEYS[2])
-  counter, ttl = '', ARGV[5]
-  if principal and ARGV[2] ~= '' then
-    counter = ARGV[2] .. string.match(principal, '^(%d+)') .. ARGV[3]
-  end
-end
-local count = false
-if counter ~= '' then
-  count = redis.call('INCR', counter)
-  if count == 1 then redis.call('EXPIRE', counter, tonumber(ttl)) end
-end
-return {user, principal, count}
-"""
-
 
 class FastRead(NamedTuple):
     user_json: bytes | None  # None: a miss, or Redis unavailable
@@ -452,14 +394,14 @@ async def afast_read(
     anon_window: tuple[str, int] | None,
     account_window: tuple[str, str, int] | None,
 ) -> FastRead:
-    """One round trip for GET /users/{id}: see _FAST_READ. `anon_window` is (key, seconds),
-    `account_window` (key prefix, key suffix, seconds) around the account id."""
+    """One round trip for GET /users/{id} (users/lua/cache_fast_read.lua). `anon_window` is
+    (key, seconds), `account_window` (key prefix, key suffix, seconds) around the account id."""
     anon_key, anon_ttl = anon_window or ("", 0)
     prefix, suffix, account_ttl = account_window or ("", "", 0)
     try:
         await adatabase_namespace()  # user_key and principal_key need it
         client = async_cache_client()
-        entry, principal, count = await script(client, _FAST_READ)(
+        entry, principal, count = await script(client, "cache_fast_read")(
             keys=[user_key(user_id), principal_key(digest) if digest else ""],
             args=[anon_key, prefix, suffix, anon_ttl, account_ttl],
         )

@@ -1,6 +1,6 @@
 """Every Redis client the project's code talks through, and the one way Lua scripts are
-registered. Keys are built in users.cache; what is stored under them lives with its module
-(users.cache, users.ratelimit, users.stream).
+registered (their sources are the files users/lua/*.lua). Keys are built in users.cache; what
+is stored under them lives with its module (users.cache, users.ratelimit, users.stream).
 
 Two Redis roles, which may be the same server:
 
@@ -30,8 +30,10 @@ its bytes differ from what redis-py itself would send.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -155,17 +157,31 @@ def stream_reader_client(*, block_seconds: float):
 
 
 # --- Lua scripts ------------------------------------------------------------------------------
+# Every script's source is a file of its own, users/lua/<name>.lua, shipped with the package
+# (the image copies the tree); the file's opening comment says what the script does, for whom,
+# and what its KEYS and ARGV are.
+
+LUA_DIRECTORY = Path(__file__).resolve().parent / "lua"
 
 _scripts: dict[tuple[int, str], Any] = {}
 
 
-def script(client, source: str):
-    """`source` registered on `client` (sync or asyncio), once per client: calling it runs
-    EVALSHA, loading the script again after a Redis restart or flush."""
-    key = (id(client), source)
+@functools.cache
+def lua_source(name: str) -> str:
+    """The source of the Lua script `name` (users/lua/<name>.lua), read once per process."""
+    if not name.isidentifier():  # a name, never a path
+        raise ValueError(f"not a Lua script name: {name!r}")
+    return (LUA_DIRECTORY / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def script(client, name: str):
+    """The Lua script `name` (users/lua/<name>.lua) registered on `client` (sync or asyncio),
+    once per client: calling it runs EVALSHA, loading the script again after a Redis restart or
+    flush."""
+    key = (id(client), name)
     registered = _scripts.get(key)
     if registered is None:
-        registered = _scripts[key] = client.register_script(source)
+        registered = _scripts[key] = client.register_script(lua_source(name))
     return registered
 
 

@@ -1,5 +1,5 @@
 """users.redis: the hand-written Redis protocol matches redis-py's, on the redis-py it was
-written for; one script registration per client and source."""
+written for; one script registration per client and name, from users/lua/."""
 
 from __future__ import annotations
 
@@ -49,9 +49,21 @@ def test_set_absent_many_sets_only_missing_keys(redis_client, settings):
         redis_client.delete(*keys)
 
 
-def test_a_script_is_registered_once_per_client_and_source(redis_client):
-    source = "return 1"
-    first = users_redis.script(redis_client, source)
-    assert users_redis.script(redis_client, source) is first
-    assert users_redis.script(redis_client, "return 2") is not first
-    assert first() == 1
+def test_a_script_is_registered_once_per_client_and_name(redis_client):
+    first = users_redis.script(redis_client, "cache_release_lease")
+    assert users_redis.script(redis_client, "cache_release_lease") is first
+    assert users_redis.script(redis_client, "stream_slot_renew") is not first
+    assert first(keys=["tests:redis:no-such-key"], args=["lease"]) == 0
+
+
+def test_every_lua_file_is_a_script_redis_accepts(redis_client):
+    names = sorted(path.stem for path in users_redis.LUA_DIRECTORY.glob("*.lua"))
+    assert names, "no Lua scripts found in users/lua"
+    for name in names:
+        sha = redis_client.script_load(users_redis.lua_source(name))
+        assert redis_client.script_exists(sha) == [True], name
+
+
+def test_a_script_name_is_never_a_path():
+    with pytest.raises(ValueError):
+        users_redis.lua_source("../redis")

@@ -7,10 +7,9 @@ web process reads them from there (no pub/sub). A user.deleted that could not be
 
 Modules, in the order an event travels:
 
-- `scripts`: the Lua scripts (history append, read and sizing; stream slots).
 - `history`: the resumable history (`RedisStreamStorage`): a capped Redis stream per channel
   with consecutive ids, and the deleted users' tombstones beside it. Its keys are built in
-  users.cache, its Redis clients made in users.redis.
+  users.cache, its Redis clients made in users.redis, its Lua scripts in users/lua/stream_*.lua.
 - `redaction`: deleted users taken out of older events; the per-process cache of big replayed
   events once redacted and encoded (`replay_body`).
 - `encoding`: the `Event` type and the SSE text of events and of the stream's own notices;

@@ -19,7 +19,6 @@ from django.conf import settings
 
 from users.cache import history_keys
 from users.redis import script, stream_client
-from users.stream import scripts
 from users.stream.encoding import Event
 from users.stream.redaction import replay_body, without_deleted_users
 
@@ -61,9 +60,9 @@ class RedisStreamStorage:
 
     def __init__(self) -> None:
         client = stream_client()
-        self._append = script(client, scripts.APPEND)
-        self._read = script(client, scripts.READ)
-        self._backlog = script(client, scripts.BACKLOG)
+        self._append = script(client, "stream_append")
+        self._read = script(client, "stream_read")
+        self._backlog = script(client, "stream_backlog")
 
     def append_event(self, channel: str, event_type: str, data: str | bytes) -> Event:
         deleted_id = ""

@@ -16,7 +16,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from users.redis import script, stream_client
-from users.stream import scripts
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class StreamSlot:
 
     def take(self) -> bool:
         """Take a place (False: the client has all its streams open). Raises on Redis errors."""
-        taken = script(stream_client(), scripts.SLOT_TAKE)(
+        taken = script(stream_client(), "stream_slot_take")(
             keys=[self.key],
             args=[self.stream_id, settings.SSE_MAX_STREAMS_PER_CLIENT, STREAM_SLOT_SECONDS],
         )
@@ -57,7 +56,7 @@ class StreamSlot:
             logger.warning("sse: could not renew a stream's place (%s)", exc)
 
     def _renew(self) -> None:
-        script(stream_client(), scripts.SLOT_RENEW)(
+        script(stream_client(), "stream_slot_renew")(
             keys=[self.key], args=[self.stream_id, STREAM_SLOT_SECONDS]
         )
 
