@@ -414,9 +414,9 @@ async def afast_read(
 # --- The stream's keys (users.stream), in the stream's Redis (settings.STREAM_REDIS) ----------
 
 
-def history_keys(channel: str) -> tuple[str, str, str, str, str]:
-    """The keys holding a channel's history: last id, events, their sizes, total size and the
-    deleted users' tombstones."""
+def history_keys(channel: str) -> tuple[str, str, str, str, str, str]:
+    """The keys holding a channel's history: last id, events, their sizes, total size, the
+    deleted users' tombstones and the history's epoch (users/lua/stream_epoch.lua)."""
     prefix = settings.STREAM_KEY_PREFIX
     return (
         f"{prefix}:id:{channel}",
@@ -424,6 +424,7 @@ def history_keys(channel: str) -> tuple[str, str, str, str, str]:
         f"{prefix}:sizes:{channel}",
         f"{prefix}:bytes:{channel}",
         f"{prefix}:deleted:{channel}",
+        f"{prefix}:epoch:{channel}",
     )
 
 
