@@ -195,14 +195,14 @@ def main() -> None:
             processes.append(unrouted)
             bases = {"routed": routed_base, "unrouted": unrouted_base}
             print(f"routing cost of a read ({args.requests} requests per server, sequential):")
-            compare(bases, reader, args.requests, "/users?limit=20", "list")
-            compare(bases, reader, args.requests, "/users?last_name=Smith&limit=20", "filter")
+            compare(bases, reader, args.requests, "/users?page_size=20", "list")
+            compare(bases, reader, args.requests, "/users?last_name=Smith&page_size=20", "filter")
             # A writer: its write position is looked up in Redis on every list read.
             with httpx.Client(headers={"Authorization": f"Token {writer}"}) as http:
                 for base in bases.values():
                     body = {"first_name": "Bench", "last_name": "W", "email_address": "w@x.io"}
                     http.post(f"{base}/users", json=body)
-            compare(bases, writer, args.requests, "/users?limit=20", "writer")
+            compare(bases, writer, args.requests, "/users?page_size=20", "writer")
         finally:
             for process in processes:
                 os.killpg(process.pid, signal.SIGTERM)

@@ -61,7 +61,7 @@ def main(config_path: str) -> None:
         with httpx.Client(base_url=base, headers=reader, timeout=5) as http:
             while not stop.is_set():
                 for what, path in (
-                    ("list", "/users?limit=20"),
+                    ("list", "/users?page_size=20"),
                     ("get", f"/users/{random.randint(1, config['max_id'])}"),
                 ):
                     at = time.monotonic()
@@ -96,7 +96,6 @@ def main(config_path: str) -> None:
         events.append((event.at, event.type, event.id))
     results["stream"] = {"events": events, "drops": stream.drops}
     with psycopg.connect(config["database"]) as connection:
-        results["history_position"] = None
         results["table_matches_file"] = table_matches_file(connection, config["file"])
         results["reads_agree"] = reads_agree(connection, webs, reader)
     results["elapsed"] = time.monotonic() - started
