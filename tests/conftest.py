@@ -32,17 +32,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="also run the tests marked `cluster` (own PostgreSQL/RabbitMQ clusters; slow)",
     )
+    parser.addoption(
+        "--restarts",
+        action="store_true",
+        help="also run the tests marked `restarts_services`, which restart the machine's shared "
+        "PostgreSQL, Redis and RabbitMQ (make test-restarts)",
+    )
+
+
+# Opt-in markers: a test carrying one runs only with its option.
+OPT_IN = {
+    "cluster": ("--cluster", "starts clusters of its own: make test-cluster (--cluster)"),
+    "restarts_services": (
+        "--restarts",
+        "restarts the shared PostgreSQL, Redis or RabbitMQ: make test-restarts (--restarts)",
+    ),
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cluster` start clusters of their own: only with --cluster (make
-    test-cluster), so the default suite stays a one-machine run of the usual length."""
-    if config.getoption("--cluster"):
-        return
-    skip = pytest.mark.skip(reason="starts clusters of its own: make test-cluster (--cluster)")
+    """`make test` touches only what it created: tests that start clusters of their own or
+    restart the services everyone on the machine shares are skipped unless asked for."""
+    skips = {
+        marker: pytest.mark.skip(reason=reason)
+        for marker, (option, reason) in OPT_IN.items()
+        if not config.getoption(option)
+    }
     for item in items:
-        if "cluster" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)
 
 
 def pytest_configure(config: pytest.Config) -> None:
