@@ -19,10 +19,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: run install services database migrate web worker reset-admin local-host-check publish \
 	test test-restarts test-cluster fuzz lint format bench bench-search docs system-deps clean
 
-$(VENV)/.installed: requirements.txt
+# The runtime (requirements.txt, what the Docker image installs) and the tools for tests, docs
+# and local runs (requirements-dev.txt includes requirements.txt).
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
