@@ -77,7 +77,7 @@ system-deps:
 
 # The suite, against real PostgreSQL, Redis and RabbitMQ (started if down); it touches only what
 # it creates (its database, keys, queues, processes), so it is safe beside other runs. The tests
-# make a secret key of their own (tests/environment.py).
+# make a secret key of their own (tests/support/environment.py).
 test: install services system-deps
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run --no-input >/dev/null \
 	  || { echo "models and migrations differ: run manage.py makemigrations"; exit 1; }

@@ -16,7 +16,7 @@ from django.conf import settings
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.environment import ROOT
 
 PRODUCT = [ROOT / "users", ROOT / "ingest", ROOT / "viswals", ROOT / "manage.py"]
 FIRST_PARTY = {"users", "ingest", "viswals", "tests", "bench"}

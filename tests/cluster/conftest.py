@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.cluster.postgres import PostgresPair, postgres_bin
-from tests.conftest import ROOT, subprocess_env
+from tests.support.environment import ROOT, subprocess_env
 
 
 @pytest.fixture(scope="session")
