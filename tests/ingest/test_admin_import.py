@@ -16,7 +16,9 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
-from tests.helpers import Page, chromium, wait_until
+from tests.support.chromium import Page, chromium
+from tests.support.factories import IngestRunFactory
+from tests.support.waits import wait_until
 from users.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -278,9 +280,7 @@ def test_rejected_rows_and_failed_payloads_show_personal_data_only_to_user_viewe
 ):
     """Staff who may only view ingest records see rejects and failed batches without the names
     and emails they hold (before, every page below showed them); with users.view_user, in full."""
-    from tests.helpers import make_run
-
-    run = make_run("people.csv")
+    run = IngestRunFactory(file_name="people.csv")
     batch = IngestBatch.objects.create(
         run=run, number=0, status=IngestBatch.Status.FAILED, error="boom",
         payload={"rows": [[7, "Annabelle", "Smythe", "annabelle@example.com"]]},

@@ -15,9 +15,9 @@ import pytest
 from django.utils import timezone
 
 from ingest.models import IngestBatch, IngestRun
-from tests.conftest import ROOT, subprocess_env
-from tests.helpers import HEADER
-from tests.services import HAVE_RABBITMQ, rabbitmqctl
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, subprocess_env
+from tests.support.restarts import HAVE_RABBITMQ, rabbitmqctl
 from users.models import User
 
 pytestmark = [

@@ -17,9 +17,9 @@ from ingest.checks import check_users_indexes, users_indexes_health
 from ingest.indexes import declared_indexes, users_indexes_status
 from ingest.models import IngestRun
 from ingest.services import ingest_indexes_restore, ingest_run_start
-from tests.conftest import HEADER
-from tests.helpers import wait_until
-from tests.processes import Worker
+from tests.support.data import HEADER
+from tests.support.servers import Worker
+from tests.support.waits import wait_until
 from users.models import User
 from viswals import health
 

@@ -15,7 +15,8 @@ from ingest.parsing import (
     read_records,
     to_csv_line,
 )
-from tests.helpers import HEADER, LENGTHENING_EMAIL
+from tests.support.data import HEADER, LENGTHENING_EMAIL
+from tests.support.environment import ROOT
 
 GOOD = "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1"
 
@@ -279,8 +280,6 @@ def test_long_rejected_lines_are_reported_cut_short():
 
 
 def test_the_sample_file_rejects_the_rows_the_readme_says():
-    from tests.conftest import ROOT
-
     reasons = []
     with open(ROOT / "data" / "users.csv", "rb") as stream:
         for record in read_records(stream):

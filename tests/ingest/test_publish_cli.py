@@ -11,8 +11,8 @@ import pytest
 
 from ingest.indexes import users_indexes_status
 from ingest.models import IngestRun
-from tests.conftest import ROOT, TEST_ENV, subprocess_env
-from tests.helpers import HEADER
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, TEST_ENV, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,7 +130,6 @@ def test_progress_is_plain_lines_when_not_a_terminal(write_csv, celery_worker_pr
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_publish_records_the_run_and_says_how_to_finish(write_csv, sig):
-    from tests.conftest import TEST_ENV
     from viswals.celery import app
 
     rows = "".join(f"{i},N,L,u{i}@example.com,1600000000000,-1,-1,-1\n" for i in range(1, 300_001))

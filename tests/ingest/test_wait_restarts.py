@@ -14,9 +14,9 @@ from django.db import connection
 from django.utils import timezone
 
 from ingest.models import IngestBatch, IngestRun
-from tests.conftest import ROOT, TEST_ENV, subprocess_env
-from tests.helpers import HEADER
-from tests.services import (
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, TEST_ENV, subprocess_env
+from tests.support.restarts import (
     HAVE_POSTGRESQL,
     HAVE_RABBITMQ,
     HAVE_REDIS,

@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.test import AsyncClient, override_settings
 
-from tests.ops.conftest import free_port
+from tests.support.servers import free_port
 from viswals import health
 
 

@@ -13,7 +13,7 @@ from django.core.management import call_command
 
 from ingest.models import IngestBatch, IngestRun
 from ingest.publishing import wait_for_run
-from tests.helpers import HEADER
+from tests.support.data import HEADER
 from users.models import User
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]

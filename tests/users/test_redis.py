@@ -9,7 +9,7 @@ from importlib.metadata import version
 import pytest
 from redis.connection import Connection
 
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
 from users import redis as users_redis
 
 

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import httpx
@@ -21,7 +20,10 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from tests.processes import WebServer, running_web_server
+from tests.support.data import HEADER
+from tests.support.restarts import restart_redis
+from tests.support.servers import WebServer
+from tests.support.sse import SSEClient, SSEEvent
 from users.cache import history_keys
 from users.events import user_created, users_ingested
 from users.services import user_create, user_delete
@@ -30,101 +32,12 @@ from users.stream.views import INVALID_LAST_EVENT_ID
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
-
 
 @pytest.fixture(scope="module")
 def sse_server(django_db_setup, tmp_path_factory):
     log = tmp_path_factory.mktemp("web") / "web.log"
-    with running_web_server(log, graceful_timeout=5) as server:
+    with WebServer(log, graceful_timeout=5) as server:
         yield server.base
-
-
-@dataclass
-class SSEEvent:
-    type: str
-    id: str | None
-    data: str
-
-    def json(self):
-        return json.loads(self.data)
-
-
-class SSEClient:
-    """Reads an event stream in a thread; events land in a queue."""
-
-    def __init__(
-        self, url: str, last_event_id: str | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        self.events: queue.Queue[SSEEvent] = queue.Queue()
-        headers = {"Accept": "text/event-stream", **(headers or {})}
-        if last_event_id:
-            headers["Last-Event-ID"] = last_event_id
-        self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
-        self._response = self._client.send(
-            self._client.build_request("GET", url, headers=headers), stream=True
-        )
-        assert self._response.status_code == 200
-        assert self._response.headers["content-type"].startswith("text/event-stream")
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-        self.wait_for(lambda event: event.type == "stream-open")
-
-    def _read(self) -> None:
-        fields: dict[str, list[str]] = {}
-        try:
-            for line in self._response.iter_lines():
-                if line == "":
-                    if "event" in fields or "data" in fields:
-                        self.events.put(
-                            SSEEvent(
-                                type=fields.get("event", ["message"])[-1],
-                                id=fields.get("id", [None])[-1],
-                                data="\n".join(fields.get("data", [])),
-                            )
-                        )
-                    fields = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    fields.setdefault(name, []).append(value.removeprefix(" "))
-        except Exception:
-            pass  # closed
-
-    def wait_for(self, match: Callable[[SSEEvent], bool], timeout: float = 10) -> SSEEvent:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, "expected event did not arrive"
-            try:
-                event = self.events.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if match(event):
-                return event
-
-    def received(self, within: float = 0.5) -> list[SSEEvent]:
-        """Every event that arrives within `within` seconds."""
-        out = []
-        deadline = time.monotonic() + within
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                out.append(self.events.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return out
-
-    def ended(self, timeout: float = 5) -> bool:
-        """Whether the server ended the stream within `timeout` seconds."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def close(self) -> None:
-        # Closing the response does not close a socket another thread is reading: shut it down.
-        sock = self._response.extensions["network_stream"].get_extra_info("socket")
-        with suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        self._response.close()
-        self._client.close()
 
 
 @pytest.fixture
@@ -305,8 +218,6 @@ def test_a_lost_history_resets_open_streams(web_server, reader_headers, redis_cl
 
 @pytest.mark.restarts_services
 def test_stream_survives_a_redis_restart(connect):
-    from tests.services import restart_redis
-
     client = connect()
     before = new_user("BeforeRestart")
     client.wait_for(is_user_event("user.created", before.id))
@@ -329,8 +240,8 @@ def test_reading_the_history_uses_no_database(django_assert_num_queries, redis_c
     assert redis_client.xrevrange(log_key, count=1)[0][0] == f"{current}-0".encode()
 
 
-def test_shutdown_does_not_hang_on_open_streams(tmp_path, reader_headers):
-    server = WebServer(tmp_path / "web.log", workers=1, graceful_timeout=5)
+def test_shutdown_does_not_hang_on_open_streams(web_server, reader_headers):
+    server = web_server(workers=1, graceful_timeout=5)
     client = SSEClient(f"{server.base}/users/sse", headers=reader_headers)
     try:
         took = server.stop()
@@ -503,9 +414,7 @@ def test_live_page_needs_a_login_with_view_user(sse_server, login_account):
 def public_server(django_db_setup, tmp_path_factory):
     """Reads open to anyone, and at most 3 streams per client."""
     log = tmp_path_factory.mktemp("public") / "web.log"
-    with running_web_server(
-        log, API_READS_REQUIRE_AUTH="false", SSE_MAX_STREAMS_PER_CLIENT="3"
-    ) as s:
+    with WebServer(log, API_READS_REQUIRE_AUTH="false", SSE_MAX_STREAMS_PER_CLIENT="3") as s:
         yield s.base
 
 
@@ -582,7 +491,7 @@ def test_stream_keys_are_bounded_whatever_the_address():
 def bounded_server(django_db_setup, tmp_path_factory):
     """Replays of at most 5 events or 300 kB."""
     log = tmp_path_factory.mktemp("bounded") / "web.log"
-    with running_web_server(log, SSE_REPLAY_MAX_EVENTS="5", SSE_REPLAY_MAX_BYTES="300000") as s:
+    with WebServer(log, SSE_REPLAY_MAX_EVENTS="5", SSE_REPLAY_MAX_BYTES="300000") as s:
         yield s.base
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV
+from tests.support.environment import ROOT, TEST_ENV
 from users.stream.encoding import sse_text, stream_closed, stream_reset
 
 

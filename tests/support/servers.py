@@ -1,5 +1,8 @@
 """Real processes for tests: the Procfile's web command (scripts/web.sh: uvicorn) and Celery
-workers, on loopback ports and this test run's queue, each with its output kept in a file."""
+workers, on loopback ports and this test run's queue, each with its output kept in a file.
+
+The one way to start a web server is `WebServer`: through the `web_server` fixture in a test,
+or `with WebServer(...) as server:` in a module-scoped fixture; either stops it afterwards."""
 
 from __future__ import annotations
 
@@ -10,13 +13,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support.environment import ROOT, subprocess_env
+from tests.support.waits import wait_until
 
 
 def free_port() -> int:
@@ -28,7 +30,7 @@ def free_port() -> int:
 
 class _Process:
     """A child process (`command`, an argv) started with this test run's environment; its output
-    goes to a file."""
+    goes to a file. A context manager: stopped on leaving the block."""
 
     stop_timeout = 15.0
 
@@ -43,16 +45,28 @@ class _Process:
                 stderr=subprocess.STDOUT,
             )
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def wait_until_ready(self, is_ready, what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not is_ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                raise RuntimeError(f"{what} did not start:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
+        """Wait for `is_ready`; a process that exits meanwhile fails at once, with its log."""
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{what} exited while starting:\n{self.log()[-3000:]}")
+            return is_ready()
+
+        try:
+            wait_until(ready, timeout, f"{what} did not start", interval=0.1)
+        except AssertionError as error:
+            self.process.kill()
+            raise RuntimeError(f"{error}:\n{self.log()[-3000:]}") from None
 
     def stop(self, timeout: float | None = None) -> float:
         """SIGTERM, as a process manager does; return the seconds it took to exit."""
@@ -69,7 +83,8 @@ class _Process:
 
 class WebServer(_Process):
     """The Procfile's web command (scripts/web.sh) on a free loopback port, with a metrics
-    directory of its own (PROMETHEUS_MULTIPROC_DIR) beside its log."""
+    directory of its own (PROMETHEUS_MULTIPROC_DIR) beside its log; `env` is added to this
+    run's environment (`API_READS_REQUIRE_AUTH="false"`, ...)."""
 
     def __init__(
         self, log_path: Path, workers: int = 2, graceful_timeout: int = 3, **env: str
@@ -94,16 +109,6 @@ class WebServer(_Process):
             return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
-
-
-@contextmanager
-def running_web_server(log_path: Path, **options) -> Iterator[WebServer]:
-    """A WebServer for the length of a `with` block (module-scoped fixtures, single tests)."""
-    server = WebServer(log_path, **options)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Worker(_Process):
