@@ -8,10 +8,10 @@ import pytest
 
 from ingest import services
 from ingest.models import IngestBatch, RejectedRow
-from ingest.parsing import parse_row
 from ingest.services import batch_from_message, batch_message, ingest_batch_store
 from tests.helpers import cached, make_run
 from users.models import User
+from users.validation import parse_row
 
 pytestmark = pytest.mark.django_db
 
