@@ -22,7 +22,8 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("viswals",),
         # Of the apps only their entry points: the ASGI wrappers, the scope extensions the
         # uvicorn protocol offers, URL modules and the views urls.py routes. Collectors,
-        # readiness checks and the import-session check are named in settings, not imported.
+        # readiness checks, the landing page's latest run and the import-session check are
+        # named in settings, not imported.
         (
             "users.api.asgi",
             "users.stream.stalled",
@@ -31,6 +32,8 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "users.stream.urls",
             "users.pages",
             "users.api.exceptions",
+            # the project's Redis clients: /readyz pings Redis through them
+            "users.redis",
         ),
     ),
     "columns": (("users.columns",), ()),

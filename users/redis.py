@@ -8,7 +8,7 @@ Two Redis roles, which may be the same server:
   windows. `cache_client()` is django-redis' own client; `async_cache_client()` a
   redis.asyncio client to the same location for the hot read, one per event loop
   (redis.asyncio connections belong to the loop that opened them; uvicorn runs one loop per
-  worker, tests may run several).
+  worker, tests may run several); `redis_ping()` asks it whether it answers, for /readyz.
 - the stream (settings.STREAM_REDIS): the event history, stream slots, principal-change
   notices. `stream_client()` for the web and worker threads (strings decoded), and
   `stream_reader_client()` for a process's history reader task.
@@ -51,8 +51,7 @@ def async_cache_client():
     import redis.asyncio as aioredis
 
     config = settings.CACHES["default"]
-    location = config["LOCATION"]
-    url = location[0] if isinstance(location, list | tuple) else location
+    url = _cache_url()
     per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
     client = per_loop.get(url)
     if client is None:
@@ -65,6 +64,27 @@ def async_cache_client():
         )
         per_loop[url] = client
     return client
+
+
+def _cache_url() -> str:
+    location = settings.CACHES["default"]["LOCATION"]
+    return location[0] if isinstance(location, list | tuple) else location
+
+
+def redis_ping(*, timeout: float) -> None:
+    """Ping the Redis of settings.REDIS_URL (the one the cache's and the stream's settings are
+    derived from) for /readyz, on a connection of its own, opened and closed here, waiting at
+    most `timeout` seconds to connect and for the answer; raises when Redis does not answer
+    (redis.RedisError or OSError)."""
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 # --- The stream's Redis -----------------------------------------------------------------------

@@ -66,15 +66,9 @@ def check_postgres() -> None:
 
 
 def check_redis() -> None:
-    import redis
+    from users.redis import redis_ping
 
-    client = redis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=CHECK_TIMEOUT, socket_timeout=CHECK_TIMEOUT
-    )
-    try:
-        client.ping()
-    finally:
-        client.close()
+    redis_ping(timeout=CHECK_TIMEOUT)
 
 
 def check_broker() -> None:

@@ -67,3 +67,12 @@ def test_every_lua_file_is_a_script_redis_accepts(redis_client):
 def test_a_script_name_is_never_a_path():
     with pytest.raises(ValueError):
         users_redis.lua_source("../redis")
+
+
+def test_redis_ping_answers_and_raises_when_redis_does_not(settings):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    users_redis.redis_ping(timeout=0.5)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    with pytest.raises(RedisConnectionError):
+        users_redis.redis_ping(timeout=0.5)
