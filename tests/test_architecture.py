@@ -7,6 +7,7 @@ words) is changed on purpose."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,11 @@ def test_every_row_of_the_map_names_modules_that_exist():
     for row, (modules, allowed) in MAP.items():
         for name in (*modules, *allowed):
             assert any(covers(name, module) for module in existing), f"{row}: no module {name}"
+
+
+def test_architecture_md_names_every_row_of_the_map():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    for row, (modules, _) in MAP.items():
+        for name in modules:
+            path = name.replace(".", "/")
+            assert re.search(rf"`{re.escape(path)}(\.py|/)", text), f"{row}: {path} not in the map"
