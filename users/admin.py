@@ -19,6 +19,7 @@ from django.core.paginator import Paginator
 from django.template.response import TemplateResponse
 
 from users import selectors
+from users.access import may_import
 from users.columns import USER_COLUMNS
 from users.consistency import request_read_alias
 from users.models import ApiToken, User
@@ -175,9 +176,7 @@ class UserAdmin(admin.ModelAdmin):
         return selectors.user_search(text=text, queryset=queryset), False
 
     def changelist_view(self, request, extra_context=None):
-        from ingest.admin import can_import
-
-        context = {**(extra_context or {}), "can_import": can_import(request)}
+        context = {**(extra_context or {}), "can_import": may_import(request.user)}
         if request.method != "GET":  # actions (deletes): writes, rows picked on the primary
             return super().changelist_view(request, context)
         try:

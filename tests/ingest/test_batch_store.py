@@ -8,11 +8,11 @@ import pytest
 
 from ingest import services
 from ingest.models import IngestBatch, RejectedRow
-from ingest.parsing import parse_row
 from ingest.services import batch_from_message, batch_message, ingest_batch_store
 from tests.support.data import cached
 from tests.support.factories import IngestRunFactory
 from users.models import User
+from users.validation import parse_row
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,8 @@ import pytest
 from django.test import override_settings
 
 from tests.support.data import LENGTHENING_EMAIL
-from users.api.throttling import anon_window
 from users.models import User
+from users.ratelimit import anon_window
 from users.validation import API_ID_START
 
 pytestmark = pytest.mark.django_db

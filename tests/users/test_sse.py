@@ -316,7 +316,7 @@ def test_a_stream_that_misses_ids_reads_them_from_the_history(monkeypatch):
 
     from users.stream import delivery
     from users.stream.delivery import Listener
-    from users.stream.streaming import users_stream
+    from users.stream.streaming import client_stream_body
 
     channel = settings.STREAM_CHANNEL
     manager = delivery.HistoryListenerManager()
@@ -332,7 +332,7 @@ def test_a_stream_that_misses_ids_reads_them_from_the_history(monkeypatch):
     async def stream() -> tuple[list[int], int]:
         listener = Listener()
         listener.channels = {channel}
-        body = users_stream(channel=channel, last_id=None, listener=listener, slot=slot)
+        body = client_stream_body(channel=channel, last_id=None, listener=listener, slot=slot)
         await anext(body)  # stream-open
         waiting = asyncio.ensure_future(anext(body))
         await asyncio.sleep(0.3)  # it took the newest id as its position and waits
