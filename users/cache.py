@@ -414,9 +414,9 @@ async def afast_read(
 # --- The stream's keys (users.stream), in the stream's Redis (settings.STREAM_REDIS) ----------
 
 
-def history_keys(channel: str) -> tuple[str, str, str, str, str]:
-    """The keys holding a channel's history: last id, events, their sizes, total size and the
-    deleted users' tombstones."""
+def history_keys(channel: str) -> tuple[str, str, str, str, str, str]:
+    """The keys holding a channel's history: last id, events, their sizes, total size, the
+    deleted users' tombstones and the history's epoch (users/lua/stream_epoch.lua)."""
     prefix = settings.STREAM_KEY_PREFIX
     return (
         f"{prefix}:id:{channel}",
@@ -424,6 +424,7 @@ def history_keys(channel: str) -> tuple[str, str, str, str, str]:
         f"{prefix}:sizes:{channel}",
         f"{prefix}:bytes:{channel}",
         f"{prefix}:deleted:{channel}",
+        f"{prefix}:epoch:{channel}",
     )
 
 
@@ -473,3 +474,35 @@ def written_lsn(account_id: int) -> int | None:
     caller cannot tell a stale replica read is safe without it."""
     score = redis_client().zscore(written_lsn_key(account_id), "lsn")
     return None if score is None else int(score)
+
+
+# After a Redis failover the new primary may lack the last positions noted above (replication
+# is asynchronous). The primary's replication id changes with a failover (and a restart): kept
+# beside the positions with the primary's WAL insert position when the change was first seen,
+# that position is a floor under every account's (users.consistency.written_lsn_floor).
+
+
+def written_lsn_floor_key() -> str:
+    return f"{settings.USERS_CACHE_PREFIX}:written-lsn-floor"
+
+
+def written_lsn_floor(*, current_lsn) -> int:
+    """The floor under every account's write position: the one stored, while the Redis primary
+    is the one that stored it; else `current_lsn()` (the primary's WAL insert position now),
+    stored with the new primary's replication id. Raises RedisError."""
+    client = redis_client()
+    pipe = client.pipeline(transaction=False)
+    pipe.info("replication")
+    pipe.hmget(written_lsn_floor_key(), "replid", "lsn")
+    info, (stored_replid, stored_lsn) = pipe.execute()
+    replid = info["master_replid"]
+    if stored_replid is not None and stored_replid.decode() == replid and stored_lsn is not None:
+        return int(stored_lsn)
+    lsn = int(current_lsn())
+    client.hset(written_lsn_floor_key(), mapping={"replid": replid, "lsn": lsn})
+    logger.warning(
+        "read-your-writes: the Redis primary changed (replication id %s); replicas serve an "
+        "account's reads again once they replay past %s",
+        replid[:8], lsn,
+    )  # fmt: skip
+    return lsn

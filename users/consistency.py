@@ -15,6 +15,13 @@ The rule. A client that wrote and then reads, through any web host, sees its wri
    cache fill of `GET /users/{id}` (a stale replica must never put a deleted or older user
    back into Redis).
 
+After a Redis failover the new primary may lack positions the old one had (replication is
+asynchronous). Each process asks Redis, at most once a second, whether its primary changed
+(its replication id, users.cache.written_lsn_floor); the first process that sees the change
+stores the PostgreSQL primary's WAL insert position of that moment, and every account's reads
+go to a replica only once it has replayed past that floor too: at or past every write committed
+before the failover. A write noted in the second before a process looks can be missed.
+
 The position is kept for WRITTEN_LSN_SECONDS (the lag limit plus a margin): by then every
 replica still in use has replayed it (a replica further behind is skipped anyway). When Redis
 cannot say, the read goes to the primary. With no replica configured none of this runs: the
@@ -24,6 +31,9 @@ middleware removes itself and every read uses the primary, as before.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
@@ -46,6 +56,35 @@ def written_lsn_seconds() -> float:
     return settings.DATABASE_REPLICA_MAX_LAG_SECONDS + 10.0
 
 
+# Seconds between a process's looks at whether the Redis primary changed.
+FLOOR_CHECK_SECONDS = 1.0
+
+
+class _Floor:
+    def __init__(self) -> None:
+        self.lsn = 0
+        self.checked_at = float("-inf")
+        self.lock = threading.Lock()
+
+
+_floor = _Floor()
+os.register_at_fork(after_in_child=lambda: globals().update(_floor=_Floor()))
+
+
+def written_lsn_floor() -> int:
+    """The position every account's reads wait for since the last Redis failover (module
+    docstring), looked up at most once per FLOOR_CHECK_SECONDS. Raises RedisError or
+    DatabaseError (the primary's position could not be read)."""
+    floor = _floor
+    if time.monotonic() - floor.checked_at < FLOOR_CHECK_SECONDS:
+        return floor.lsn
+    with floor.lock:
+        if time.monotonic() - floor.checked_at >= FLOOR_CHECK_SECONDS:
+            floor.lsn = cache.written_lsn_floor(current_lsn=primary_wal_lsn)
+            floor.checked_at = time.monotonic()
+    return floor.lsn
+
+
 def read_alias(*, account_id: int | None = None) -> str:
     """The database for a stale-tolerant read by `account_id` (None: anonymous)."""
     if len(settings.DATABASES) == 1:  # no replicas: the primary, without asking Redis
@@ -53,9 +92,12 @@ def read_alias(*, account_id: int | None = None) -> str:
     min_lsn = None
     if account_id is not None:
         try:
-            min_lsn = cache.written_lsn(account_id)
+            min_lsn = max(cache.written_lsn(account_id) or 0, written_lsn_floor()) or None
         except RedisError:
             logger.warning("cache: Redis unavailable for read-your-writes; reading the primary")
+            return PRIMARY
+        except DatabaseError:
+            logger.warning("read-your-writes: primary position unknown; reading the primary")
             return PRIMARY
     return replica_alias(min_lsn=min_lsn)
 

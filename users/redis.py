@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import threading
 import weakref
 from pathlib import Path
@@ -208,6 +209,7 @@ def stream_reader_client(*, block_seconds: float):
 # and what its KEYS and ARGV are.
 
 LUA_DIRECTORY = Path(__file__).resolve().parent / "lua"
+_LUA_INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
 
 _scripts: dict[tuple[int, str], Any] = {}
 
@@ -217,7 +219,9 @@ def lua_source(name: str) -> str:
     """The source of the Lua script `name` (users/lua/<name>.lua), read once per process."""
     if not name.isidentifier():  # a name, never a path
         raise ValueError(f"not a Lua script name: {name!r}")
-    return (LUA_DIRECTORY / f"{name}.lua").read_text(encoding="utf-8")
+    source = (LUA_DIRECTORY / f"{name}.lua").read_text(encoding="utf-8")
+    # "--#include <name>" puts another file's functions in (a script cannot call another).
+    return _LUA_INCLUDE.sub(lambda match: lua_source(match[1]), source)
 
 
 def script(client, name: str):

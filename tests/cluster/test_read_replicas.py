@@ -5,6 +5,7 @@ lacks a write the primary has."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from contextlib import contextmanager
 
@@ -136,6 +137,31 @@ def test_cache_fills_read_the_primary_never_a_stale_replica(
         response = reader.get(f"/users/{user_id}")
         assert response.status_code == 404, response.text
         assert redis_client.get(user_key(user_id)) is None
+
+
+def test_a_writer_reads_its_own_write_after_redis_lost_its_position(
+    server, postgres_pair, cluster_tokens, redis_client
+):
+    """A Redis failover that lost the account's noted position: the new primary's replication
+    id differs from the one stored with the floor, so every account waits for the replicas to
+    replay past the PostgreSQL primary's position when the change was seen."""
+    from users.cache import written_lsn_floor_key, written_lsn_key
+
+    name = marker()
+    with replay_paused(postgres_pair):
+        user_id = create(server.base, cluster_tokens["writer"], name)
+        positions = list(redis_client.scan_iter(written_lsn_key(0).removesuffix("0") + "*"))
+        # What a failover that lost the write's position would look like with the same Redis
+        # primary: without the position, the writer's read is a moment stale...
+        redis_client.delete(*positions)
+        time.sleep(1.2)  # the server's last look at the floor is older than a second
+        assert listed(server.base, cluster_tokens["writer"], name) == []
+        # ...and with the primary's replication id changed, it is not.
+        redis_client.hset(written_lsn_floor_key(), "replid", "a-primary-before-the-failover")
+        time.sleep(1.2)
+        assert listed(server.base, cluster_tokens["writer"], name) == [user_id]
+        assert "the Redis primary changed" in server.log()
+    wait_until(lambda: listed(server.base, cluster_tokens["reader"], name) == [user_id])
 
 
 def test_a_replica_past_the_lag_limit_is_skipped_and_reported(

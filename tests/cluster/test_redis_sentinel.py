@@ -92,7 +92,7 @@ def test_every_redis_use_follows_a_failover(sentinel_server, redis_sentinels, ap
             before = _create(writer, "Before")
             assert before is not None
             assert reader.get(f"/users/{before}").status_code == 200
-            stream.wait_for(lambda e: e.type == "user.created" and e.json()["id"] == before)
+            seen = stream.wait_for(lambda e: e.type == "user.created" and e.json()["id"] == before)
             old_primary = redis_sentinels.primary_port()
             assert redis_sentinels.client(old_primary).exists(user_key(before))
 
@@ -109,15 +109,15 @@ def test_every_redis_use_follows_a_failover(sentinel_server, redis_sentinels, ap
             # The fast read path (token, rate limit and user in one script) on the new primary.
             assert reader.get(f"/users/{after}").status_code == 200
             assert reader.get(f"/users/{before}").status_code == 200
-            # The stream's reader task follows: the new event arrives, with an id after the
-            # last one seen, or the client is told to reset.
-            event = stream.wait_for(
-                lambda e: (
-                    e.type == "stream-reset"
-                    or (e.type == "user.created" and e.json()["id"] == after)
-                )
-            )
-            assert event.type in ("user.created", "stream-reset")
+            # The stream's reader task follows, and the promoted replica began a new epoch (it
+            # may lack the last events): the client is told to reset, then goes on live there.
+            reset = stream.wait_for(lambda e: e.type == "stream-reset")
+            epoch_before = seen.id.rpartition("@")[2].split(":")[0]
+            epoch_after = reset.id.rpartition("@")[2].split(":")[0]
+            assert epoch_after != epoch_before
+            live = _create(writer, "Live")
+            event = stream.wait_for(lambda e: e.type == "user.created" and e.json()["id"] == live)
+            assert event.id.rpartition("@")[2].startswith(f"{epoch_after}:")
             with capsys.disabled():
                 print(
                     f"\nSentinel failover: promoted after {failover:.1f}s,"

@@ -27,6 +27,7 @@ from tests.support.sse import SSEClient, SSEEvent
 from users.cache import history_keys
 from users.events import user_created, users_ingested
 from users.services import user_create, user_delete
+from users.stream.encoding import event_id_text
 from users.stream.history import EventDoesNotExist, RedisStreamStorage
 from users.stream.views import INVALID_LAST_EVENT_ID
 
@@ -80,8 +81,9 @@ def test_created_and_deleted_users_reach_a_connected_client(connect):
     created = client.wait_for(is_user_event("user.created", user.id))
     assert created.json()["email_address"] == "Ann@example.com"
     assert created.json()["first_name"] == "Ann"
-    channel, _, number = created.id.partition(":")
-    assert channel == settings.STREAM_CHANNEL and int(number) > 0
+    channel_epoch, _, number = created.id.partition(":")
+    channel, _, epoch = channel_epoch.partition("@")
+    assert channel == settings.STREAM_CHANNEL and epoch and int(number) > 0
 
     user_delete(user_id=user.id)
     deleted = client.wait_for(is_user_event("user.deleted", user.id))
@@ -168,6 +170,35 @@ def test_client_further_behind_than_the_history_is_told_to_reset(connect, settin
     future.wait_for(lambda event: event.type == "stream-reset")
 
 
+def test_an_id_of_another_epoch_or_of_the_old_format_is_told_to_reset(connect, redis_client):
+    """A Redis failover starts a new epoch (the new primary may lack the last events, and its
+    ids would go on from an older number with other content): simulated here by taking the
+    epoch away, as a primary that never had it would."""
+    channel = settings.STREAM_CHANNEL
+    client = connect()
+    seen = client.wait_for(is_user_event("user.created", new_user("Before").id))
+    client.close()
+    epoch, number = seen.id.rpartition("@")[2].split(":")
+    assert seen.id == f"{channel}@{epoch}:{number}"
+
+    # The id as it was before epochs: its numbering may not be today's.
+    connect(last_event_id=f"{channel}:{number}").wait_for(lambda e: e.type == "stream-reset")
+
+    redis_client.delete(history_keys(channel)[5])  # the epoch, as after a failover
+    later = new_user("AfterFailover")
+    resumed = connect(last_event_id=seen.id)
+    reset = resumed.wait_for(lambda event: event.type != "stream-open")
+    assert reset.type == "stream-reset"  # not the event numbered after the id in the new epoch
+    new_epoch = reset.id.rpartition("@")[2].split(":")[0]
+    assert new_epoch != epoch
+    assert int(reset.id.rpartition(":")[2]) >= int(number) + 1
+    # ...and then it goes on live, in the new epoch.
+    again = new_user("Live")
+    event = resumed.wait_for(is_user_event("user.created", again.id))
+    assert event.id.startswith(f"{channel}@{new_epoch}:")
+    assert later.id != again.id
+
+
 def _kill_history_readers(redis_client) -> None:
     readers = [
         info["id"]
@@ -203,12 +234,14 @@ def test_a_lost_history_resets_open_streams(web_server, reader_headers, redis_cl
     try:
         for number in range(3):
             user_created({"id": 960 + number})
-            client.wait_for(is_user_event("user.created", 960 + number))
+            seen = client.wait_for(is_user_event("user.created", 960 + number))
         redis_client.delete(*history_keys(settings.STREAM_CHANNEL))
-        user_created({"id": 970})  # id 1 again: below what the stream has seen
+        user_created({"id": 970})  # id 1 again, of a new epoch: the ids before are not its
         _kill_history_readers(redis_client)
         reset = client.wait_for(lambda event: event.type == "stream-reset", timeout=15)
-        assert reset.id == f"{settings.STREAM_CHANNEL}:1"
+        epoch = RedisStreamStorage().get_position(settings.STREAM_CHANNEL)[0]
+        assert reset.id == f"{settings.STREAM_CHANNEL}@{epoch}:1"
+        assert not seen.id.startswith(f"{settings.STREAM_CHANNEL}@{epoch}:")
         user_created({"id": 971})
         assert client.wait_for(is_user_event("user.created", 971)).id.endswith(":2")
     finally:
@@ -322,7 +355,7 @@ def test_a_stream_that_misses_ids_reads_them_from_the_history(monkeypatch):
     manager = delivery.HistoryListenerManager()
 
     async def no_reader(channel, reader) -> None:  # the test feeds the queue itself
-        reader.last_id = RedisStreamStorage().get_current_id(channel)
+        reader.epoch, reader.last_id = RedisStreamStorage().get_position(channel)
         reader.started.set()
 
     manager._read_forever = no_reader
@@ -497,7 +530,7 @@ def bounded_server(django_db_setup, tmp_path_factory):
 
 def _current_id() -> str:
     channel = settings.STREAM_CHANNEL
-    return f"{channel}:{RedisStreamStorage().get_current_id(channel)}"
+    return event_id_text(channel, *RedisStreamStorage().get_position(channel))
 
 
 def test_a_replay_beyond_its_event_or_byte_bound_is_a_reset(connect, bounded_server):

@@ -57,8 +57,8 @@ def test_event_text_strips_line_breaks_from_type_and_id_and_splits_data_lines():
 
 
 def test_stream_notices_carry_json_data():
-    assert stream_reset("a b", 9) == (
-        b'event: stream-reset\nid: a%20b:9\ndata: {"channels": ["a b"]}\n\n'
+    assert stream_reset("a b", "e1", 9) == (
+        b'event: stream-reset\nid: a%20b@e1:9\ndata: {"channels": ["a b"]}\n\n'
     )
     assert stream_closed(("permission_denied", "No.")) == (
         b'event: stream-closed\ndata: {"reason": "permission_denied", "detail": "No."}\n\n'

@@ -108,8 +108,9 @@ def _ref(name: str) -> dict:
 
 _SSE_DESCRIPTION = """\
 A Server-Sent Events stream (`text/event-stream`) of every change to users, from every write
-path (API, admin, ingest workers). Each event is `event: <type>`, `id: <channel>:<n>` (n
-consecutive per channel) and `data: <JSON>`:
+path (API, admin, ingest workers). Each event is `event: <type>`, `id: <channel>@<epoch>:<n>`
+(n consecutive per channel within an epoch; a Redis failover starts a new epoch, and an id of
+another epoch gets `stream-reset`) and `data: <JSON>`:
 
 | event | data |
 |---|---|
@@ -139,9 +140,9 @@ _SSE_OPERATION = {
             "in": "header",
             "name": "Last-Event-ID",
             "required": False,
-            "schema": {"type": "string", "example": "users:42"},
+            "schema": {"type": "string", "example": "users@6b14a70a23be0:42"},
             "description": "Resume after this event: the `id` of the last one received "
-            "(`<channel>:<n>`).",
+            "(`<channel>@<epoch>:<n>`).",
         },
         {
             "in": "query",
@@ -157,7 +158,9 @@ _SSE_OPERATION = {
             "content": {
                 "text/event-stream": {
                     "schema": {"type": "string"},
-                    "example": 'event: user.deleted\nid: users:42\ndata: {"id": 7}\n\n',
+                    "example": (
+                        'event: user.deleted\nid: users@6b14a70a23be0:42\ndata: {"id": 7}\n\n'
+                    ),
                 }
             },
             # Not OpenAPI 3.0 vocabulary (it has no way to describe events): the data schema

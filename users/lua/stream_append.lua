@@ -4,9 +4,12 @@
 -- events and ARGV[4] bytes of data (an ingest batch event is ~1 MB), always at least the newest
 -- event; KEYS[3] lists the sizes of the kept events, KEYS[4] holds their sum. ARGV[5], for a
 -- user.deleted event, is the user's id: its tombstone (KEYS[5]) is scored by this event's id;
--- tombstones no kept event is older than are trimmed with the history.
+-- tombstones no kept event is older than are trimmed with the history. KEYS[6] holds the
+-- history's epoch, stored with each event: returns {id, epoch}.
+--#include stream_epoch
+local epoch = stream_epoch(KEYS[6])
 local id = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], id .. '-0', 't', ARGV[1], 'd', ARGV[2])
+redis.call('XADD', KEYS[2], id .. '-0', 't', ARGV[1], 'd', ARGV[2], 'e', epoch)
 local kept = redis.call('RPUSH', KEYS[3], #ARGV[2])
 local bytes = redis.call('INCRBY', KEYS[4], #ARGV[2])
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[5], id, ARGV[5]) end
@@ -23,4 +26,4 @@ if drop > 0 then
   redis.call('XTRIM', KEYS[2], 'MINID', oldest .. '-0')
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', oldest)
 end
-return id
+return {id, epoch}

@@ -1,6 +1,8 @@
 -- The size of the history after ARGV[1] (what a resume would replay; users.stream.history):
 -- {events, bytes}; {0, 0} when there is nothing to replay or the id is not in the history (the
--- client gets stream-reset).
+-- client gets stream-reset). ARGV[2] is the epoch of ARGV[1]; of another epoch (KEYS[4]), {0, 0}.
+--#include stream_epoch
+if ARGV[2] ~= stream_epoch(KEYS[4]) then return {0, 0} end
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local last = tonumber(ARGV[1])
 if last >= current then return {0, 0} end

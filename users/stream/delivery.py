@@ -6,8 +6,9 @@ through their Listener queues. The history is written in id order, so the reader
 order whichever process sent them; after losing Redis it connects again with backoff and goes on
 from its last id, so nothing appended meanwhile is missed or sent twice. A stream whose queue
 overflowed, or that sees a live event skip ids, reads the history from its own last id. When
-the ids go back (the history was lost: Redis flushed, or restarted without its data) the reader
-sends its streams to the history too, which tells them stream-reset. The same XREAD follows the
+the ids go back (the history was lost: Redis flushed, or restarted without its data), or the
+epoch changes (a Redis failover: users.stream.history), the reader sends its streams to the
+history too, which tells them stream-reset. The same XREAD follows the
 principal-change notices (users.events.principals_changed): the streams of the accounts named
 check their client again.
 """
@@ -21,7 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from users import cache
-from users.redis import stream_reader_client
+from users.redis import lua_source, stream_reader_client
 from users.stream.encoding import Event
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class _Reader:
 
     task: asyncio.Task | None = None
     last_id: int | None = None
+    epoch: str | None = None  # of the history last_id is numbered in
     started: asyncio.Event = field(default_factory=asyncio.Event)
     notice_id: str | None = None  # the last principal-change notice read
 
@@ -116,14 +118,14 @@ class HistoryListenerManager:
             for listener in wake:
                 listener.wake_threadsafe()
 
-    async def delivered_id(self, channel: str) -> int:
-        """The last id this process's reader of `channel` delivered, once it is connected:
+    async def delivered_id(self, channel: str) -> tuple[str, int]:
+        """(epoch, last id) this process's reader of `channel` delivered, once it is connected:
         a stream that registered its listener before asking gets every event after it.
         Raises TimeoutError when the reader cannot reach Redis."""
         reader = self._readers[channel]
         async with asyncio.timeout(READER_START_TIMEOUT):
             await reader.started.wait()
-        return reader.last_id
+        return reader.epoch, reader.last_id
 
     def _wanted(self, channel: str, reader: _Reader) -> bool:
         """Whether `reader` is still `channel`'s reader: it leaves once no stream here reads
@@ -137,13 +139,16 @@ class HistoryListenerManager:
             return False
 
     async def _read_forever(self, channel: str, reader: _Reader) -> None:
-        id_key, log_key, *_ = cache.history_keys(channel)
+        id_key, log_key, sizes_key, _, deleted_key, epoch_key = cache.history_keys(channel)
         notices_key = cache.principal_changes_key()
         delay = 0.5
         while self._wanted(channel, reader):
             client = stream_reader_client(block_seconds=READER_BLOCK_SECONDS)
+            # Registered on this connection's client only (it is made again on each connect).
+            read = client.register_script(lua_source("stream_read"))
+            history = [id_key, log_key, sizes_key, deleted_key, epoch_key]
             try:
-                self._continue_from(channel, reader, await client.get(id_key))
+                self._continue_from(channel, reader, *await _position(read, history))
                 self._notices_from(channel, reader, await client.xrevrange(notices_key, count=1))
                 reader.started.set()
                 self.connections += 1
@@ -157,7 +162,7 @@ class HistoryListenerManager:
                         block=int(READER_BLOCK_SECONDS * 1000),
                     )
                     if not reply:
-                        self._continue_from(channel, reader, await client.get(id_key))
+                        self._continue_from(channel, reader, *await _position(read, history))
                         newest = await client.xrevrange(notices_key, count=1)
                         self._notices_from(channel, reader, newest)
                         continue
@@ -168,9 +173,14 @@ class HistoryListenerManager:
                             continue
                         for entry_id, fields in entries:
                             event_id = int(entry_id.split("-", 1)[0])
+                            epoch = fields.get("e")
+                            if epoch != reader.epoch:  # a failover since: streams reset
+                                self._reset_streams(channel)
+                                reader.epoch = epoch
                             reader.last_id = event_id
                             self.add_to_queues(
-                                channel, Event(channel, fields["t"], fields["d"], event_id)
+                                channel,
+                                Event(channel, fields["t"], fields["d"], event_id, epoch),
                             )
             except asyncio.CancelledError:
                 raise
@@ -182,21 +192,24 @@ class HistoryListenerManager:
             await asyncio.sleep(delay)
             delay = min(delay * 2, READER_MAX_BACKOFF)
 
-    def _continue_from(self, channel: str, reader: _Reader, current: str | None) -> None:
+    def _continue_from(self, channel: str, reader: _Reader, current_id: int, epoch: str) -> None:
         """Set where `reader` goes on from: its last id, or the newest for a new reader (its
         streams read what came before from the history themselves)."""
-        current_id = int(current or 0)
-        if reader.last_id is not None and current_id < reader.last_id:
-            # The history is gone (Redis flushed, or restarted without its data) and the ids
-            # start again: the streams hear so (stream-reset) from the history.
+        if reader.last_id is not None and (current_id < reader.last_id or epoch != reader.epoch):
+            # The history is gone (Redis flushed, or restarted without its data: the ids start
+            # again) or another epoch began (a failover): the streams hear so (stream-reset)
+            # from the history.
             logger.warning("sse: the history of %s was lost; resetting its streams", channel)
-            with self.lock:
-                for listener in self.listeners_by_channel.get(channel, ()):
-                    listener.overflow = True  # the stream's "read the history" path
-                    listener.wake_threadsafe()
+            self._reset_streams(channel)
         elif reader.last_id is not None:
             return
-        reader.last_id = current_id
+        reader.last_id, reader.epoch = current_id, epoch
+
+    def _reset_streams(self, channel: str) -> None:
+        with self.lock:
+            for listener in self.listeners_by_channel.get(channel, ()):
+                listener.overflow = True  # the stream's "read the history" path
+                listener.wake_threadsafe()
 
     def _notices_from(self, channel: str, reader: _Reader, newest: list) -> None:
         """Set where `reader` goes on reading principal-change notices from: the newest for a
@@ -216,6 +229,13 @@ class HistoryListenerManager:
                 if accounts is None or getattr(listener, "user_id", None) in accounts:
                     listener.recheck = True
                     listener.wake_threadsafe()
+
+
+async def _position(read, keys: list[str]) -> tuple[int, str]:
+    """The history's (last id, epoch) now: the read script's answer to an empty read (it makes
+    the epoch when there is none)."""
+    current, _, epoch = (await read(keys=keys, args=[0, 1, 1, "0", "-"]))[:3]
+    return int(current), epoch
 
 
 def _stream_id(entry_id: str) -> tuple[int, int]:

@@ -21,6 +21,7 @@ class Event:
     type: str
     data: Any
     id: int | None = None
+    epoch: str | None = None  # of the history the id is numbered in
 
 
 # Events at least this long (an ingest batch is about 1 MB) are encoded once per process and
@@ -83,14 +84,18 @@ KEEP_ALIVE_SECONDS = 20
 KEEP_ALIVE_COMMENT = b": keep-alive\n\n"
 
 
-def event_id_text(channel: str, event_id: int) -> str:
-    return f"{quote(channel)}:{event_id}"
+def event_id_text(channel: str, epoch: str, event_id: int) -> str:
+    """`<channel>@<epoch>:<n>` (the channel quoted, so it holds no "@", ":" or ","; users.stream.
+    history says why ids name their epoch)."""
+    return f"{quote(channel)}@{epoch}:{event_id}"
 
 
-def stream_reset(channel: str, current_id: int) -> bytes:
+def stream_reset(channel: str, epoch: str, current_id: int) -> bytes:
     """Tell the client the history cannot bring it up to date: reload through the API."""
     return sse_text(
-        "stream-reset", json.dumps({"channels": [channel]}), event_id_text(channel, current_id)
+        "stream-reset",
+        json.dumps({"channels": [channel]}),
+        event_id_text(channel, epoch, current_id),
     ).encode()
 
 

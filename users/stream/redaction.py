@@ -46,7 +46,8 @@ def without_deleted_users(event: Event, deleted: dict[int, int]) -> Event | None
     if len(users) == len(batch["users"]):
         return event
     batch["users"], batch["count"] = users, len(users)
-    return Event(event.channel, event.type, json.dumps(batch, separators=(",", ":")), event.id)
+    data = json.dumps(batch, separators=(",", ":"))
+    return Event(event.channel, event.type, data, event.id, event.epoch)
 
 
 def _holds_user(data: str, user_id: int) -> bool:
@@ -63,7 +64,7 @@ _replayed_lock = threading.Lock()
 
 
 def replay_body(
-    channel: str, event_id: int, event_type: str, data: str, deleted: dict[int, int]
+    channel: str, epoch: str, event_id: int, event_type: str, data: str, deleted: dict[int, int]
 ) -> bytes | None:
     """The SSE text a replay sends for a history event, without the users deleted after it
     (None: nothing left of it). Big events come from a small per-process cache, keyed by the
@@ -72,7 +73,7 @@ def replay_body(
     tombstone changes exactly when the users removed from the event do. The history's own text
     is compared too: ids start again when the history is lost (Redis flushed)."""
     generation = max((at for at in deleted.values() if at > event_id), default=0)
-    key = (channel, event_id, event_type, generation)
+    key = (channel, epoch, event_id, event_type, generation)
     big = len(data) >= SHARED_ENCODING_MIN_LENGTH
     if big:
         with _replayed_lock:
@@ -85,7 +86,7 @@ def replay_body(
         event = without_deleted_users(event, deleted)
     body = None
     if event is not None:
-        body = encode_event(event.type, event.data, event_id_text(channel, event_id))
+        body = encode_event(event.type, event.data, event_id_text(channel, epoch, event_id))
     if big:
         _remember_replayed(key, data, body)
     return body

@@ -33,6 +33,7 @@ class Progress:
     its last catch-up sent."""
 
     position: int
+    epoch: str | None = None  # of the history `position` is numbered in
     replayed: int = 0
 
 
@@ -48,7 +49,7 @@ async def catch_up_from_history(channel: str, progress: Progress) -> AsyncIterat
     while True:
         try:
             step = await read(
-                channel, last_id, max_events=REPLAY_STEP_EVENTS,
+                channel, last_id, epoch=progress.epoch, max_events=REPLAY_STEP_EVENTS,
                 max_bytes=REPLAY_STEP_BYTES, backlog=first, encoded=True,
             )  # fmt: skip
         except Exception as exc:
@@ -57,8 +58,8 @@ async def catch_up_from_history(channel: str, progress: Progress) -> AsyncIterat
         too_much = first and (step.backlog_events > max_events or step.backlog_bytes > max_bytes)
         first = False
         if step.lost or too_much:
-            progress.position = step.current_id
-            yield stream_reset(channel, step.current_id)
+            progress.position, progress.epoch = step.current_id, step.epoch
+            yield stream_reset(channel, step.epoch, step.current_id)
             return
         if step.up_to_date:
             return
@@ -73,7 +74,7 @@ async def catch_up_from_history(channel: str, progress: Progress) -> AsyncIterat
                     channel
                 )
                 progress.position = current
-                yield stream_reset(channel, current)
+                yield stream_reset(channel, progress.epoch, current)
                 return
             progress.position = event_id
             progress.replayed = sent_bytes

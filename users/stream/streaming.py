@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 async def client_stream_body(
-    *, channel: str, last_id: int | None, listener: Listener, slot: StreamSlot,
+    *, channel: str, last_id: tuple[str, int] | None, listener: Listener, slot: StreamSlot,
     client: StreamClient | None = None,
 ) -> AsyncIterator[bytes]:  # fmt: skip
     """The stream of one client: what it missed (when it gave an id), then live events; ended
@@ -41,14 +41,18 @@ async def client_stream_body(
             # Every event after this id reaches the listener's queue; the history has those
             # before it (its reads from now on see at least this id). Taken before stream-open:
             # a client gets every event sent once it has seen stream-open.
-            delivered = await manager.delivered_id(channel)
+            epoch, delivered = await manager.delivered_id(channel)
         except TimeoutError:
             logger.warning("sse: the history reader is not connected; ending a stream")
             return
         yield STREAM_OPENING
         catch_up = last_id is not None
         resumed = catch_up  # its first catch-up was charged when it connected
-        progress = Progress(delivered if last_id is None else last_id)
+        if last_id is None:
+            progress = Progress(delivered, epoch)
+        else:
+            resume_epoch, resume_id = last_id
+            progress = Progress(resume_id, resume_epoch)
         recheck = False
         wrote = time.monotonic()
         while True:
@@ -96,6 +100,9 @@ async def client_stream_body(
                     yield stream_closed(reason)
                     return
             for event in items:
+                if event.epoch != progress.epoch:
+                    catch_up = True  # another epoch (a failover): the history says stream-reset
+                    break
                 if event.id <= progress.position:
                     continue  # already sent from the history
                 if event.id > progress.position + 1:
@@ -105,7 +112,7 @@ async def client_stream_body(
                     break
                 progress.position = event.id
                 wrote = time.monotonic()
-                yield encode_live_event(event, event_id_text(channel, event.id))
+                yield encode_live_event(event, event_id_text(channel, event.epoch, event.id))
     except StreamEnded:
         return
     finally:

@@ -45,14 +45,16 @@ from viswals.db_router import read_with_fallback
 
 logger = logging.getLogger(__name__)
 
-# Last-Event-ID is "<channel>:<n>" (several, comma-separated, in the library's format).
-_LAST_ID_PART = re.compile(r"([^:,]{1,200}):([0-9]{1,19})")
-INVALID_LAST_EVENT_ID = "Invalid Last-Event-ID: expected '<channel>:<event number>'."
+# Last-Event-ID is "<channel>@<epoch>:<n>" (several, comma-separated, in the library's format).
+# The format before epochs, "<channel>:<n>", is still taken: as an id of no epoch, which gets
+# stream-reset (its numbering may not be today's).
+_LAST_ID_PART = re.compile(r"([^:,@]{1,200})(?:@([0-9a-z]{1,32}))?:([0-9]{1,19})")
+INVALID_LAST_EVENT_ID = "Invalid Last-Event-ID: expected '<channel>@<epoch>:<event number>'."
 
 
-def _last_event_id(request: HttpRequest, channel: str) -> int | None:
-    """The client's last event id on `channel` (None: none given, or another channel's).
-    Raises ValueError when malformed."""
+def _last_event_id(request: HttpRequest, channel: str) -> tuple[str, int] | None:
+    """The client's last event on `channel`: (epoch, id); None: none given, or another
+    channel's. Raises ValueError when malformed."""
     value = request.META.get("HTTP_LAST_EVENT_ID")
     if not value:
         value = next((v for v in reversed(request.GET.getlist("lastEventId")) if v), None)
@@ -64,7 +66,7 @@ def _last_event_id(request: HttpRequest, channel: str) -> int | None:
         if match is None:
             raise ValueError(value)
         if unquote(match[1]) == channel:
-            found = int(match[2])
+            found = (match[2] or "", int(match[3]))
     return found
 
 
@@ -135,7 +137,9 @@ def _open_stream(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _replay_refusal(client: StreamClient, channel: str, last_id: int | None) -> HttpResponse | None:
+def _replay_refusal(
+    client: StreamClient, channel: str, last_id: tuple[str, int] | None
+) -> HttpResponse | None:
     """A 429 (the API's, with Retry-After) when the client is over its rate limit, once this
     connect and the history it resumes with are counted: a connect is one request, a replay one
     per SSE_REPLAY_BYTES_PER_REQUEST bytes (a replay beyond the replay bounds is a stream-reset,
@@ -143,7 +147,8 @@ def _replay_refusal(client: StreamClient, channel: str, last_id: int | None) -> 
     replayed = 0
     if last_id is not None:
         try:
-            events, size = RedisStreamStorage().backlog(channel, last_id)
+            epoch, after = last_id
+            events, size = RedisStreamStorage().backlog(channel, after, epoch)
         except Exception as exc:  # the stream itself will find out and end
             logger.warning("sse: could not size a replay (%s)", exc)
             events = size = 0
