@@ -159,7 +159,7 @@ PAGE_IDS_FIRST_ALIAS = "page_ids_first"
 # A created_at window in id order is read through users_created_at_id_idx, ids first, while the
 # planner expects it to hold at most this fraction of the users; beyond, the primary key is
 # walked with the window as a filter (user_created_window_by_id).
-CREATED_WINDOW_WALK_ABOVE = 0.9
+CREATED_WINDOW_WALK_ABOVE = 0.5
 
 
 def _planner_rows(queryset: QuerySet) -> float:
