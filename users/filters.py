@@ -16,8 +16,8 @@ from django_filters.fields import IsoDateTimeField
 from users.models import User
 from users.selectors import (
     SEARCH_TOO_SHORT,
-    full_name_expression,
     search_text_usable,
+    user_contains,
     user_created_window_by_id,
     user_filter_email_address,
     user_filter_first_name,
@@ -134,8 +134,7 @@ class UserFilter(django_filters.FilterSet):
         "at least 3 letters or digits in a row.",
     )
     email = SubstringFilter(
-        field_name="email_address",
-        lookup_expr="icontains",
+        method="filter_email",
         help_text="Case-insensitive substring of the email address; at least 3 letters or "
         "digits in a row.",
     )
@@ -199,7 +198,12 @@ class UserFilter(django_filters.FilterSet):
             return queryset
         # A substring of the first or the last name is a substring of "first last" too, so
         # one condition (and one trigram index) covers all three.
-        return queryset.alias(full_name=full_name_expression()).filter(full_name__icontains=value)
+        return user_contains(queryset=queryset, name=True, email=False, text=value)
+
+    def filter_email(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        if not value:
+            return queryset
+        return user_contains(queryset=queryset, name=False, email=True, text=value)
 
     # Through the "first last" trigram index for a rare name, along the ordering's index for a
     # common one (users.selectors.user_filter_first_name); no b-tree of its own, which every

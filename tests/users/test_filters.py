@@ -662,3 +662,55 @@ def test_created_window_dense_past_the_cursor_is_found_by_the_probe(
         response = reader_client.get("/users?created_after=2000-01-01T00:00:00Z&page_size=5")
     assert ids(response) == sorted(user.id for user in created_window)[:5]
     assert not [q for q in captured if " IN (SELECT" in q["sql"]]
+
+
+# --- substrings of several words (users.selectors.user_contains) ----------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "name=Ashley Ramirez",
+        "name=ley ram",
+        "name=Ramirez Ashley",
+        "name=Ramirez-Lee",
+        "name=Jo Smith",  # a short word: the whole text for the index
+        "email=ashley.ramirez",
+        "email=ramirez@mail",
+        "email=ashley ramirez",
+    ],
+)
+def test_substring_of_several_words_matches_the_whole_text(reader_client, user_factory, query):
+    names = [("Ashley", "Ramirez"), ("Ramirez", "Ashley"), ("Ashley", "Ramirez-Lee")]
+    names += [("Ashleyx", "Ramirez"), ("Mary Ashley", "Ramirez"), ("Jo", "Smith"), ("Jon", "Smith")]
+    users = [
+        user_factory(first_name=first, last_name=last, email_address=f"{first}.{last}@mail.example")
+        for first, last in names
+    ]
+    users.append(user_factory(first_name="Ann", email_address='"ashley ramirez"@mail.example'))
+    parameter, _, text = query.partition("=")
+    text = text.upper()
+    if parameter == "name":
+        expected = [u.id for u in users if text in f"{u.first_name} {u.last_name}".upper()]
+    else:
+        expected = [u.id for u in users if text in u.email_address.upper()]
+    assert expected  # each case finds someone
+    assert ids(reader_client.get(f"/users?{parameter}={quote(text.lower())}")) == sorted(expected)
+
+
+def test_words_of_a_substring_are_looked_up_one_by_one(people):
+    """The trigram index is asked for each word (no trigram of a word's boundary, such as
+    "EY " or " RA"); the whole text is compared on an expression no index holds."""
+    from django.db import connection
+
+    from users.filters import UserFilter
+    from users.models import User
+
+    queryset = UserFilter({"name": "Ashley Ramirez"}, queryset=User.objects.all()).qs
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+        plan = queryset.explain()
+    index_condition = next(line for line in plan.splitlines() if "Index Cond" in line)
+    assert "users_full_name_trgm" in plan, plan
+    assert "%ASHLEY%" in index_condition and "%RAMIREZ%" in index_condition, plan
+    assert "ASHLEY RAMIREZ" not in index_condition and "ASHLEY RAMIREZ" in plan, plan
