@@ -7,7 +7,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
 from django.db.models import (
+    BigIntegerField,
     CharField,
-    DateTimeField,
     ExpressionWrapper,
     F,
     Max,
@@ -130,14 +129,54 @@ def user_filter_email_address(*, queryset: QuerySet[User], address: str) -> Quer
     ).filter(email_address__icontains=local, email_upper=Upper(Value(address)))
 
 
+# pg_trgm's words: runs of letters and digits (anything else separates them).
+_trigram_words = re.compile(r"[^\W_]+").findall
+
+
+def user_contains(
+    *, queryset: QuerySet[User], name: bool, email: bool, text: str
+) -> QuerySet[User]:
+    """`queryset` narrowed to the users whose "first last" name (`name`) or email address
+    (`email`) contains `text`, case-insensitively (`UPPER(…) LIKE UPPER('%text%')`), through the
+    trigram indexes. Check search_text_usable first.
+
+    A text of several words of three letters or more ("Ashley Ramirez") is handed to the index
+    one word at a time, `LIKE '%ASHLEY%' AND LIKE '%RAMIREZ%'`, which the whole text implies:
+    given the whole text, pg_trgm also looks up the trigrams that mark a word's start or end
+    ("EY ", "  R", " RA"), and their posting lists hold most of the table (half the index's
+    time for a full name at 5M users). The whole text then decides among the few rows found,
+    compared on a copy of the expression that no index holds (`|| ''`). A shorter word ("Jo
+    Smith") keeps the whole text for the index: there the word's boundary is what is rare."""
+    words = _trigram_words(text)
+    split = len(words) > 1 and min(len(word) for word in words) >= SEARCH_MIN_RUN
+    queryset = queryset.alias(
+        full_name=full_name_expression(),
+        full_name_unindexed=Concat(full_name_expression(), Value(""), output_field=CharField()),
+        email_unindexed=Concat("email_address", Value(""), output_field=CharField()),
+    )
+    conditions = Q()
+    for wanted, indexed, unindexed in (
+        (name, "full_name", "full_name_unindexed"),
+        (email, "email_address", "email_unindexed"),
+    ):
+        if not wanted:
+            continue
+        if split:
+            condition = Q(**{f"{unindexed}__icontains": text})
+            for word in words:
+                condition &= Q(**{f"{indexed}__icontains": word})
+        else:
+            condition = Q(**{f"{indexed}__icontains": text})
+        conditions |= condition
+    return queryset.filter(conditions)
+
+
 def user_search(*, text: str, queryset: QuerySet[User] | None = None) -> QuerySet[User]:
     """Users whose "first last" name or email address contains `text` (case-insensitive): the
     admin's search box, with the expressions (and so the trigram indexes) of the API's `name`
-    and `email` filters. Check search_text_usable first."""
+    and `email` filters (user_contains). Check search_text_usable first."""
     queryset = user_list() if queryset is None else queryset
-    return queryset.alias(full_name=full_name_expression()).filter(
-        Q(full_name__icontains=text) | Q(email_address__icontains=text)
-    )
+    return user_contains(queryset=queryset, name=True, email=True, text=text)
 
 
 # The alias under which a list's ordering key is selected (users.api.pagination): a filter that
@@ -152,12 +191,76 @@ def user_ordering_key(field: str) -> Expression:
     return Upper(field) if field == "last_name" else F(field)
 
 
-def user_created_at_key_unindexed() -> Expression:
-    """user_ordering_key("created_at"), the same values in the same order, as an expression no
-    index holds (`created_at + interval '0'`): the planner must then find the rows through the
-    filters' indexes and sort them, instead of walking the created_at index while filtering,
-    a bet on the matches being spread evenly along it."""
-    return ExpressionWrapper(F("created_at") + Value(timedelta(0)), output_field=DateTimeField())
+# The alias a filter sets on a list whose page is read in two steps (users.api.pagination,
+# user_page_ids_first): the page's ids, from an index that holds them with the filter's column
+# (an index-only scan, no table rows read), then those users' rows by primary key.
+PAGE_IDS_FIRST_ALIAS = "page_ids_first"
+
+# A created_at window in id order is read through users_created_at_id_idx, ids first, while the
+# planner expects it to hold at most this fraction of the users; beyond, the primary key is
+# walked with the window as a filter (user_created_window_by_id).
+CREATED_WINDOW_WALK_ABOVE = 0.5
+
+
+def _planner_rows(queryset: QuerySet) -> float:
+    """The planner's estimate of the rows `queryset` returns (an EXPLAIN: planning only)."""
+    plan = json.loads(queryset.order_by().explain(format="json"))
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def user_created_window_by_id(*, queryset: QuerySet[User]) -> QuerySet[User]:
+    """`queryset`, narrowed by a created_at window alone and listed in id order, set to be read
+    with a plan bounded by the window's size rather than by where its rows sit among the ids.
+
+    The planner walks the primary key filtering by the window, a bet that matches are spread
+    along the ids; they are not (ids and creation times grow together), so a window of the
+    last year was reached after 4.5M older users at 5M users (1.4 s). Instead, unless the
+    planner expects the window to hold nearly every user, the page's ids are read from
+    users_created_at_id_idx (an index-only scan of the window, ~0.1 µs a user, sorted for the
+    page's ids, PAGE_IDS_FIRST_ALIAS) and their rows fetched by primary key. Ids and creation
+    times cannot be tied by a rule (API users get ids from 10^15 with any created_at, a CSV may
+    carry any id), so no id range is derived from the window; the primary-key walk is kept for
+    a window of nearly the whole table, where it meets a match at almost every row."""
+    window = _planner_rows(queryset)
+    users = _planner_rows(queryset.model.objects.using(queryset.db).all())
+    if window > users * CREATED_WINDOW_WALK_ABOVE:
+        return queryset
+    # `id + 0`: the same values in the same order, on an expression the primary key does not
+    # hold, so the page's ids are sorted from the window rather than walked for.
+    unindexed_id = ExpressionWrapper(F("id") + Value(0), output_field=BigIntegerField())
+    return queryset.alias(**{ORDERING_KEY_ALIAS: unindexed_id, PAGE_IDS_FIRST_ALIAS: Value(True)})
+
+
+# How many ids past a cursor a page of a created_at window in id order looks at first
+# (user_page_ids_first): where the window holds one user in 20 there or more (a window at the
+# start of time, or spread evenly), the page is found in these alone.
+WINDOW_PROBE_IDS = 1000
+
+
+def user_page_ids_first(
+    *, queryset: QuerySet[User], after: Q, limit: int, descending: bool
+) -> list[User]:
+    """The first `limit` users of `queryset` (narrowed by `after`, the page's cursor, and
+    ordered by id or by a key holding the same values, PAGE_IDS_FIRST_ALIAS), in id order
+    (`descending`: from the highest).
+
+    First among the next WINDOW_PROBE_IDS ids past the cursor only (a range of the primary
+    key): enough when matches are dense there. Otherwise the page's ids are read through the
+    filters' index alone (the inner query: an index-only scan, sorted) and their rows fetched
+    by primary key. Both return exactly the first `limit` matches: the probe only when it found
+    them all within its range, or when no id lies beyond it."""
+    users = queryset.model.objects.using(queryset.db)
+    order = "-id" if descending else "id"
+    nearest = users.filter(after).order_by(order).values_list("id", flat=True)
+    last = list(nearest[WINDOW_PROBE_IDS - 1 : WINDOW_PROBE_IDS])
+    probe = queryset
+    if last:
+        probe = queryset.filter(**{"id__gte" if descending else "id__lte": last[0]})
+    rows = list(probe.order_by(order)[:limit])
+    if len(rows) == limit or not last:
+        return rows
+    ids = queryset.values("id")[:limit]
+    return list(users.filter(id__in=ids).order_by(order))
 
 
 def user_count_bounded(*, queryset: QuerySet[User], exact_up_to: int) -> tuple[int, bool]:
