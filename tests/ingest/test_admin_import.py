@@ -9,7 +9,6 @@ import glob
 import os
 import shutil
 import tempfile
-import time
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -58,13 +57,13 @@ def leftover_uploads() -> list[str]:
 
 
 def wait_for_progress(client, run_id: int, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The run's progress, as its page reads it, once it says the run is finished."""
+
+    def finished() -> dict | None:
         progress = client.get(f"/admin/ingest/ingestrun/{run_id}/progress/").json()
-        if progress["finished"]:
-            return progress
-        assert time.monotonic() < deadline, progress
-        time.sleep(0.2)
+        return progress if progress["finished"] else None
+
+    return wait_until(finished, timeout, "the run did not finish")
 
 
 def test_upload_is_published_stored_and_its_progress_ends_with_the_totals(
