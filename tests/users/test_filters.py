@@ -231,10 +231,13 @@ def test_list_runs_one_query_whatever_the_page_size(reader_client, user_factory)
         with CaptureQueriesContext(connection) as captured:
             response = reader_client.get(url)
         assert response.status_code == 200
-        # Besides it only the read bound's `SET LOCAL statement_timeout` (and savepoints).
+        # Besides it only the read bound's `SET LOCAL statement_timeout` (and savepoints), and
+        # the substring's count on a sample of the table (users.selectors.user_substring_plan).
         others = [q["sql"] for q in captured if "users_user" not in q["sql"]]
         assert all("SAVEPOINT" in sql or "statement_timeout" in sql for sql in others), others
-        return response, len(captured) - len(others)
+        samples = [q["sql"] for q in captured if "TABLESAMPLE" in q["sql"]]
+        assert len(samples) <= 1, samples
+        return response, len(captured) - len(others) - len(samples)
 
     user_factory.create_batch(30)
     reader_client.get("/users")  # the token's principal is in Redis from now on
@@ -714,3 +717,83 @@ def test_words_of_a_substring_are_looked_up_one_by_one(people):
     assert "users_full_name_trgm" in plan, plan
     assert "%ASHLEY%" in index_condition and "%RAMIREZ%" in index_condition, plan
     assert "ASHLEY RAMIREZ" not in index_condition and "ASHLEY RAMIREZ" in plan, plan
+
+
+# --- a substring's plan, by its count on a sample (users.selectors.user_substring_plan) ------
+
+
+@pytest.fixture
+def substring_people(user_factory):
+    names = [("Ashley", "Lee"), ("Sasha", "Adams"), ("Bob", "Nash"), ("Ann", "Lee"), ("Bo", "Ng")]
+    names += [("ASHLEY", "adams"), ("Ash", "Zed"), ("Tom", "Ash")]
+    return [
+        user_factory(
+            first_name=first,
+            last_name=last,
+            email_address=f"{first}.{last}{n}@gmail.example",
+            created_at=datetime(2020, 1 + n % 3, 1, tzinfo=UTC),
+        )
+        for n, (first, last) in enumerate(names)
+    ]
+
+
+@pytest.mark.parametrize("walk_cost", [0.0, 10.0**9])  # always walk, always sort
+@pytest.mark.parametrize("ordering", ["id", "-created_at", "last_name", "-last_name"])
+@pytest.mark.parametrize("page_size", [1, 3])
+@pytest.mark.parametrize("query", ["name=ash", "email=gmail&name=ash", "email=ley.lee"])
+def test_substring_walked_or_sorted_walks_the_same_pages(
+    reader_client, substring_people, monkeypatch, walk_cost, ordering, page_size, query
+):
+    monkeypatch.setattr(
+        "users.selectors.WALK_COST", dict.fromkeys(["id", "created_at", "last_name"], walk_cost)
+    )
+    params = dict(part.split("=") for part in query.split("&"))
+
+    def matches(user) -> bool:
+        name = f"{user.first_name} {user.last_name}".upper()
+        return params.get("name", "").upper() in name and (
+            params.get("email", "").upper() in user.email_address.upper()
+        )
+
+    expected = _expected_order([u for u in substring_people if matches(u)], ordering)
+    assert expected
+    url = f"/users?{query}&ordering={ordering}&page_size={page_size}"
+    assert walk(reader_client, url) == expected
+
+
+@pytest.mark.parametrize(
+    "walk_cost, expected, absent",
+    [
+        (0.0, "Index Scan using users_upper_last_name_id_idx", "users_full_name_trgm"),
+        (10.0**9, "users_full_name_trgm", "users_upper_last_name_id_idx"),
+    ],
+)
+def test_substring_plan_is_forced_on_the_planner(
+    reader_client, substring_people, monkeypatch, walk_cost, expected, absent
+):
+    """Walked: the ordering's index, the substring a filter on no index. Sorted: the trigram
+    index, then a sort (the ordering's key on no index)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr("users.selectors.WALK_COST", {"last_name": walk_cost})
+    with CaptureQueriesContext(connection) as captured:
+        assert reader_client.get("/users?name=ash&ordering=last_name").status_code == 200
+    (sql,) = [
+        q["sql"] for q in captured if "users_user" in q["sql"] and "TABLESAMPLE" not in q["sql"]
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert expected in plan and absent not in plan, plan
+
+
+def test_matches_estimate_of_a_small_table_is_exact(substring_people):
+    from users.filters import UserFilter
+    from users.models import User
+    from users.selectors import user_matches_estimate
+
+    queryset = UserFilter({"name": "ash"}, queryset=User.objects.all()).qs
+    matches, users = user_matches_estimate(queryset=queryset)
+    assert matches == 6 and users >= 6
