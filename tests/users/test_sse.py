@@ -322,7 +322,7 @@ def test_the_reader_delivers_events_of_every_sender_in_order_once(settings):
     async def listen() -> None:
         listener = type("Listener", (), {"channels": {channel}})()
         manager.add_listener(listener)
-        start = await manager.delivered_id(channel)  # the reader is connected, from this id
+        _, start = await manager.delivered_id(channel)  # the reader is connected, from this id
         senders = [threading.Thread(target=send, args=(25,)) for _ in range(4)]
         for sender in senders:
             sender.start()
