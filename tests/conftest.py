@@ -9,7 +9,7 @@ from django.conf import settings
 
 from tests.support.data import HEADER
 from tests.support.environment import RUN_ID, TEST_ENV
-from tests.support.servers import WebServer, Worker
+from tests.support.servers import WebServer, Worker, collected_static
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,6 +48,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, skip in skips.items():
             if item.get_closest_marker(marker) is not None:
                 item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Collect the web servers' static files in the background while the first tests run, if
+    any test starts a web server."""
+    if any(_starts_a_web_server(item) for item in session.items):
+        collected_static.start()
+
+
+def _starts_a_web_server(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return "web_server" in getattr(item, "fixturenames", ()) or hasattr(module, "WebServer")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    collected_static.remove()
 
 
 def pytest_configure(config: pytest.Config) -> None:

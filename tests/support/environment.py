@@ -17,15 +17,20 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 RUN_ID = f"t{os.getpid()}"
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Read by settings.py in every subprocess tests start (workers, web servers); this process's
-# settings take the same names in tests/conftest.py's pytest_configure.
+# settings take the names of this run's data in tests/conftest.py's pytest_configure.
 TEST_ENV = {
-    "DJANGO_DEBUG": "true",
+    # As production runs: debug off (the key above; the hosts tests call; static files collected
+    # once per run, tests/support/servers.py). Plain HTTP on loopback: no HTTPS redirect.
+    "DJANGO_DEBUG": "false",
+    "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "DJANGO_STATIC_ROOT": str(Path(tempfile.gettempdir()) / f"viswals-static-{RUN_ID}"),
     "USERS_CACHE_PREFIX": f"{RUN_ID}:users:v2",
     "INGEST_QUEUE": f"ingest-{RUN_ID}",
     "STREAM_CHANNEL": f"{RUN_ID}-users",

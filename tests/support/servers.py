@@ -7,6 +7,7 @@ or `with WebServer(...) as server:` in a module-scoped fixture; either stops it 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.environment import ROOT, subprocess_env
+from tests.support.environment import ROOT, TEST_ENV, subprocess_env
 from tests.support.waits import wait_until
 
 
@@ -81,6 +82,38 @@ class _Process:
         return time.monotonic() - started
 
 
+class _CollectedStatic:
+    """The static files web servers serve, collected once per run into DJANGO_STATIC_ROOT (as
+    the image does at build time: debug off serves them through whitenoise's manifest). Started
+    in the background when the run collects a test that starts a web server."""
+
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.process is None:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+                cwd=ROOT,
+                env={**os.environ, **TEST_ENV},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait(self) -> None:
+        self.start()
+        output, _ = self.process.communicate(timeout=300)
+        assert self.process.returncode == 0, f"collectstatic failed:\n{output.decode()[-3000:]}"
+
+    def remove(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(TEST_ENV["DJANGO_STATIC_ROOT"], ignore_errors=True)
+
+
+collected_static = _CollectedStatic()
+
+
 class WebServer(_Process):
     """The Procfile's web command (scripts/web.sh) on a free loopback port, with a metrics
     directory of its own (PROMETHEUS_MULTIPROC_DIR) beside its log; `env` is added to this
@@ -101,6 +134,7 @@ class WebServer(_Process):
             # scripts/web.sh runs the uvicorn installed beside this interpreter.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+        collected_static.wait()
         super().__init__(log_path, ["sh", str(ROOT / "scripts" / "web.sh")], server_env | env)
         self.wait_until_ready(self._healthy, "server")
 

@@ -183,3 +183,10 @@ def test_unknown_tokens_count_against_the_address_limit_on_the_fast_path(
     # Each one PostgreSQL refused is refused from Redis for a few seconds.
     assert redis_client.exists(cache.invalid_token_key(token_digest(tokens[0])))
     assert not redis_client.exists(cache.invalid_token_key(token_digest(tokens[-1])))
+
+
+def test_the_server_runs_with_debug_off_as_in_production(server):
+    """Test web servers run as production does: no debug page for an unknown URL."""
+    response = httpx.get(f"{server}/no-such-page", timeout=5)
+    assert response.status_code == 404
+    assert "URLconf" not in response.text and "DEBUG = True" not in response.text
