@@ -184,3 +184,19 @@ def test_web_script_empties_a_given_metrics_directory(web_script_run, tmp_path):
     assert sorted(p.name for p in given.iterdir()) == ["keep.txt"]
     web_script_run(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing"))
     assert (tmp_path / "missing").is_dir()
+
+
+@needs_compose_cli
+def test_the_replicated_compose_example_is_valid(tmp_path):
+    """docker-compose.replicated.yml: the replicated topology's example (docs/deployment.md)."""
+    shutil.copy(ROOT / "docker-compose.replicated.yml", tmp_path / "docker-compose.yml")
+    (tmp_path / "scripts" / "compose").mkdir(parents=True)
+    result = subprocess.run(
+        [*COMPOSE_CLI, "config"], cwd=tmp_path, env=os.environ, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    web = services["web"]["environment"]
+    assert web["DATABASE_REPLICA_URLS"] and web["INGEST_QUEUE_TYPE"] == "quorum"
+    assert web["REDIS_SENTINELS"].count(":26379") == 3
+    assert {"postgres-replica", "redis-replica", "sentinel-3", "rabbit-3"} <= set(services)

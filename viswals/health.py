@@ -50,7 +50,13 @@ def check_postgres() -> None:
     import psycopg
 
     db = settings.DATABASES["default"]
-    tls = {k: v for k, v in db.get("OPTIONS", {}).items() if k.startswith("ssl")}
+    # TLS, and with a multi-host URL target_session_attrs: without it a check could pass
+    # against a standby when it is the first host that answers.
+    tls = {
+        k: v
+        for k, v in db.get("OPTIONS", {}).items()
+        if k.startswith("ssl") or k == "target_session_attrs"
+    }
     with psycopg.connect(
         host=db.get("HOST") or "127.0.0.1",
         port=db.get("PORT") or 5432,

@@ -155,8 +155,12 @@ class HostPostgres:
         self._as_postgres(self.replica_host, "pg_basebackup", "-h", address[self.primary_host],
                           "-U", "postgres", "-D", str(self.replica_dir), "-R", "-X", "stream",
                           "-c", "fast")  # fmt: skip
+        socket = self.base / "replica-socket"  # both listen on 5432: not one socket file
+        socket.mkdir()
+        shutil.chown(socket, "postgres", "postgres")
         with open(self.replica_dir / "postgresql.conf", "a") as conf:
             conf.write(f"listen_addresses = '{address[self.replica_host]}'\n")
+            conf.write(f"unix_socket_directories = '{socket}'\n")
         self.start_replica()
         with psycopg.connect(host=str(self.base), user="postgres", autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {self.DATABASE}")
@@ -198,6 +202,8 @@ class HostRedis:
         config = directory / "redis.conf"
         config.write_text("\n".join([f"port {port}", f"bind {address}", f"dir {directory}",
                                      f"logfile {directory / 'log'}", "daemonize no",
+                                     # No password on the test's own hosts: served to them.
+                                     "protected-mode no",
                                      *([] if sentinel else ['save ""', "appendonly no"]),
                                      *lines]) + "\n")  # fmt: skip
         argv = ["redis-server", str(config), *(["--sentinel"] if sentinel else [])]

@@ -25,12 +25,34 @@ import pytest
 from tests.cluster.hosts import HostPostgres, HostRabbit, HostRedis, Hosts
 from tests.support.environment import ROOT, RUN_ID, subprocess_env
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 ROWS = 200_000
 BATCH = 2_000
 # A read that failed this long after a fault began still counts as the fault's (a window).
 WINDOW_SLACK = 15.0
+
+
+# Run on the client host: wait until a web host answers /healthz.
+HEALTHY = """
+import sys, time, httpx
+for _ in range(300):
+    try:
+        httpx.get(sys.argv[1], timeout=1).raise_for_status()
+        break
+    except Exception:
+        time.sleep(0.1)
+else:
+    raise SystemExit(1)
+"""
+
+
+def _keep_logs(hosts: Hosts, into) -> None:
+    """The hosts' logs, kept in the test's own temporary directory (pytest keeps the last few)."""
+    into.mkdir(exist_ok=True)
+    for pattern in ("*.log", "*.out", "pg/*.log", "redis-*/log", "rabbit/*.out", "results.json"):
+        for path in hosts.base.glob(pattern):
+            shutil.copy(path, into / "-".join(path.relative_to(hosts.base).parts))
 
 
 def _skip_unless_possible() -> None:
@@ -119,14 +141,11 @@ def test_the_service_across_hosts_survives_losing_a_node_of_each_kind(tmp_path, 
             # One broker address per worker host (as behind a load balancer): Celery's
             # delayed-delivery step stalled ~17 s going through a list with a dead node.
             env = {**common, "CELERY_BROKER_URL": rabbit.url(node)}
-            hosts.spawn(host, [sys.executable, "-m", "celery", "-A", "viswals", "worker", "-Q", queue,
-                               "-c", "1", "--loglevel", "INFO", "-n", f"{host}@%h"],
-                        hosts.base / f"{host}.log", env=env, cwd=ROOT)  # fmt: skip
+            argv = [sys.executable, "-m", "celery", "-A", "viswals", "worker", "-Q", queue,
+                    "-c", "1", "--loglevel", "INFO", "-n", f"{host}@%h"]  # fmt: skip
+            hosts.spawn(host, argv, hosts.base / f"{host}.log", env=env, cwd=ROOT)
         for base in webs:
-            probe = [sys.executable, "-c", f"import httpx,time\nfor _ in range(300):\n"
-                     f"  try:\n    httpx.get('{base}/healthz',timeout=1).raise_for_status(); break\n"
-                     f"  except Exception: time.sleep(0.1)\nelse: raise SystemExit(1)"]  # fmt: skip
-            hosts.run("cl", probe, timeout=60)
+            hosts.run("cl", [sys.executable, "-c", HEALTHY, f"{base}/healthz"], timeout=60)
 
         data = hosts.base / "users.csv"
         subprocess.run([sys.executable, "data/generate_users.py", "--rows", str(ROWS), "--seed",
@@ -175,6 +194,7 @@ def test_the_service_across_hosts_survives_losing_a_node_of_each_kind(tmp_path, 
         _assert_reads_failed_only_around_faults(results, faults)
         _assert_stream_complete_or_reset(results)
     finally:
+        _keep_logs(hosts, tmp_path / "hosts")
         hosts.stop()
 
 
@@ -220,15 +240,18 @@ def _report(results: dict, faults: dict[str, float], cluster_up: float, total: f
                      f"after '{near}')")  # fmt: skip
     reads = sum(len(log) for log in results["reads"].values())
     lines.append(f"  reads: {reads}, failed: {len(_failures(results))}")
-    events = results["stream"]["events"]
+    events = [e for e in results["stream"]["events"] if e[1] != "stream-open"]
     killed = faults["redis primary killed"]
-    after = [at for at, kind, _ in events if at > killed and kind != "stream-open"]
-    if after:
-        lines.append(
-            f"  stream: first event or reset {after[0] - killed:.2f}s after the Redis kill"
-        )
-    resets = sum(1 for _, kind, _ in events if kind == "stream-reset")
-    lines.append(f"  stream: {len(events)} events, {resets} stream-reset, "
+    resets = [at for at, kind, _ in events if kind == "stream-reset"]
+    if resets:
+        lines.append(f"  stream: stream-reset {resets[0] - killed:.2f}s after the Redis kill")
+    during = [at for at, _, _ in events if at <= results["published_at"]]
+    gaps = [later - earlier for earlier, later in zip(during, during[1:], strict=False)]
+    if gaps:
+        lines.append(f"  stream: longest gap between events while publishing {max(gaps):.2f}s")
+    batches = sum(1 for _, kind, _ in events if kind == "users.ingested")
+    lines.append(f"  stream: {len(events)} events ({batches} users.ingested of {ROWS // BATCH} "
+                 f"batches), {len(resets)} stream-reset, "
                  f"{len(results['stream']['drops'])} reconnects")  # fmt: skip
     samples = results["progress"]
     pauses = []
