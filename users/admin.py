@@ -172,7 +172,8 @@ class UserAdmin(admin.ModelAdmin):
         if not selectors.search_text_usable(text):
             messages.warning(request, f"Search: {selectors.SEARCH_TOO_SHORT}")
             return queryset.none(), False
-        return selectors.user_search(text=text, queryset=queryset), False
+        found = selectors.user_search(text=text, queryset=queryset, page=self.list_per_page)
+        return found, False
 
     def changelist_view(self, request, extra_context=None):
         from ingest.admin import can_import

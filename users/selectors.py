@@ -160,30 +160,36 @@ def user_contains(
         email_unindexed=Concat("email_address", Value(""), output_field=CharField()),
     )
     conditions = Q()
-    for wanted, indexed, unindexed in (
+    for wanted, on_index, off_index in (
         (name, "full_name", "full_name_unindexed"),
         (email, "email_address", "email_unindexed"),
     ):
         if not wanted:
             continue
         if not indexed:
-            condition = Q(**{f"{unindexed}__icontains": text})
+            condition = Q(**{f"{off_index}__icontains": text})
         elif split:
-            condition = Q(**{f"{unindexed}__icontains": text})
+            condition = Q(**{f"{off_index}__icontains": text})
             for word in words:
-                condition &= Q(**{f"{indexed}__icontains": word})
+                condition &= Q(**{f"{on_index}__icontains": word})
         else:
-            condition = Q(**{f"{indexed}__icontains": text})
+            condition = Q(**{f"{on_index}__icontains": text})
         conditions |= condition
     return queryset.filter(conditions)
 
 
-def user_search(*, text: str, queryset: QuerySet[User] | None = None) -> QuerySet[User]:
+def user_search(
+    *, text: str, queryset: QuerySet[User] | None = None, page: int = 50
+) -> QuerySet[User]:
     """Users whose "first last" name or email address contains `text` (case-insensitive): the
     admin's search box, with the expressions (and so the trigram indexes) of the API's `name`
-    and `email` filters (user_contains). Check search_text_usable first."""
+    and `email` filters (user_contains), and their choice of plan for a list in id order of
+    `page` rows (user_substring_plan). Check search_text_usable first."""
     queryset = user_list() if queryset is None else queryset
-    return user_contains(queryset=queryset, name=True, email=True, text=text)
+    found = user_contains(queryset=queryset, name=True, email=True, text=text)
+    if user_substring_plan(queryset=found, field="id", page=page) == "walk":
+        return user_contains(queryset=queryset, name=True, email=True, text=text, indexed=False)
+    return found
 
 
 # The alias under which a list's ordering key is selected (users.api.pagination): a filter that

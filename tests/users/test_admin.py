@@ -232,3 +232,20 @@ def test_admin_date_drilldown_lists_the_period_newest_first(admin_client, user_f
     assert 'ORDER BY "users_user"."created_at" DESC, "users_user"."id" DESC' in str(
         cl.result_list.query
     )
+
+
+def test_admin_search_walked_or_sorted_lists_the_same_users(
+    admin_client, user_factory, monkeypatch
+):
+    """A common text walks the list's order with the search as a filter, a rare one sorts its
+    matches from the trigram indexes (users.selectors.user_substring_plan): the same page."""
+    for n in range(7):
+        user_factory(first_name=["Ashley", "Bob", "Sasha"][n % 3], last_name="Lee")
+    pages = []
+    for cost in (0.0, 10.0**9):  # always walk, always sort
+        monkeypatch.setattr("users.selectors.WALK_COST", {"id": cost})
+        response, queries = _queries_of(admin_client, LIST, q="ash")
+        pages.append([user.id for user in response.context["cl"].result_list])
+        like = [sql for sql in queries if "LIKE" in sql and "TABLESAMPLE" not in sql]
+        assert like and all(("|| COALESCE('', '')" in sql) == (cost == 0.0) for sql in like), like
+    assert pages[0] == pages[1] and len(pages[0]) == 5
