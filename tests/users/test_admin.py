@@ -234,6 +234,22 @@ def test_admin_date_drilldown_lists_the_period_newest_first(admin_client, user_f
     )
 
 
+def test_admin_date_drilldown_sorted_by_a_column_breaks_ties_by_id(admin_client, user_factory):
+    """Under a column's sort the period is not ordered by creation time too: the last name's
+    index holds (UPPER(last_name), id), not the creation time after the name."""
+    users = [
+        user_factory(last_name=name, created_at=datetime(2022, month, 1, tzinfo=UTC))
+        for name, month in [("Lee", 3), ("adams", 5), ("LEE", 7), ("Zed", 2)]
+    ]
+    user_factory(last_name="Aaron", created_at=datetime(2023, 1, 1, tzinfo=UTC))
+    o = {name: str(n) for n, name in enumerate(admin_client.get(LIST).context["cl"].list_display)}
+    response, _ = _queries_of(admin_client, LIST, created_at__year="2022", o=o["last_name"])
+    cl = response.context["cl"]
+    assert [user.id for user in cl.result_list] == [users[n].id for n in (1, 0, 2, 3)]
+    sql = str(cl.result_list.query)
+    assert 'ORDER BY UPPER("users_user"."last_name") ASC, "users_user"."id" ASC' in sql, sql
+
+
 def test_admin_search_walked_or_sorted_lists_the_same_users(
     admin_client, user_factory, monkeypatch
 ):
