@@ -92,15 +92,13 @@ def user_filter_first_name(*, queryset: QuerySet[User], name: str) -> QuerySet[U
     ~200 ms, and grows with the table; instead the list walks its ordering's index (id,
     created_at or UPPER(last_name)) and meets a match every users/matches rows. The planner
     cannot choose between the two itself: it multiplies the selectivities of the prefix and of
-    the exact comparison, which say the same thing, and so expects 1/200 of the matches. Which
-    is decided by its estimate of the prefix alone (the trigram index's statistics on "first
-    last"; planning only, no rows read); both plans return the same rows in the same order."""
-    prefix = (
-        User.objects.alias(full_name=full_name_expression())
-        .filter(full_name__istartswith=f"{name} ")
-        .order_by()
-    )
-    estimate = json.loads(prefix.explain(format="json"))[0]["Plan"]["Plan Rows"]
+    the exact comparison, which say the same thing, and so expects 1/200 of the matches. Nor
+    is its estimate of the prefix alone steady: a name of 1 user in 200 falls in one bin of its
+    100-bin histogram or in none, so the plan changed with each ANALYZE (20 or 113 ms for
+    Ashley at 5M users). Which is decided by the name's count on a fixed sample of the table
+    (user_matches_estimate); both plans return the same rows in the same order."""
+    named = User.objects.using(queryset.db).filter(first_name__iexact=name)
+    estimate, _ = user_matches_estimate(queryset=named)
     if estimate > FIRST_NAME_COMMON_ABOVE:
         # UPPER(first_name) = UPPER(name): no index holds it, so the planner reads the rows
         # in the page's order and filters them.
@@ -160,30 +158,36 @@ def user_contains(
         email_unindexed=Concat("email_address", Value(""), output_field=CharField()),
     )
     conditions = Q()
-    for wanted, indexed, unindexed in (
+    for wanted, on_index, off_index in (
         (name, "full_name", "full_name_unindexed"),
         (email, "email_address", "email_unindexed"),
     ):
         if not wanted:
             continue
         if not indexed:
-            condition = Q(**{f"{unindexed}__icontains": text})
+            condition = Q(**{f"{off_index}__icontains": text})
         elif split:
-            condition = Q(**{f"{unindexed}__icontains": text})
+            condition = Q(**{f"{off_index}__icontains": text})
             for word in words:
-                condition &= Q(**{f"{indexed}__icontains": word})
+                condition &= Q(**{f"{on_index}__icontains": word})
         else:
-            condition = Q(**{f"{indexed}__icontains": text})
+            condition = Q(**{f"{on_index}__icontains": text})
         conditions |= condition
     return queryset.filter(conditions)
 
 
-def user_search(*, text: str, queryset: QuerySet[User] | None = None) -> QuerySet[User]:
+def user_search(
+    *, text: str, queryset: QuerySet[User] | None = None, page: int = 50
+) -> QuerySet[User]:
     """Users whose "first last" name or email address contains `text` (case-insensitive): the
     admin's search box, with the expressions (and so the trigram indexes) of the API's `name`
-    and `email` filters (user_contains). Check search_text_usable first."""
+    and `email` filters (user_contains), and their choice of plan for a list in id order of
+    `page` rows (user_substring_plan). Check search_text_usable first."""
     queryset = user_list() if queryset is None else queryset
-    return user_contains(queryset=queryset, name=True, email=True, text=text)
+    found = user_contains(queryset=queryset, name=True, email=True, text=text)
+    if user_substring_plan(queryset=found, field="id", page=page) == "walk":
+        return user_contains(queryset=queryset, name=True, email=True, text=text, indexed=False)
+    return found
 
 
 # The alias under which a list's ordering key is selected (users.api.pagination): a filter that

@@ -268,8 +268,12 @@ def test_exact_names_are_not_patterns(reader_client, user_factory):
         ({"email_address": "bob@mail.example"}, "users_email_trgm"),
     ],
 )
-def test_text_filters_can_use_an_index(people, params, index):
+def test_text_filters_can_use_an_index(people, params, index, monkeypatch):
     from django.db import connection
+
+    # Substrings found through their index, not walked for (users.selectors.WALK_COST): on
+    # four rows a substring matching three would otherwise be walked for.
+    monkeypatch.setattr("users.selectors.WALK_COST", {})
 
     from users.filters import UserFilter
     from users.models import User
@@ -787,6 +791,8 @@ def test_substring_plan_is_forced_on_the_planner(
         cursor.execute("EXPLAIN " + sql)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert expected in plan and absent not in plan, plan
+    where = sql.partition(" WHERE ")[2].partition(" ORDER BY ")[0]
+    assert ("|| COALESCE('', '')" in where) == (walk_cost == 0.0), sql  # walked: no index
 
 
 def test_matches_estimate_of_a_small_table_is_exact(substring_people):
