@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN useradd --create-home --uid 1000 app
 
+# The runtime only (requirements.txt); test, docs and local tools are in requirements-dev.txt.
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 

@@ -1,4 +1,5 @@
-# Entry points: `make run` (set up and run everything locally), `make test` (the whole suite).
+# Entry points: `make run` (set up and run everything locally), `make test` (the suite; safe on a
+# shared machine), `make test-restarts` (the tests that restart the shared services).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,12 +17,14 @@ export HOST
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: run install services database migrate web worker reset-admin local-host-check publish \
-	test test-cluster fuzz lint format bench bench-search docs system-deps clean
+	test test-restarts test-cluster fuzz lint format bench bench-search docs system-deps clean
 
-$(VENV)/.installed: requirements.txt
+# The runtime (requirements.txt, what the Docker image installs) and the tools for tests, docs
+# and local runs (requirements-dev.txt includes requirements.txt).
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -72,12 +75,19 @@ system-deps:
 	  apt-get update -qq \
 	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
 
-# The whole suite, against real PostgreSQL, Redis and RabbitMQ (started if down). The tests make
-# a secret key of their own (tests/environment.py).
+# The suite, against real PostgreSQL, Redis and RabbitMQ (started if down); it touches only what
+# it creates (its database, keys, queues, processes), so it is safe beside other runs. The tests
+# make a secret key of their own (tests/support/environment.py).
 test: install services system-deps
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run --no-input >/dev/null \
 	  || { echo "models and migrations differ: run manage.py makemigrations"; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests marked `restarts_services`: they RESTART the machine's shared PostgreSQL, Redis and
+# RabbitMQ (briefly, each waiting until the service answers again), so other runs on the machine
+# see their connections dropped. CI runs them after `make test` (.ci/run).
+test-restarts: install services
+	$(PY) -m pytest --restarts -m restarts_services $(PYTEST_ARGS)
 
 # The multi-node tests (tests marked `cluster`): a PostgreSQL primary with a streaming replica
 # and a three-node RabbitMQ cluster of their own (under /tmp, loopback ports, own node names),

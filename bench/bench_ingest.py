@@ -225,7 +225,8 @@ def measure_write_paths(path: Path) -> dict[str, float]:
 import os, time, django
 django.setup()
 from django.db import transaction
-from ingest.parsing import read_records, parse_row, RowRejected
+from ingest.parsing import read_records
+from users.validation import parse_row, RowRejected
 from bench.orm_upsert import orm_upsert
 from users.services import SourcedUser, users_upsert
 rows = []

@@ -30,11 +30,11 @@ from ingest.uploads import (
     ImportBusy,
     LimitedTemporaryFileUploadHandler,
     keep_upload,
-    may_import,
     publish_upload,
     too_large_message,
     upload_name,
 )
+from users.access import may_import
 
 # How often the run page asks for its progress while the run goes on (milliseconds).
 PROGRESS_POLL_MS = 1000

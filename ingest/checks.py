@@ -10,8 +10,8 @@ from django.db import DatabaseError
 def users_indexes_health() -> dict[str, object]:
     """For health endpoints: {"status": "ok" | "degraded", "missing": [...], "invalid": [...],
     "bulk_run": id of the bulk import building them, or None}. Touches the database."""
+    from ingest.bulk import ingest_bulk_run_loading
     from ingest.indexes import users_indexes_status
-    from ingest.services import ingest_bulk_run_loading
 
     status = users_indexes_status()
     bulk_run = None if status.complete else ingest_bulk_run_loading()

@@ -6,7 +6,7 @@ does): a GIN index built from sorted entries costs half of its row-by-row upkeep
 builds run side by side. The indexes are the ones the model declares (field `db_index` and
 `Meta.indexes`), rendered by Django's schema editor exactly as a migration creates them: no
 second copy of their DDL. Dropping and building happen under one PostgreSQL advisory lock, so
-two runs or workers never race on them. Mechanism only: ingest.services decides when.
+two runs or workers never race on them. Mechanism only: ingest.bulk decides when.
 """
 
 from __future__ import annotations

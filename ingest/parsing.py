@@ -1,8 +1,9 @@
-"""Reading a users CSV: bytes in, typed rows and row errors out.
+"""Reading a users CSV: bytes in, numbered records (or the line's structural problem) out.
 
 Pure: no ORM, no settings. The producer uses `read_records` to split a file into numbered
 records (catching structural problems: wrong field count, bad UTF-8, broken quoting); the worker
-uses `parse_row` to turn a record's fields into a `UserRow` or a `RowRejected` naming the column.
+turns a record's fields into a `UserRow`, or a `RowRejected` naming the column, with
+users.validation.parse_row, beside the field rules it applies.
 """
 
 from __future__ import annotations
@@ -13,29 +14,10 @@ import io
 import itertools
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 from typing import BinaryIO, NamedTuple
 
-from users.columns import USER_COLUMNS, UserRow
-from users.validation import (
-    BIGINT_MAX,
-    EMAIL_MAX_LENGTH,
-    MAX_IMPORTED_ID,
-    NAME_MAX_LENGTH,
-    FieldError,
-    ascii_local_part,
-    clean_email,
-    clean_name,
-    control_character,
-    normal_domain,
-    parse_optional_timestamp,
-    parse_optional_user_id,
-    parse_required_timestamp,
-    parse_user_id,
-    plain_digits,
-    quick_epoch_ms,
-)
+from users.columns import USER_COLUMNS
 
 # The file's columns are found by these names, in any order (users.columns declares them).
 COLUMNS = USER_COLUMNS
@@ -44,17 +26,10 @@ COLUMNS = USER_COLUMNS
 MAX_LINE_BYTES = 1 << 20
 # Rejected lines are reported and stored with at most this many characters.
 RAW_PREVIEW_CHARS = 1000
-# Raw field values arrive in this order, whatever the order of the file's columns.
-Fields = Sequence[str]
 
 
 class CsvFileError(Exception):
     """The file as a whole cannot be used (no header, missing columns, not text)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RowRejected(Exception):
-    reason: str
 
 
 class Record(NamedTuple):
@@ -70,105 +45,9 @@ class Record(NamedTuple):
     size: int = 0  # characters of the line (lets the producer bound a batch's bytes)
 
 
-# Each column's own rule, by position in COLUMNS (the one place they truly differ).
-_ID, _FIRST, _LAST, _EMAIL, _CREATED, _DELETED, _MERGED, _PARENT = COLUMNS
-# UserRow(...) and Record(...) go through a generated Python __new__; the tuple's own is a
-# C call (one row and one record per line of the file).
-_new_row = _new_record = tuple.__new__
-
-
-def parse_row(fields: Fields) -> UserRow:
-    """Validate and normalise one record's COLUMNS values."""
-    return _plain_row(fields) or parse_row_by_rules(fields)
-
-
-def parse_row_by_rules(fields: Fields) -> UserRow:
-    """parse_row, one field rule at a time (what `_plain_row` must agree with)."""
-    try:
-        return _new_row(
-            UserRow,
-            (
-                parse_user_id(fields[0]),
-                clean_name(fields[1], column=_FIRST),
-                clean_name(fields[2], column=_LAST),
-                clean_email(fields[3]),
-                parse_required_timestamp(fields[4], column=_CREATED),
-                parse_optional_timestamp(fields[5], column=_DELETED),
-                parse_optional_timestamp(fields[6], column=_MERGED),
-                parse_optional_user_id(fields[7], column=_PARENT),
-            ),
-        )
-    except FieldError as error:
-        raise RowRejected(str(error)) from None
-
-
-# --- The common row, checked in one go ------------------------------------------------------
-# Ingest validates every row it stores: the field rules above, one call per value, are most of
-# a worker's CPU per row. Almost every row holds plain values — ASCII digits and addresses,
-# names without control characters, -1 for none — and `_plain_row` checks those inline,
-# returning exactly what the rules would (tests/ingest/test_parsing.py compares the two on
-# generated rows).
-# Anything else (spaces around a value, other scripts, signs, bad values) returns None and
-# goes through the rules, which accept it or say why not.
-_NONE_VALUES = ("-1", "")
-_UNSURE = object()
-
-
-def _plain_row(fields: Fields) -> UserRow | None:
-    id_text, first, last, email, created, deleted, merged, parent = fields
-    if not plain_digits(id_text):
-        return None
-    user_id = int(id_text)
-    first, last, email = first.strip(), last.strip(), email.strip()
-    if not (
-        0 < user_id <= MAX_IMPORTED_ID
-        and 0 < len(first) <= NAME_MAX_LENGTH
-        and 0 < len(last) <= NAME_MAX_LENGTH
-        and len(email) <= EMAIL_MAX_LENGTH
-        and email.isascii()
-        # Printable ASCII holds no control character; other text is searched for one.
-        and (first.isascii() and first.isprintable() or not control_character(first))
-        and (last.isascii() and last.isprintable() or not control_character(last))
-    ):
-        return None
-    local, at, domain = email.rpartition("@")
-    domain = normal_domain(domain) if at and ascii_local_part(local) else None
-    if domain is None:
-        return None
-    created_time = _plain_time(created)
-    deleted_time = None if deleted in _NONE_VALUES else _plain_time(deleted)
-    merged_time = None if merged in _NONE_VALUES else _plain_time(merged)
-    if parent in _NONE_VALUES:
-        parent_id = None
-    elif plain_digits(parent):
-        parent_id = int(parent)
-        if not 0 < parent_id <= BIGINT_MAX:
-            return None
-    else:
-        return None
-    if _UNSURE in (created_time, deleted_time, merged_time):
-        return None
-    return _new_row(
-        UserRow,
-        (
-            user_id,
-            first,
-            last,
-            f"{local}@{domain}",
-            created_time,
-            deleted_time,
-            merged_time,
-            parent_id,
-        ),
-    )
-
-
-def _plain_time(text: str):
-    """Epoch milliseconds in plain digits as a datetime, or _UNSURE."""
-    if not plain_digits(text):
-        return _UNSURE
-    value = quick_epoch_ms(int(text))
-    return _UNSURE if value is None else value
+# Record(...) goes through a generated Python __new__; the tuple's own is a C call (one record
+# per line of the file).
+_new_record = tuple.__new__
 
 
 def to_csv_line(fields: Sequence[str]) -> str:

@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from ingest.models import IngestRun
 from ingest.parsing import CsvFileError, DataLineCounter, Record, read_records
+from ingest.selectors import ingest_run_totals
 from ingest.services import (
     BatchReject,
     BatchRow,
@@ -32,7 +33,6 @@ from ingest.services import (
     ingest_run_published,
     ingest_run_publishing,
     ingest_run_start,
-    ingest_run_totals,
 )
 from ingest.tasks import store_batch
 from users.services import cache_repair_stale

@@ -11,7 +11,6 @@ from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Greatest
 
 from ingest.models import IngestBatch, IngestRun
-from ingest.services import ingest_run_totals
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +22,18 @@ class IngestTotals(NamedTuple):
     retries: int  # extra deliveries of batches (retries after errors, redeliveries)
     failed_batches: int  # dead letters
     runs_by_status: dict[str, int]
+
+
+def ingest_run_totals(*, run_id: int) -> dict[str, int]:
+    """Counts over the batches workers have finished so far."""
+    totals = IngestBatch.objects.filter(run_id=run_id).aggregate(
+        done=Count("id", filter=~Q(status=IngestBatch.Status.STARTED)),
+        failed=Count("id", filter=Q(status=IngestBatch.Status.FAILED)),
+        failed_rows=Sum("rows", filter=Q(status=IngestBatch.Status.FAILED), default=0),
+        stored=Sum("stored", default=0),
+        rejected=Sum("rejected", default=0),
+    )
+    return totals
 
 
 def ingest_totals() -> IngestTotals:

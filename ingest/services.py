@@ -1,7 +1,8 @@
 """Storing ingest batches and keeping the record of runs, batches and rejected rows.
 
-The worker side of the pipeline: `ingest_batch_store` validates one batch, upserts its users
-through users.services and records the outcome, all in one transaction. Counts live on
+The worker side of the pipeline: `ingest_batch_store` validates one batch (users.rows), upserts
+its users through users.services and records the outcome, all in one transaction. Whether a
+run loads as a bulk run, and its indexes around it, is ingest.bulk's. Counts live on
 IngestBatch (one row per batch, rewritten on redelivery), so they stay exact under
 at-least-once delivery and concurrent workers never contend for the run's row.
 """
@@ -11,26 +12,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import partial
 from typing import Any
 
 import orjson
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
-from django.db.models import Case, Count, DateTimeField, Q, Sum, Value, When
+from django.db import DataError, IntegrityError, connection, transaction
+from django.db.models import Case, DateTimeField, Value, When
 from django.utils import timezone
 
-from ingest.indexes import index_lock, users_indexes_build, users_indexes_drop, users_indexes_status
+from ingest.bulk import (
+    bulk_run_deciding,
+    bulk_runs_finish,
+    ingest_indexes_restore,
+    log_run_finished,
+)
 from ingest.models import IngestBatch, IngestRun, RejectedRow
-from ingest.parsing import RowRejected, parse_row, to_csv_line
+from ingest.parsing import to_csv_line
+from ingest.selectors import ingest_run_totals
 from users.services import (
     SourcedUser,
     cache_repair_stale,
     stream_redactions_apply,
     users_upsert,
 )
+from users.validation import RowRejected, parse_row
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +87,9 @@ def ingest_run_start(
     or small users table makes it a bulk run, loaded with the primary key only. `count_rows`:
     when `rows` is only an upper bound (the file's lines), what counts them exactly, called
     only if the bound would make a bulk run."""
-    # Under the index lock: no restore (below, or by a worker) can slip in between dropping
-    # the indexes and recording the run that needs them dropped.
-    with index_lock():
-        bulk = (
-            _wants_bulk_load(rows=rows)
-            and (count_rows is None or _wants_bulk_load(rows=count_rows()))
-            and users_indexes_drop()
-        )
-        if not bulk and not _bulk_runs_loading():
-            users_indexes_build()  # what a crashed bulk run left out, if anything
+    # A bulk run's indexes are dropped before the run that wants them dropped is recorded, under
+    # the index lock (ingest.bulk): no restore can slip in between.
+    with bulk_run_deciding(rows=rows, count_rows=count_rows) as bulk:
         return IngestRun.objects.create(
             file_name=file_name,
             file_size=file_size,
@@ -97,79 +97,6 @@ def ingest_run_start(
             batch_size=batch_size,
             bulk=bulk,
         )
-
-
-def _wants_bulk_load(*, rows: int) -> bool:
-    if rows < settings.INGEST_BULK_MIN_ROWS:
-        return False
-    most = int(rows * settings.INGEST_BULK_TABLE_RATIO)
-    with connection.cursor() as cursor:  # counts at most `most + 1` rows of the primary key
-        cursor.execute("SELECT count(*) FROM (SELECT 1 FROM users_user LIMIT %s) t", [most + 1])
-        return cursor.fetchone()[0] <= most
-
-
-def ingest_bulk_run_loading() -> int | None:
-    """The bulk run still loading (it wants the indexes left out), if any: publishing or
-    storing with progress within INGEST_BULK_IDLE_TIMEOUT (else it is taken for dead), or
-    building its indexes."""
-    since = timezone.now() - timedelta(seconds=settings.INGEST_BULK_IDLE_TIMEOUT)
-    loading = Q(status=IngestRun.Status.INDEXING) | Q(
-        Q(started_at__gte=since) | Q(batches__updated_at__gte=since),
-        status__in=[IngestRun.Status.PUBLISHING, IngestRun.Status.PUBLISHED],
-    )
-    return IngestRun.objects.filter(loading, bulk=True).values_list("id", flat=True).first()
-
-
-def _bulk_runs_loading() -> bool:
-    """Whether a bulk run is still storing rows (one building its indexes wants them back)."""
-    run_id = ingest_bulk_run_loading()
-    return run_id is not None and not _runs_indexing()
-
-
-def ingest_indexes_restore(*, force: bool = False, wait: bool = True) -> list[str]:
-    """Build the users indexes that are missing, unless a bulk run is still loading (`force`:
-    even then); then close the bulk runs that waited for them. Return the names built.
-    `wait` off: do nothing while another process holds the index lock (it is dropping or
-    building them)."""
-    if users_indexes_status().complete and not _runs_indexing():
-        return []
-    with index_lock(wait=wait) as locked:
-        if not locked:
-            return []
-        built = [] if (_bulk_runs_loading() and not force) else users_indexes_build()
-        _close_indexed_runs()
-    return built
-
-
-def _runs_indexing() -> bool:
-    return IngestRun.objects.filter(status=IngestRun.Status.INDEXING).exists()
-
-
-def _finish_bulk_runs() -> None:
-    """Build the indexes bulk runs left out and complete the runs waiting for them. A build
-    that fails (not a crash: that is picked up again by the batch's redelivery or the next
-    worker start) fails the runs, and the next run, worker start or `migrate` builds them."""
-    with index_lock():
-        try:
-            users_indexes_build()
-        except DatabaseError as error:
-            logger.exception("indexes: building failed")
-            IngestRun.objects.filter(status=IngestRun.Status.INDEXING).update(
-                status=IngestRun.Status.FAILED,
-                error=f"rows stored, but building the users indexes failed: {error}"[:2000],
-                finished_at=timezone.now(),
-            )
-            return
-        _close_indexed_runs()
-
-
-def _close_indexed_runs() -> None:
-    for run in IngestRun.objects.filter(status=IngestRun.Status.INDEXING):
-        IngestRun.objects.filter(id=run.id, status=IngestRun.Status.INDEXING).update(
-            status=IngestRun.Status.FAILED if run.batches_failed else IngestRun.Status.COMPLETED,
-            finished_at=timezone.now(),
-        )
-        _log_finished(run)
 
 
 def ingest_run_published(*, run: IngestRun, rows: int, batches: int) -> None:
@@ -198,18 +125,6 @@ def ingest_run_fail(*, run: IngestRun, error: str) -> None:
         ingest_indexes_restore()
 
 
-def ingest_run_totals(*, run_id: int) -> dict[str, int]:
-    """Counts over the batches workers have finished so far."""
-    totals = IngestBatch.objects.filter(run_id=run_id).aggregate(
-        done=Count("id", filter=~Q(status=IngestBatch.Status.STARTED)),
-        failed=Count("id", filter=Q(status=IngestBatch.Status.FAILED)),
-        failed_rows=Sum("rows", filter=Q(status=IngestBatch.Status.FAILED), default=0),
-        stored=Sum("stored", default=0),
-        rejected=Sum("rejected", default=0),
-    )
-    return totals
-
-
 def ingest_run_refresh(*, run_id: int) -> None:
     """Close the run once every published batch is stored or failed; a bulk run first builds
     the indexes it left out (status `indexing` meanwhile)."""
@@ -233,19 +148,9 @@ def ingest_run_refresh(*, run_id: int) -> None:
         return
     run = IngestRun.objects.get(id=run_id)
     if run.status == IngestRun.Status.INDEXING:
-        _finish_bulk_runs()
+        bulk_runs_finish()
     else:
-        _log_finished(run)
-
-
-def _log_finished(run: IngestRun) -> None:
-    logger.info(
-        "ingest run %s finished: %s stored, %s rejected, %s failed batch(es)",
-        run.id,
-        run.rows_stored,
-        run.rows_rejected,
-        run.batches_failed,
-    )
+        log_run_finished(run)
 
 
 _BEGIN_ATTEMPT_SQL = """
@@ -275,7 +180,7 @@ def ingest_batch_store(
         logger.info("run %s batch %s already %s; skipping redelivery", run_id, batch, status)
         # The worker that stored it may have died building a bulk run's indexes.
         if IngestRun.objects.filter(id=run_id, status=IngestRun.Status.INDEXING).exists():
-            _finish_bulk_runs()
+            bulk_runs_finish()
         return BatchOutcome(0, 0, 0, skipped=True)
     if attempts > settings.INGEST_MAX_ATTEMPTS:
         ingest_batch_fail(

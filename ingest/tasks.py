@@ -1,4 +1,4 @@
-"""Celery tasks of the ingest pipeline: thin adapters over ingest.services."""
+"""Celery tasks of the ingest pipeline: thin adapters over ingest.services and ingest.bulk."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ from celery import shared_task, signals
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
-from ingest.services import (
-    batch_from_message,
-    ingest_batch_fail,
-    ingest_batch_store,
-    ingest_indexes_restore,
-)
+from ingest.bulk import ingest_indexes_restore
+from ingest.services import batch_from_message, ingest_batch_fail, ingest_batch_store
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Importing an uploaded CSV file (the admin's "Import users" page).
 
 The upload is streamed to a temporary file on disk, never held in memory, and refused once it
-passes `ADMIN_IMPORT_MAX_BYTES` (a body declaring more than that, plus MULTIPART_SLACK, is
-refused before Django reads it; so is any body over the admin's usual limit from a client whose
-session cookie is not that of an account that may import: viswals/request_limits.py). The
+passes `ADMIN_IMPORT_MAX_BYTES` (a body declaring more than that, plus
+ADMIN_IMPORT_MULTIPART_SLACK, is refused before Django reads it; so is any body over the admin's
+usual limit from a client whose session cookie is not that of an account that may import,
+users.access.may_import: viswals/request_limits.py). The
 file is then published by the same producer as `publish_csv` (ingest.publishing.publish_file:
 same CSV contract, batch limits and IngestRun record) in a background thread of the web
 process, which deletes the file when it is done.
@@ -30,41 +31,9 @@ from ingest.publishing import PublishError, publish_file
 
 logger = logging.getLogger(__name__)
 
-# Room for the form's other fields and the multipart boundaries around the file.
-MULTIPART_SLACK = 64 << 10
 # Seconds the upload request waits for the run to be recorded (the file's checksum is read
 # first: about a second per 300 MB here).
 START_TIMEOUT = 60.0
-
-
-# Who may import: a staff account with the permission of the API's writes.
-IMPORT_PERMISSION = "users.add_user"
-
-
-def may_import(account) -> bool:
-    """Whether this account may use the "Import users" page."""
-    return bool(
-        account is not None
-        and account.is_authenticated
-        and account.is_active
-        and account.is_staff
-        and account.has_perm(IMPORT_PERMISSION)
-    )
-
-
-def session_may_import(session_key: str) -> bool:
-    """Whether the session with this key is logged in to an account that may import: checked
-    from the session cookie alone, before the request body is read (viswals/request_limits.py
-    lets only such requests send bodies up to ADMIN_IMPORT_MAX_BYTES). The account is resolved
-    as AuthenticationMiddleware would (django.contrib.auth.get_user: the session's backend, and
-    its password hash still matching)."""
-    from importlib import import_module
-    from types import SimpleNamespace
-
-    from django.contrib.auth import get_user
-
-    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    return may_import(get_user(SimpleNamespace(session=session)))
 
 
 class UploadTooLarge(Exception):
@@ -96,7 +65,10 @@ class LimitedTemporaryFileUploadHandler(TemporaryFileUploadHandler):
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         # A declared length far past the limit: stop before the first byte of the file.
-        if content_length and content_length > self.max_bytes + MULTIPART_SLACK:
+        if (
+            content_length
+            and content_length > self.max_bytes + settings.ADMIN_IMPORT_MULTIPART_SLACK
+        ):
             self.too_large = True
         return super().handle_raw_input(input_data, META, content_length, boundary, encoding)
 

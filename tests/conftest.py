@@ -1,29 +1,15 @@
-"""Shared fixtures. Every test run gets its own database, Redis key prefix, event channel and
-queue (suffixed with the process id), so runs never see each other's data and clean up after
-themselves."""
+"""Fixtures and hooks shared by every test. Helpers live in tests/support/ (its package docstring
+maps them); this run's own names (database, Redis prefix, channel, queue) come from
+tests/support/environment.py."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-from tests.helpers import HEADER
-
-RUN_ID = f"t{os.getpid()}"
-ROOT = Path(__file__).resolve().parent.parent
-
-# Read by settings.py at import, and by every subprocess (workers, web servers) tests start.
-TEST_ENV = {
-    "DJANGO_DEBUG": "true",
-    "USERS_CACHE_PREFIX": f"{RUN_ID}:users:v2",
-    "INGEST_QUEUE": f"ingest-{RUN_ID}",
-    "STREAM_CHANNEL": f"{RUN_ID}-users",
-    "STREAM_KEY_PREFIX": f"{RUN_ID}:sse",
-    "LOG_LEVEL": "WARNING",
-}
+from tests.support.data import HEADER
+from tests.support.environment import RUN_ID, TEST_ENV
+from tests.support.servers import WebServer, Worker, collected_static
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,17 +18,52 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="also run the tests marked `cluster` (own PostgreSQL/RabbitMQ clusters; slow)",
     )
+    parser.addoption(
+        "--restarts",
+        action="store_true",
+        help="also run the tests marked `restarts_services`, which restart the machine's shared "
+        "PostgreSQL, Redis and RabbitMQ (make test-restarts)",
+    )
+
+
+# Opt-in markers: a test carrying one runs only with its option.
+OPT_IN = {
+    "cluster": ("--cluster", "starts clusters of its own: make test-cluster (--cluster)"),
+    "restarts_services": (
+        "--restarts",
+        "restarts the shared PostgreSQL, Redis or RabbitMQ: make test-restarts (--restarts)",
+    ),
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cluster` start clusters of their own: only with --cluster (make
-    test-cluster), so the default suite stays a one-machine run of the usual length."""
-    if config.getoption("--cluster"):
-        return
-    skip = pytest.mark.skip(reason="starts clusters of its own: make test-cluster (--cluster)")
+    """`make test` touches only what it created: tests that start clusters of their own or
+    restart the services everyone on the machine shares are skipped unless asked for."""
+    skips = {
+        marker: pytest.mark.skip(reason=reason)
+        for marker, (option, reason) in OPT_IN.items()
+        if not config.getoption(option)
+    }
     for item in items:
-        if item.get_closest_marker("cluster"):  # a mark, not a keyword: a directory may be named so
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Collect the web servers' static files in the background while the first tests run, if
+    any test starts a web server."""
+    if any(_starts_a_web_server(item) for item in session.items):
+        collected_static.start()
+
+
+def _starts_a_web_server(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return "web_server" in getattr(item, "fixturenames", ()) or hasattr(module, "WebServer")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    collected_static.remove()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,21 +77,6 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
     settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_viswals_{RUN_ID}"
-
-
-def database_url() -> str:
-    db = settings.DATABASES["default"]
-    user = db.get("USER") or "postgres"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for a process that must share this test run's database, keys and queue."""
-    env = {**os.environ, **TEST_ENV, "DATABASE_URL": database_url(), **extra}
-    env.pop("DATABASE_POOL", None)
-    return env
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -157,9 +163,8 @@ def redis_client():
 @pytest.fixture
 def web_server(django_db_setup, tmp_path):
     """Start web servers (the Procfile's uvicorn, on free loopback ports) with extra
-    environment: `web_server(workers=1, API_READS_REQUIRE_AUTH="false")`; all stopped after."""
-    from tests.processes import WebServer
-
+    environment: `web_server(workers=1, API_READS_REQUIRE_AUTH="false")`; all stopped after.
+    Module-scoped fixtures use `with WebServer(...) as server:` (tests/support/servers.py)."""
     servers: list[WebServer] = []
 
     def start(workers: int = 2, **env: str) -> WebServer:
@@ -181,8 +186,6 @@ def live_web_server(web_server):
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real Celery worker (prefork, concurrency 2) consuming this run's ingest queue."""
-    from tests.processes import Worker
-
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     worker = Worker(log_path, TEST_ENV["INGEST_QUEUE"], RUN_ID, concurrency=2)
     yield worker

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.environment import random_secret_key
+from tests.support.environment import random_secret_key
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
 
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 # The configuration page's sections: "## Settings" lists what viswals/settings.py reads,

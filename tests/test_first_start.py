@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, subprocess_env
-from tests.environment import random_secret_key
+from tests.support.environment import ROOT, random_secret_key, subprocess_env
 from users.access import token_digest
 from users.models import ApiToken
 from viswals.secret_key import secret_key_problem

@@ -18,6 +18,8 @@ import hashlib
 import logging
 import secrets
 import time
+from importlib import import_module
+from types import SimpleNamespace
 from typing import NamedTuple
 
 from django.conf import settings
@@ -109,3 +111,32 @@ def token_from_authorization(value: str | bytes | None) -> str | None:
         return None
     token = token.strip()
     return token if token and " " not in token else ""
+
+
+# Who may import a CSV file (the admin's "Import users" page, ingest.uploads): a staff account
+# with the permission of the API's writes.
+IMPORT_PERMISSION = "users.add_user"
+
+
+def may_import(account) -> bool:
+    """Whether this account may use the "Import users" page."""
+    return bool(
+        account is not None
+        and account.is_authenticated
+        and account.is_active
+        and account.is_staff
+        and account.has_perm(IMPORT_PERMISSION)
+    )
+
+
+def session_may_import(session_key: str) -> bool:
+    """Whether the session with this key is logged in to an account that may import: checked
+    from the session cookie alone, before the request body is read (viswals/request_limits.py,
+    through settings.ADMIN_IMPORT_SESSION_CHECK, lets only such requests send bodies up to
+    ADMIN_IMPORT_MAX_BYTES). The account is resolved as AuthenticationMiddleware would
+    (django.contrib.auth.get_user: the session's backend, and its password hash still
+    matching)."""
+    from django.contrib.auth import get_user
+
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return may_import(get_user(SimpleNamespace(session=session)))

@@ -17,11 +17,13 @@ from users.models import User
 from users.selectors import (
     ORDERING_KEY_ALIAS,
     SEARCH_TOO_SHORT,
-    full_name_expression,
     search_text_usable,
-    user_created_at_key_unindexed,
+    user_contains,
+    user_created_window_by_id,
     user_filter_email_address,
     user_filter_first_name,
+    user_ordering_key_unindexed,
+    user_substring_plan,
 )
 from users.validation import BIGINT_MAX, FieldError, parse_int, utc_datetime
 
@@ -30,6 +32,18 @@ from users.validation import BIGINT_MAX, FieldError, parse_int, utc_datetime
 # each field's key (users.selectors.user_ordering_key): last names by UPPER(last_name), the
 # expression of the index that serves both this ordering and the exact `last_name` filter.
 ORDERINGS = ("id", "created_at", "last_name")
+# A time window's parameters (with the ordering): a list narrowed by these alone in id order has
+# a plan of its own (UserFilter.filter_queryset).
+_WINDOW_PARAMETERS = frozenset({"created_after", "created_before", "ordering"})
+
+
+# The page a substring's plan is chosen for: the list's default (users.api.pagination).
+_PAGE_SIZE = 50
+
+
+def _given(value) -> bool:
+    """Whether a cleaned filter value narrows the list (absent: None, "" or no terms)."""
+    return value not in (None, "", [], ())
 
 
 class SubstringField(forms.CharField):
@@ -127,8 +141,7 @@ class UserFilter(django_filters.FilterSet):
         "at least 3 letters or digits in a row.",
     )
     email = SubstringFilter(
-        field_name="email_address",
-        lookup_expr="icontains",
+        method="filter_email",
         help_text="Case-insensitive substring of the email address; at least 3 letters or "
         "digits in a row.",
     )
@@ -172,18 +185,38 @@ class UserFilter(django_filters.FilterSet):
         model = User
         fields: list[str] = []
 
+    # Substring filters compare through the trigram indexes unless the list is to walk its
+    # ordering's index (filter_queryset).
+    _substrings_indexed = True
+
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        unfiltered = queryset
         queryset = super().filter_queryset(queryset)
         data = self.form.cleaned_data
         ordering = [term for term in data.get("ordering") or () if term]
         field = ordering[0].lstrip("-") if ordering else "id"
-        # An exact last name with deleted=true or merged=true (a few percent of the users) is
-        # a few rows of one index range: read them there and sort them by creation time. The
-        # created_at index, walked in order with both filters, met one match every ~4,600 rows
-        # at 5M users (1.4M rows read for a page: ~1 s). Same rows, same order, same cursors.
-        rare_flag = data.get("deleted") is True or data.get("merged") is True
-        if data.get("last_name") and rare_flag and field == "created_at":
-            queryset = queryset.alias(**{ORDERING_KEY_ALIAS: user_created_at_key_unindexed()})
+        # A substring: its matches sorted, or the ordering's index walked, by their number in a
+        # sample of the table (users.selectors.user_substring_plan), not by the planner's
+        # estimate, which flips between the two (10 ms or 670 ms for name=ash at 5M users).
+        # Either plan is forced on the planner; same rows, same order, same cursors.
+        if _given(data.get("name")) or _given(data.get("email")):
+            plan = user_substring_plan(queryset=queryset, field=field, page=_PAGE_SIZE)
+            if plan == "walk":
+                self._substrings_indexed = False
+                try:
+                    queryset = super().filter_queryset(unfiltered)
+                finally:
+                    self._substrings_indexed = True
+            else:
+                key = user_ordering_key_unindexed(field)
+                queryset = queryset.alias(**{ORDERING_KEY_ALIAS: key})
+        # A time window alone, in id order: the created_at index read for the window's ids,
+        # or the primary key walked, by the planner's estimate of the window's size
+        # (users.selectors.user_created_window_by_id). Same rows, same order, same cursors.
+        window = data.get("created_after") is not None or data.get("created_before") is not None
+        others = [name for name in self.filters if name not in _WINDOW_PARAMETERS]
+        if field == "id" and window and not any(_given(data.get(name)) for name in others):
+            queryset = user_created_window_by_id(queryset=queryset)
         return queryset
 
     def filter_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
@@ -192,7 +225,16 @@ class UserFilter(django_filters.FilterSet):
             return queryset
         # A substring of the first or the last name is a substring of "first last" too, so
         # one condition (and one trigram index) covers all three.
-        return queryset.alias(full_name=full_name_expression()).filter(full_name__icontains=value)
+        return user_contains(
+            queryset=queryset, name=True, email=False, text=value, indexed=self._substrings_indexed
+        )
+
+    def filter_email(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        if not value:
+            return queryset
+        return user_contains(
+            queryset=queryset, name=False, email=True, text=value, indexed=self._substrings_indexed
+        )
 
     # Through the "first last" trigram index for a rare name, along the ordering's index for a
     # common one (users.selectors.user_filter_first_name); no b-tree of its own, which every

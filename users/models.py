@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
-from django.db.models import Value
+from django.db.models import Q, Value
 from django.db.models.functions import Concat, Upper
 
 
@@ -35,11 +35,33 @@ class User(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
-            models.Index(fields=["created_at"], name="users_created_at_idx"),
+            # `ordering=created_at` (keyset pages on created_at then id), and a created_at
+            # window in id order, whose page's ids are read from this index alone (an
+            # index-only scan, users.selectors.user_created_window_by_id).
+            models.Index(fields=["created_at", "id"], name="users_created_at_id_idx"),
             # `ordering=last_name` sorts by UPPER(last_name) then id (keyset pagination), and
             # the exact `last_name` filter compares UPPER(last_name): one index serves both, so
             # a last name is one range scan under every ordering (users.filters).
             models.Index(Upper("last_name"), "id", name="users_upper_last_name_id_idx"),
+            # An exact last name of the deleted (or of the merged) users by creation time: one
+            # range of these, in the page's order. Partial: only the few percent of users
+            # deleted or merged are indexed (and pay for it on ingest), where a full index
+            # would be paid by every row; without them PostgreSQL read every user of the last
+            # name (23k Smiths at 5M users) and sorted them, or walked created_at filtering.
+            models.Index(
+                Upper("last_name"),
+                "created_at",
+                "id",
+                name="users_deleted_name_created_idx",
+                condition=Q(deleted_at__isnull=False),
+            ),
+            models.Index(
+                Upper("last_name"),
+                "created_at",
+                "id",
+                name="users_merged_name_created_idx",
+                condition=Q(merged_at__isnull=False),
+            ),
             # API substring filters (users.filters.UserFilter; the initial migration adds pg_trgm).
             # Only two trigram indexes: each one costs every ingested row dearly (GIN), and a
             # substring of either name is a substring of "first last", so one serves `name`.

@@ -8,7 +8,7 @@ Two Redis roles, which may be the same server:
   windows. `cache_client()` is django-redis' own client; `async_cache_client()` a
   redis.asyncio client to the same location for the hot read, one per event loop
   (redis.asyncio connections belong to the loop that opened them; uvicorn runs one loop per
-  worker, tests may run several).
+  worker, tests may run several); `redis_ping()` asks it whether it answers, for /readyz.
 - the stream (settings.STREAM_REDIS): the event history, stream slots, principal-change
   notices. `stream_client()` for the web and worker threads (strings decoded), and
   `stream_reader_client()` for a process's history reader task.
@@ -58,8 +58,7 @@ def async_cache_client():
     import redis.asyncio as aioredis
 
     config = settings.CACHES["default"]
-    location = config["LOCATION"]
-    url = location[0] if isinstance(location, list | tuple) else location
+    url = _cache_url()
     per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
     key = (url, _sentinel_key())
     client = per_loop.get(key)
@@ -108,6 +107,53 @@ def sentinel_primary(*, asynchronous: bool = False, **connection_kwargs):
         from redis.sentinel import Sentinel
     sentinel = Sentinel(config["sentinels"], sentinel_kwargs=config["sentinel_kwargs"])
     return sentinel.master_for(config["master"], **connection_kwargs)
+
+
+def _cache_url() -> str:
+    location = settings.CACHES["default"]["LOCATION"]
+    return location[0] if isinstance(location, list | tuple) else location
+
+
+def redis_ping(*, timeout: float) -> None:
+    """Ping the Redis of settings.REDIS_URL (the one the cache's and the stream's settings are
+    derived from) for /readyz, on a connection of its own, opened and closed here, waiting at
+    most `timeout` seconds to connect and for the answer; raises when Redis does not answer
+    (redis.RedisError or OSError)."""
+    import redis
+
+    timeouts = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if settings.REDIS_SENTINEL:
+        _ping_sentinel_primary(**timeouts)
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL, **timeouts)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _ping_sentinel_primary(**timeouts: float) -> None:
+    """Ask the Sentinels for the primary and check that the server there answers as a primary:
+    a Sentinel behind a failover could name a replica, which must not pass (it refuses writes)."""
+    import redis
+    from redis.sentinel import Sentinel
+
+    config = settings.REDIS_SENTINEL
+    host, port = Sentinel(
+        config["sentinels"], sentinel_kwargs=config["sentinel_kwargs"]
+    ).discover_master(config["master"])
+    credentials = {
+        key: value
+        for key, value in _url_credentials(settings.REDIS_URL).items()
+        if key in ("username", "password")
+    }
+    client = redis.Redis(host=host, port=port, **credentials, **timeouts)
+    try:
+        role = client.execute_command("ROLE")[0]
+    finally:
+        client.close()
+    if role not in (b"master", "master"):
+        raise redis.ConnectionError(f"the Sentinels' primary answers as {role!r}")
 
 
 # --- The stream's Redis -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
 from django.db.models import (
+    BigIntegerField,
     CharField,
     DateTimeField,
     ExpressionWrapper,
@@ -91,15 +92,13 @@ def user_filter_first_name(*, queryset: QuerySet[User], name: str) -> QuerySet[U
     ~200 ms, and grows with the table; instead the list walks its ordering's index (id,
     created_at or UPPER(last_name)) and meets a match every users/matches rows. The planner
     cannot choose between the two itself: it multiplies the selectivities of the prefix and of
-    the exact comparison, which say the same thing, and so expects 1/200 of the matches. Which
-    is decided by its estimate of the prefix alone (the trigram index's statistics on "first
-    last"; planning only, no rows read); both plans return the same rows in the same order."""
-    prefix = (
-        User.objects.alias(full_name=full_name_expression())
-        .filter(full_name__istartswith=f"{name} ")
-        .order_by()
-    )
-    estimate = json.loads(prefix.explain(format="json"))[0]["Plan"]["Plan Rows"]
+    the exact comparison, which say the same thing, and so expects 1/200 of the matches. Nor
+    is its estimate of the prefix alone steady: a name of 1 user in 200 falls in one bin of its
+    100-bin histogram or in none, so the plan changed with each ANALYZE (20 or 113 ms for
+    Ashley at 5M users). Which is decided by the name's count on a fixed sample of the table
+    (user_matches_estimate); both plans return the same rows in the same order."""
+    named = User.objects.using(queryset.db).filter(first_name__iexact=name)
+    estimate, _ = user_matches_estimate(queryset=named)
     if estimate > FIRST_NAME_COMMON_ABOVE:
         # UPPER(first_name) = UPPER(name): no index holds it, so the planner reads the rows
         # in the page's order and filters them.
@@ -130,14 +129,65 @@ def user_filter_email_address(*, queryset: QuerySet[User], address: str) -> Quer
     ).filter(email_address__icontains=local, email_upper=Upper(Value(address)))
 
 
-def user_search(*, text: str, queryset: QuerySet[User] | None = None) -> QuerySet[User]:
+# pg_trgm's words: runs of letters and digits (anything else separates them).
+_trigram_words = re.compile(r"[^\W_]+").findall
+
+
+def user_contains(
+    *, queryset: QuerySet[User], name: bool, email: bool, text: str, indexed: bool = True
+) -> QuerySet[User]:
+    """`queryset` narrowed to the users whose "first last" name (`name`) or email address
+    (`email`) contains `text`, case-insensitively (`UPPER(…) LIKE UPPER('%text%')`), through the
+    trigram indexes. Check search_text_usable first.
+
+    A text of several words of three letters or more ("Ashley Ramirez") is handed to the index
+    one word at a time, `LIKE '%ASHLEY%' AND LIKE '%RAMIREZ%'`, which the whole text implies:
+    given the whole text, pg_trgm also looks up the trigrams that mark a word's start or end
+    ("EY ", "  R", " RA"), and their posting lists hold most of the table (half the index's
+    time for a full name at 5M users). The whole text then decides among the few rows found,
+    compared on a copy of the expression that no index holds (`|| ''`). A shorter word ("Jo
+    Smith") keeps the whole text for the index: there the word's boundary is what is rare.
+
+    `indexed=False`: every comparison on the unindexed copies (the same rows), so that the
+    planner walks the list's ordering index with them as filters (user_substring_plan)."""
+    words = _trigram_words(text)
+    split = len(words) > 1 and min(len(word) for word in words) >= SEARCH_MIN_RUN
+    queryset = queryset.alias(
+        full_name=full_name_expression(),
+        full_name_unindexed=Concat(full_name_expression(), Value(""), output_field=CharField()),
+        email_unindexed=Concat("email_address", Value(""), output_field=CharField()),
+    )
+    conditions = Q()
+    for wanted, on_index, off_index in (
+        (name, "full_name", "full_name_unindexed"),
+        (email, "email_address", "email_unindexed"),
+    ):
+        if not wanted:
+            continue
+        if not indexed:
+            condition = Q(**{f"{off_index}__icontains": text})
+        elif split:
+            condition = Q(**{f"{off_index}__icontains": text})
+            for word in words:
+                condition &= Q(**{f"{on_index}__icontains": word})
+        else:
+            condition = Q(**{f"{on_index}__icontains": text})
+        conditions |= condition
+    return queryset.filter(conditions)
+
+
+def user_search(
+    *, text: str, queryset: QuerySet[User] | None = None, page: int = 50
+) -> QuerySet[User]:
     """Users whose "first last" name or email address contains `text` (case-insensitive): the
     admin's search box, with the expressions (and so the trigram indexes) of the API's `name`
-    and `email` filters. Check search_text_usable first."""
+    and `email` filters (user_contains), and their choice of plan for a list in id order of
+    `page` rows (user_substring_plan). Check search_text_usable first."""
     queryset = user_list() if queryset is None else queryset
-    return queryset.alias(full_name=full_name_expression()).filter(
-        Q(full_name__icontains=text) | Q(email_address__icontains=text)
-    )
+    found = user_contains(queryset=queryset, name=True, email=True, text=text)
+    if user_substring_plan(queryset=found, field="id", page=page) == "walk":
+        return user_contains(queryset=queryset, name=True, email=True, text=text, indexed=False)
+    return found
 
 
 # The alias under which a list's ordering key is selected (users.api.pagination): a filter that
@@ -152,12 +202,143 @@ def user_ordering_key(field: str) -> Expression:
     return Upper(field) if field == "last_name" else F(field)
 
 
-def user_created_at_key_unindexed() -> Expression:
-    """user_ordering_key("created_at"), the same values in the same order, as an expression no
-    index holds (`created_at + interval '0'`): the planner must then find the rows through the
-    filters' indexes and sort them, instead of walking the created_at index while filtering,
-    a bet on the matches being spread evenly along it."""
-    return ExpressionWrapper(F("created_at") + Value(timedelta(0)), output_field=DateTimeField())
+def user_ordering_key_unindexed(field: str) -> Expression:
+    """user_ordering_key(field), the same values in the same order, as an expression no index
+    holds (`id + 0`, `created_at + interval '0'`, `UPPER(last_name) || ''`): the planner must
+    then find the rows through the filters' indexes and sort them."""
+    if field == "last_name":
+        return Concat(Upper("last_name"), Value(""), output_field=CharField())
+    if field == "created_at":
+        shifted = F("created_at") + Value(timedelta(0))
+        return ExpressionWrapper(shifted, output_field=DateTimeField())
+    return ExpressionWrapper(F("id") + Value(0), output_field=BigIntegerField())
+
+
+# How many of the table's pages a substring filter's frequency is measured on
+# (user_matches_estimate): a fixed sample (the same pages every time, so cached, and one plan
+# for one request), ~6,000 users.
+SUBSTRING_SAMPLE_PAGES = 100
+# Walking an ordering's index costs a row read per row walked; along id and created_at the
+# rows sit in the table's order (ids and creation times grow as the rows were loaded), so a
+# row walked costs about 1/20 of a row fetched at random by the trigram index's bitmap (0.2 µs
+# against ~5 µs at 5M users); along last names it costs the same.
+WALK_COST = {"id": 0.05, "created_at": 0.05, "last_name": 1.0}
+
+
+def user_matches_estimate(*, queryset: QuerySet[User]) -> tuple[float, float]:
+    """How many users `queryset` holds, counted on a fixed sample of the table's pages
+    (TABLESAMPLE SYSTEM … REPEATABLE) and scaled up, and how many users there are (the
+    planner's count); one query. Exact for a table of at most SUBSTRING_SAMPLE_PAGES pages.
+
+    The planner's own estimate of `LIKE '%ash%'` comes from a 100-value histogram of the
+    expression: a substring in 1% of the names is found there once or not at all, so between
+    two ANALYZE runs its estimate moved from 50,000 to 496 (the floor) at 5M users, and with
+    it the plan (10 ms or 670 ms)."""
+    table = User._meta.db_table
+    sql, params = queryset.order_by().values("id").query.get_compiler(queryset.db).as_sql()
+    quoted = connections[queryset.db].ops.quote_name(table)
+    # The share of pages sampled, from the table's size on disk (its statistics may be older).
+    share = (
+        "SELECT least(1.0, %s::float8 / greatest(1, pg_relation_size(%s::regclass) / "
+        "current_setting('block_size')::int))"
+    )
+    sampled = f"{quoted} TABLESAMPLE SYSTEM ((100 * ({share}))) REPEATABLE (0)"
+    sql = sql.replace(f"FROM {quoted}", f"FROM {sampled}", 1)
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT count(*) FROM ({sql}) AS matches), ({share}), reltuples "
+            "FROM pg_class WHERE oid = %s::regclass",
+            [SUBSTRING_SAMPLE_PAGES, table, *params, SUBSTRING_SAMPLE_PAGES, table, table],
+        )
+        hits, sampled_share, users = cursor.fetchone()
+    matches = hits / sampled_share
+    return matches, max(float(users), matches, 1.0)
+
+
+def user_substring_plan(*, queryset: QuerySet[User], field: str, page: int) -> str:
+    """How a list with substring filters (`name`, `email`) ordered by `field` is best read:
+    "walk" its ordering's index with the filters (rows read: page / the matches' share), or
+    "sort" its matches found through the trigram indexes (rows read: the matches), whichever
+    reads fewer, rows walked weighed by WALK_COST. By user_matches_estimate, not the planner's
+    estimate; the caller then leaves the planner only that plan (user_contains(indexed=False)
+    for a walk, user_ordering_key_unindexed for a sort)."""
+    matches, users = user_matches_estimate(queryset=queryset)
+    if matches < 1:
+        return "sort"
+    walked = page * users / matches
+    return "walk" if walked * WALK_COST.get(field, 1.0) < matches else "sort"
+
+
+# The alias a filter sets on a list whose page is read in two steps (users.api.pagination,
+# user_page_ids_first): the page's ids, from an index that holds them with the filter's column
+# (an index-only scan, no table rows read), then those users' rows by primary key.
+PAGE_IDS_FIRST_ALIAS = "page_ids_first"
+
+# A created_at window in id order is read through users_created_at_id_idx, ids first, while the
+# planner expects it to hold at most this fraction of the users; beyond, the primary key is
+# walked with the window as a filter (user_created_window_by_id).
+CREATED_WINDOW_WALK_ABOVE = 0.5
+
+
+def _planner_rows(queryset: QuerySet) -> float:
+    """The planner's estimate of the rows `queryset` returns (an EXPLAIN: planning only)."""
+    plan = json.loads(queryset.order_by().explain(format="json"))
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def user_created_window_by_id(*, queryset: QuerySet[User]) -> QuerySet[User]:
+    """`queryset`, narrowed by a created_at window alone and listed in id order, set to be read
+    with a plan bounded by the window's size rather than by where its rows sit among the ids.
+
+    The planner walks the primary key filtering by the window, a bet that matches are spread
+    along the ids; they are not (ids and creation times grow together), so a window of the
+    last year was reached after 4.5M older users at 5M users (1.4 s). Instead, unless the
+    planner expects the window to hold nearly every user, the page's ids are read from
+    users_created_at_id_idx (an index-only scan of the window, ~0.1 µs a user, sorted for the
+    page's ids, PAGE_IDS_FIRST_ALIAS) and their rows fetched by primary key. Ids and creation
+    times cannot be tied by a rule (API users get ids from 10^15 with any created_at, a CSV may
+    carry any id), so no id range is derived from the window; the primary-key walk is kept for
+    a window of nearly the whole table, where it meets a match at almost every row."""
+    window = _planner_rows(queryset)
+    users = _planner_rows(queryset.model.objects.using(queryset.db).all())
+    if window > users * CREATED_WINDOW_WALK_ABOVE:
+        return queryset
+    # `id + 0`: the same values in the same order, on an expression the primary key does not
+    # hold, so the page's ids are sorted from the window rather than walked for.
+    unindexed_id = user_ordering_key_unindexed("id")
+    return queryset.alias(**{ORDERING_KEY_ALIAS: unindexed_id, PAGE_IDS_FIRST_ALIAS: Value(True)})
+
+
+# How many ids past a cursor a page of a created_at window in id order looks at first
+# (user_page_ids_first): where the window holds one user in 20 there or more (a window at the
+# start of time, or spread evenly), the page is found in these alone.
+WINDOW_PROBE_IDS = 1000
+
+
+def user_page_ids_first(
+    *, queryset: QuerySet[User], after: Q, limit: int, descending: bool
+) -> list[User]:
+    """The first `limit` users of `queryset` (narrowed by `after`, the page's cursor, and
+    ordered by id or by a key holding the same values, PAGE_IDS_FIRST_ALIAS), in id order
+    (`descending`: from the highest).
+
+    First among the next WINDOW_PROBE_IDS ids past the cursor only (a range of the primary
+    key): enough when matches are dense there. Otherwise the page's ids are read through the
+    filters' index alone (the inner query: an index-only scan, sorted) and their rows fetched
+    by primary key. Both return exactly the first `limit` matches: the probe only when it found
+    them all within its range, or when no id lies beyond it."""
+    users = queryset.model.objects.using(queryset.db)
+    order = "-id" if descending else "id"
+    nearest = users.filter(after).order_by(order).values_list("id", flat=True)
+    last = list(nearest[WINDOW_PROBE_IDS - 1 : WINDOW_PROBE_IDS])
+    probe = queryset
+    if last:
+        probe = queryset.filter(**{"id__gte" if descending else "id__lte": last[0]})
+    rows = list(probe.order_by(order)[:limit])
+    if len(rows) == limit or not last:
+        return rows
+    ids = queryset.values("id")[:limit]
+    return list(users.filter(id__in=ids).order_by(order))
 
 
 def user_count_bounded(*, queryset: QuerySet[User], exact_up_to: int) -> tuple[int, bool]:

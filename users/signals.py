@@ -60,7 +60,7 @@ def _account_saved(sender, instance, created: bool, update_fields=None, **kwargs
 
 
 def _account_permissions_changed(sender, instance, action: str, reverse: bool, pk_set, **kwargs):
-    """User.groups / User.user_permissions changed, from either side."""
+    """An account's groups or permissions changed, from either side."""
     if not action.startswith("post_"):
         return
     if isinstance(instance, get_user_model()):
@@ -73,22 +73,22 @@ def _group_permissions_changed(sender, instance, action: str, pk_set, **kwargs) 
     if not action.startswith("post_"):
         return
     groups = [instance.pk] if isinstance(instance, Group) else list(pk_set or ())
-    User = get_user_model()
-    _forget_accounts(User.objects.filter(groups__in=groups).values_list("pk", flat=True))
+    Account = get_user_model()  # the auth user model, not the directory's users.models.User
+    _forget_accounts(Account.objects.filter(groups__in=groups).values_list("pk", flat=True))
 
 
 def connect() -> None:
-    User = get_user_model()
+    Account = get_user_model()  # the auth user model, not the directory's users.models.User
     post_delete.connect(_token_changed, sender=ApiToken, dispatch_uid="users-token-deleted")
     post_save.connect(_token_changed, sender=ApiToken, dispatch_uid="users-token-saved")
     post_delete.connect(_session_deleted, sender=Session, dispatch_uid="users-session-deleted")
-    post_save.connect(_account_saved, sender=User, dispatch_uid="users-account-saved")
+    post_save.connect(_account_saved, sender=Account, dispatch_uid="users-account-saved")
     m2m_changed.connect(
-        _account_permissions_changed, sender=User.groups.through, dispatch_uid="users-groups"
+        _account_permissions_changed, sender=Account.groups.through, dispatch_uid="users-groups"
     )
     m2m_changed.connect(
         _account_permissions_changed,
-        sender=User.user_permissions.through,
+        sender=Account.user_permissions.through,
         dispatch_uid="users-account-perms",
     )
     m2m_changed.connect(

@@ -1,17 +1,22 @@
-"""Field rules for a user, shared by every way a user enters the system (CSV ingest and the API).
+"""Field rules for a user, shared by every way a user enters the system (CSV ingest and the API),
+and a CSV row's validation built from them (`parse_row`, with the common row checked in one go):
+a rule changes here, in one module.
 
-Pure functions: no ORM, no settings. Each raises `FieldError(column, message)` on bad input and
-returns the normalised value otherwise.
+Pure functions: no ORM, no settings. Each field rule raises `FieldError(column, message)` on bad
+input and returns the normalised value otherwise; `parse_row` raises `RowRejected`.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.core.validators import EmailValidator
+
+from users.columns import USER_COLUMNS, UserRow
 
 NAME_MAX_LENGTH = 255
 EMAIL_MAX_LENGTH = 254  # RFC 5321 path limit
@@ -218,3 +223,114 @@ def parse_optional_user_id(value: str, *, column: str) -> int | None:
     if number > BIGINT_MAX:
         raise FieldError(column, f"integer out of range: {number}")
     return number
+
+
+# --- A CSV row ------------------------------------------------------------------------------
+# Raw field values arrive in USER_COLUMNS order, whatever the order of the file's columns.
+Fields = Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RowRejected(Exception):
+    reason: str
+
+
+# Each column's own rule, by position in USER_COLUMNS (the one place they truly differ).
+_ID, _FIRST, _LAST, _EMAIL, _CREATED, _DELETED, _MERGED, _PARENT = USER_COLUMNS
+# UserRow(...) goes through a generated Python __new__; the tuple's own is a C call (one row
+# per line of the file).
+_new_row = tuple.__new__
+
+
+def parse_row(fields: Fields) -> UserRow:
+    """Validate and normalise one record's COLUMNS values."""
+    return _plain_row(fields) or parse_row_by_rules(fields)
+
+
+def parse_row_by_rules(fields: Fields) -> UserRow:
+    """parse_row, one field rule at a time (what `_plain_row` must agree with)."""
+    try:
+        return _new_row(
+            UserRow,
+            (
+                parse_user_id(fields[0]),
+                clean_name(fields[1], column=_FIRST),
+                clean_name(fields[2], column=_LAST),
+                clean_email(fields[3]),
+                parse_required_timestamp(fields[4], column=_CREATED),
+                parse_optional_timestamp(fields[5], column=_DELETED),
+                parse_optional_timestamp(fields[6], column=_MERGED),
+                parse_optional_user_id(fields[7], column=_PARENT),
+            ),
+        )
+    except FieldError as error:
+        raise RowRejected(str(error)) from None
+
+
+# --- The common row, checked in one go ------------------------------------------------------
+# Ingest validates every row it stores: the field rules above, one call per value, are most of
+# a worker's CPU per row. Almost every row holds plain values — ASCII digits and addresses,
+# names without control characters, -1 for none — and `_plain_row` checks those inline,
+# returning exactly what the rules would (tests/ingest/test_parsing.py compares the two on
+# generated rows).
+# Anything else (spaces around a value, other scripts, signs, bad values) returns None and
+# goes through the rules, which accept it or say why not.
+_NONE_VALUES = ("-1", "")
+_UNSURE = object()
+
+
+def _plain_row(fields: Fields) -> UserRow | None:
+    id_text, first, last, email, created, deleted, merged, parent = fields
+    if not plain_digits(id_text):
+        return None
+    user_id = int(id_text)
+    first, last, email = first.strip(), last.strip(), email.strip()
+    if not (
+        0 < user_id <= MAX_IMPORTED_ID
+        and 0 < len(first) <= NAME_MAX_LENGTH
+        and 0 < len(last) <= NAME_MAX_LENGTH
+        and len(email) <= EMAIL_MAX_LENGTH
+        and email.isascii()
+        # Printable ASCII holds no control character; other text is searched for one.
+        and (first.isascii() and first.isprintable() or not control_character(first))
+        and (last.isascii() and last.isprintable() or not control_character(last))
+    ):
+        return None
+    local, at, domain = email.rpartition("@")
+    domain = normal_domain(domain) if at and ascii_local_part(local) else None
+    if domain is None:
+        return None
+    created_time = _plain_time(created)
+    deleted_time = None if deleted in _NONE_VALUES else _plain_time(deleted)
+    merged_time = None if merged in _NONE_VALUES else _plain_time(merged)
+    if parent in _NONE_VALUES:
+        parent_id = None
+    elif plain_digits(parent):
+        parent_id = int(parent)
+        if not 0 < parent_id <= BIGINT_MAX:
+            return None
+    else:
+        return None
+    if _UNSURE in (created_time, deleted_time, merged_time):
+        return None
+    return _new_row(
+        UserRow,
+        (
+            user_id,
+            first,
+            last,
+            f"{local}@{domain}",
+            created_time,
+            deleted_time,
+            merged_time,
+            parent_id,
+        ),
+    )
+
+
+def _plain_time(text: str):
+    """Epoch milliseconds in plain digits as a datetime, or _UNSURE."""
+    if not plain_digits(text):
+        return _UNSURE
+    value = quick_epoch_ms(int(text))
+    return _UNSURE if value is None else value

@@ -72,38 +72,9 @@ def check_postgres() -> None:
 
 
 def check_redis() -> None:
-    import redis
+    from users.redis import redis_ping
 
-    timeouts = {"socket_connect_timeout": CHECK_TIMEOUT, "socket_timeout": CHECK_TIMEOUT}
-    sentinel = settings.REDIS_SENTINEL
-    if not sentinel:
-        client = redis.Redis.from_url(settings.REDIS_URL, **timeouts)
-        try:
-            client.ping()
-        finally:
-            client.close()
-        return
-    redis_ping_primary(sentinel, **timeouts)
-
-
-def redis_ping_primary(sentinel: dict, **timeouts: float) -> None:
-    """Ask the Sentinels for the primary and check that the server there answers as a primary:
-    a Sentinel behind a failover could name a replica, which must not pass (it refuses writes)."""
-    import redis
-    from redis.sentinel import Sentinel
-
-    parts = redis.connection.parse_url(settings.REDIS_URL)
-    credentials = {key: parts[key] for key in ("username", "password") if parts.get(key)}
-    host, port = Sentinel(
-        sentinel["sentinels"], sentinel_kwargs=sentinel["sentinel_kwargs"]
-    ).discover_master(sentinel["master"])
-    client = redis.Redis(host=host, port=port, **credentials, **timeouts)
-    try:
-        role = client.execute_command("ROLE")[0]
-    finally:
-        client.close()
-    if role not in (b"master", "master"):
-        raise redis.ConnectionError(f"the Sentinels' primary answers as {role!r}")
+    redis_ping(timeout=CHECK_TIMEOUT)
 
 
 def check_broker() -> None:

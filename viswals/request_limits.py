@@ -22,8 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 from django.http.cookie import parse_cookie
-
-from ingest.uploads import MULTIPART_SLACK, session_may_import
+from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def _checked_session(session_key: str) -> bool:
     # Outside Django's request cycle nobody else closes this thread's connection (or hands it
     # back to the pool). Rare enough (large uploads only) to close it outright.
     try:
-        return session_may_import(session_key)
+        return import_string(settings.ADMIN_IMPORT_SESSION_CHECK)(session_key)
     finally:
         connections.close_all()
 
@@ -129,7 +128,7 @@ async def _receive_import(app, scope, receive, send, length: int | None):
             [(b"retry-after", str(LARGE_BODY_RETRY_AFTER).encode())],
         )  # fmt: skip
     try:
-        limit = settings.ADMIN_IMPORT_MAX_BYTES + MULTIPART_SLACK
+        limit = settings.ADMIN_IMPORT_MAX_BYTES + settings.ADMIN_IMPORT_MULTIPART_SLACK
         return await _limited(app, scope, receive, send, limit, length)
     finally:
         _large_bodies.give_back()

@@ -154,8 +154,8 @@ _axes_cooloff_minutes = env.int("AXES_COOLOFF_MINUTES", default=15)
 AXES_COOLOFF_TIME = timedelta(minutes=_axes_cooloff_minutes) if _axes_cooloff_minutes else None
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
-# The address from the socket; X-Forwarded-For only from TRUSTED_PROXIES (client_address.py).
-AXES_CLIENT_IP_CALLABLE = "viswals.client_address.request_client_address"
+# The address from the socket; X-Forwarded-For only from TRUSTED_PROXIES (users/client_address.py).
+AXES_CLIENT_IP_CALLABLE = "users.client_address.request_client_address"
 # A successful login forgets that pair's earlier failures.
 AXES_RESET_ON_SUCCESS = True
 # Django's four standard validators: admin forms, createsuperuser and changepassword refuse a
@@ -305,6 +305,12 @@ INGEST_WAIT_DEPENDENCY_PATIENCE = env.float("INGEST_WAIT_DEPENDENCY_PATIENCE", d
 FILE_UPLOAD_MAX_MEMORY_SIZE = 256 << 10
 # Largest CSV file the admin imports (bytes); bigger files are refused with a message (413).
 ADMIN_IMPORT_MAX_BYTES = env.int("ADMIN_IMPORT_MAX_BYTES", default=100 << 20)
+# Room for the form's other fields and the multipart boundaries around the file: an import's
+# body may declare this much more than ADMIN_IMPORT_MAX_BYTES.
+ADMIN_IMPORT_MULTIPART_SLACK = 64 << 10
+# Whether a session may send an import's large body, asked from its cookie before the body is
+# read (viswals/request_limits.py); named here so the wiring imports no app's access rules.
+ADMIN_IMPORT_SESSION_CHECK = "users.access.session_may_import"
 # Uploads each web process publishes at once; one more is refused until one has finished.
 ADMIN_IMPORT_CONCURRENCY = env.int("ADMIN_IMPORT_CONCURRENCY", default=2)
 # Import uploads (bodies over ADMIN_MAX_BODY_BYTES, from sessions allowed to import) each web
@@ -367,7 +373,7 @@ API_ANON_THROTTLE_RATE = env.str("API_ANON_THROTTLE_RATE", default="1200/minute"
 # ...and per account for authenticated ones.
 API_USER_THROTTLE_RATE = env.str("API_USER_THROTTLE_RATE", default="6000/minute")
 # Proxies (CIDR list) whose X-Forwarded-For is believed; from anyone else the socket's peer is
-# the client (viswals/client_address.py). Empty: no proxy is trusted.
+# the client (users/client_address.py). Empty: no proxy is trusted.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # Request bodies larger than this are refused with 413 before anything reads them
 # (viswals/request_limits.py); request headers over REQUEST_MAX_HEADER_BYTES get 431.
@@ -406,7 +412,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Static files ---------------------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic writes and whitenoise serves from (the image: /app/staticfiles).
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -447,6 +454,8 @@ USE_TZ = True
 
 # /readyz answers "degraded" (still 200) naming each of these that says so (viswals/health.py).
 READINESS_DEGRADED_CHECKS = {"users_indexes": "ingest.checks.users_indexes_degraded"}
+# The latest ingest run (an IngestRun, or None) the landing page shows (users/pages.py).
+LANDING_PAGE_LATEST_RUN = "ingest.selectors.ingest_run_latest"
 # Collectors of the apps' figures that /metrics reads at scrape time (viswals/metrics.py).
 METRICS_COLLECTORS = [
     "ingest.metrics.IngestCollector",

@@ -9,7 +9,7 @@ import pytest
 
 from tests.cluster.postgres import PostgresPair, postgres_bin
 from tests.cluster.redis_sentinel import RedisSentinelGroup
-from tests.conftest import ROOT, subprocess_env
+from tests.support.environment import ROOT, subprocess_env
 
 
 @pytest.fixture(scope="session")

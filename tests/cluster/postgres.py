@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.processes import free_port
+from tests.support.servers import free_port
 
 DATABASE = "viswals_cluster"
 

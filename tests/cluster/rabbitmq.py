@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.processes import free_port
+from tests.support.servers import free_port
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 

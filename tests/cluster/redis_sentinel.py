@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from tests.processes import free_port
+from tests.support.servers import free_port
 
 MASTER = "viswals-test"
 DOWN_AFTER_MS = 1000

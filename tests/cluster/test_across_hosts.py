@@ -23,7 +23,7 @@ import time
 import pytest
 
 from tests.cluster.hosts import HostPostgres, HostRabbit, HostRedis, Hosts
-from tests.conftest import ROOT, RUN_ID, subprocess_env
+from tests.support.environment import ROOT, RUN_ID, subprocess_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 

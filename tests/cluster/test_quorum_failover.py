@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from tests.cluster.rabbitmq import RabbitCluster, rabbitmq_installed
-from tests.conftest import ROOT, RUN_ID, subprocess_env
-from tests.helpers import HEADER, wait_until
-from tests.processes import Worker
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, RUN_ID, subprocess_env
+from tests.support.servers import Worker
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 

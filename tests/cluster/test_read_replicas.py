@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from tests.helpers import wait_until
-from tests.processes import running_web_server
+from tests.support.servers import WebServer
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -24,7 +24,7 @@ METRICS_TOKEN = "cluster-metrics-token"
 def replica_server(postgres_pair, tmp_path_factory, **env: str):
     """A one-worker web server reading from the pair, once its replica is in use."""
     log = tmp_path_factory.mktemp("web") / "web.log"
-    with running_web_server(
+    with WebServer(
         log,
         workers=1,
         DATABASE_URL=postgres_pair.primary_url,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.cluster.sse import FollowingStream
-from tests.processes import running_web_server
+from tests.support.servers import WebServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 @pytest.fixture(scope="module")
 def sentinel_server(redis_sentinels, django_db_setup, django_db_blocker, tmp_path_factory):
     log = tmp_path_factory.mktemp("sentinel-web") / "web.log"
-    with running_web_server(log, workers=2, **redis_sentinels.env) as server:
+    with WebServer(log, workers=2, **redis_sentinels.env) as server:
         yield server
 
 

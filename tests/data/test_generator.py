@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.helpers import HEADER as HEADER_TEXT
+from tests.support.data import HEADER as HEADER_TEXT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "data" / "generate_users.py"

@@ -9,14 +9,15 @@ import glob
 import os
 import shutil
 import tempfile
-import time
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
-from tests.helpers import Page, chromium, wait_until
+from tests.support.chromium import Page, chromium
+from tests.support.factories import IngestRunFactory
+from tests.support.waits import wait_until
 from users.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,13 +57,13 @@ def leftover_uploads() -> list[str]:
 
 
 def wait_for_progress(client, run_id: int, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The run's progress, as its page reads it, once it says the run is finished."""
+
+    def finished() -> dict | None:
         progress = client.get(f"/admin/ingest/ingestrun/{run_id}/progress/").json()
-        if progress["finished"]:
-            return progress
-        assert time.monotonic() < deadline, progress
-        time.sleep(0.2)
+        return progress if progress["finished"] else None
+
+    return wait_until(finished, timeout, "the run did not finish")
 
 
 def test_upload_is_published_stored_and_its_progress_ends_with_the_totals(
@@ -278,9 +279,7 @@ def test_rejected_rows_and_failed_payloads_show_personal_data_only_to_user_viewe
 ):
     """Staff who may only view ingest records see rejects and failed batches without the names
     and emails they hold (before, every page below showed them); with users.view_user, in full."""
-    from tests.helpers import make_run
-
-    run = make_run("people.csv")
+    run = IngestRunFactory(file_name="people.csv")
     batch = IngestBatch.objects.create(
         run=run, number=0, status=IngestBatch.Status.FAILED, error="boom",
         payload={"rows": [[7, "Annabelle", "Smythe", "annabelle@example.com"]]},

@@ -8,10 +8,11 @@ import pytest
 
 from ingest import services
 from ingest.models import IngestBatch, RejectedRow
-from ingest.parsing import parse_row
 from ingest.services import batch_from_message, batch_message, ingest_batch_store
-from tests.helpers import cached, make_run
+from tests.support.data import cached
+from tests.support.factories import IngestRunFactory
 from users.models import User
+from users.validation import parse_row
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +24,7 @@ def row(line: int, user_id: int, first: str) -> list:
 
 @pytest.fixture
 def run():
-    return make_run("direct.csv")
+    return IngestRunFactory(file_name="direct.csv")
 
 
 def test_a_batch_is_stored_with_its_rejects_and_counts(run, django_capture_on_commit_callbacks):

@@ -15,9 +15,10 @@ import pytest
 from django.utils import timezone
 
 from ingest.models import IngestBatch, IngestRun
-from tests.conftest import ROOT, subprocess_env
-from tests.helpers import HEADER
-from tests.services import HAVE_RABBITMQ, rabbitmqctl
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, subprocess_env
+from tests.support.restarts import HAVE_RABBITMQ, rabbitmqctl
+from tests.support.waits import wait_until
 from users.models import User
 
 pytestmark = [
@@ -28,6 +29,12 @@ pytestmark = [
 ]
 
 ROWS = 10_000
+
+
+def publishing(producer: subprocess.Popen) -> bool:
+    """Whether batches are being published (a producer that exited fails the wait at once)."""
+    assert producer.poll() is None, producer.communicate()
+    return IngestBatch.objects.exists()
 
 
 def test_broker_restart_while_publishing_loses_and_repeats_nothing(
@@ -43,14 +50,10 @@ def test_broker_restart_while_publishing_loses_and_repeats_nothing(
         cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not IngestBatch.objects.exists():  # publishing is under way
-            assert producer.poll() is None, producer.communicate()
-            assert time.monotonic() < deadline, "publishing did not start"
-            time.sleep(0.05)
+        wait_until(lambda: publishing(producer), 60, "publishing did not start")
         rabbitmqctl("stop_app")
         stopped_at = timezone.now()
-        time.sleep(2)
+        time.sleep(2)  # deliberately down a while: the producer must notice and retry
     finally:
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")

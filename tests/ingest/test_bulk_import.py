@@ -13,13 +13,14 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from ingest.bulk import ingest_indexes_restore
 from ingest.checks import check_users_indexes, users_indexes_health
 from ingest.indexes import declared_indexes, users_indexes_status
 from ingest.models import IngestRun
-from ingest.services import ingest_indexes_restore, ingest_run_start
-from tests.conftest import HEADER
-from tests.helpers import wait_until
-from tests.processes import Worker
+from ingest.services import ingest_run_start
+from tests.support.data import HEADER
+from tests.support.servers import Worker
+from tests.support.waits import wait_until
 from users.models import User
 from viswals import health
 

@@ -7,15 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.parsing import (
-    CsvFileError,
-    DataLineCounter,
-    RowRejected,
-    parse_row,
-    read_records,
-    to_csv_line,
-)
-from tests.helpers import HEADER, LENGTHENING_EMAIL
+from ingest.parsing import CsvFileError, DataLineCounter, read_records, to_csv_line
+from tests.support.data import HEADER, LENGTHENING_EMAIL
+from tests.support.environment import ROOT
+from users.validation import RowRejected, parse_row
 
 GOOD = "1,Ann,Lee,ann@example.com,1600000000123,-1,-1,-1"
 
@@ -279,8 +274,6 @@ def test_long_rejected_lines_are_reported_cut_short():
 
 
 def test_the_sample_file_rejects_the_rows_the_readme_says():
-    from tests.conftest import ROOT
-
     reasons = []
     with open(ROOT / "data" / "users.csv", "rb") as stream:
         for record in read_records(stream):
@@ -301,7 +294,7 @@ def test_the_sample_file_rejects_the_rows_the_readme_says():
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ingest.parsing import _plain_row, parse_row_by_rules  # noqa: E402
+from users.validation import _plain_row, parse_row_by_rules  # noqa: E402
 
 _digits = st.integers(min_value=-5, max_value=2**64).map(str)
 _tricky_numbers = st.sampled_from(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import orjson
 import pytest
@@ -14,7 +13,9 @@ from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.publishing import ENVELOPE_BYTES, publish_file
 from ingest.services import batch_from_message, batch_message
 from ingest.tasks import store_batch
-from tests.helpers import HEADER, cached, make_run, wait_until
+from tests.support.data import HEADER, cached
+from tests.support.factories import IngestRunFactory
+from tests.support.waits import wait_until
 from users.models import User
 from users.payloads import user_payload
 from users.services import user_create
@@ -34,10 +35,11 @@ def publish(path: str, *extra: str, report=None) -> dict:
 
 
 def wait_for_batches(run: IngestRun, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while IngestBatch.objects.filter(run=run).exclude(status="started").count() < count:
-        assert time.monotonic() < deadline, "worker did not store the batches in time"
-        time.sleep(0.1)
+    wait_until(
+        lambda: IngestBatch.objects.filter(run=run).exclude(status="started").count() >= count,
+        timeout,
+        "worker did not store the batches in time",
+    )
 
 
 def test_publish_stores_good_rows_and_reports_bad_ones(
@@ -160,7 +162,7 @@ def test_messages_of_huge_rows_and_rejects_stay_under_the_batch_bound(write_csv,
 def test_later_line_wins_when_batches_are_consumed_out_of_order(
     celery_worker_process, redis_client
 ):
-    run = make_run("out-of-order.csv", status=IngestRun.Status.PUBLISHING)
+    run = IngestRunFactory(file_name="out-of-order.csv", status=IngestRun.Status.PUBLISHING)
     early = [
         [2, "20", "Old", "Name", "old@example.com", "1600000000000", "-1", "-1", "-1"],
         [3, "21", "Keep", "Me", "keep@example.com", "1600000000000", "-1", "-1", "-1"],
@@ -205,7 +207,7 @@ def test_api_created_users_never_collide_with_ingested_ids(celery_worker_process
 
 
 def test_a_batch_that_keeps_failing_is_recorded_as_failed(celery_worker_process):
-    run = make_run("broken.csv", rows_published=1, batches_published=1)
+    run = IngestRunFactory(file_name="broken.csv", rows_published=1, batches_published=1)
     # A message whose rows are not lists: a bug-shaped input must not loop forever.
     store_batch.apply_async(
         args=(run.id, 1, batch_message([42], [])), queue=celery_worker_process_queue()
@@ -221,7 +223,7 @@ def test_a_batch_that_keeps_failing_is_recorded_as_failed(celery_worker_process)
 
 
 def test_a_message_that_is_not_a_batch_is_recorded_as_failed(celery_worker_process):
-    run = make_run("old-format.csv", rows_published=1, batches_published=1)
+    run = IngestRunFactory(file_name="old-format.csv", rows_published=1, batches_published=1)
     # Rows as plain lists (not one batch_message text): recorded, never lost or retried forever.
     rows = [[2, "30", "Ann", "Lee", "ann@example.com", "1600000000000", "-1", "-1", "-1"]]
     store_batch.apply_async(args=(run.id, 1, rows), queue=celery_worker_process_queue())
@@ -235,7 +237,7 @@ def test_a_message_that_is_not_a_batch_is_recorded_as_failed(celery_worker_proce
 
 
 def test_redelivered_batch_is_not_counted_twice(celery_worker_process):
-    run = make_run("twice.csv", rows_published=2, batches_published=1)
+    run = IngestRunFactory(file_name="twice.csv", rows_published=2, batches_published=1)
     rows = [[2, "30", "Ann", "Lee", "ann@example.com", "1600000000000", "-1", "-1", "-1"]]
     rejects = [[3, "expected 8 fields, found 2", "x,y"]]
     for _ in range(2):  # at-least-once delivery: the same message twice
@@ -271,7 +273,7 @@ def test_unusable_input_exits_2_and_publishes_nothing(write_csv, tmp_path, conte
 
 
 def test_failed_batches_can_be_requeued_from_their_kept_message(celery_worker_process):
-    run = make_run("dead-letter.csv", rows_published=2, batches_published=1)
+    run = IngestRunFactory(file_name="dead-letter.csv", rows_published=2, batches_published=1)
     rows = [[2, "40", "Ann", "Lee", "ann@example.com", "1600000000000", "-1", "-1", "-1"]]
     rejects = [[3, "expected 8 fields, found 2", "x,y"]]
     # As a database outage would leave it: failed, with its message kept.

@@ -11,8 +11,9 @@ import pytest
 
 from ingest.indexes import users_indexes_status
 from ingest.models import IngestRun
-from tests.conftest import ROOT, TEST_ENV, subprocess_env
-from tests.helpers import HEADER
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, TEST_ENV, subprocess_env
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -128,9 +129,20 @@ def test_progress_is_plain_lines_when_not_a_terminal(write_csv, celery_worker_pr
     assert "completed: 300 stored, 0 rejected" in result.stdout
 
 
+def publishing(process: subprocess.Popen, queue: str) -> bool:
+    """Whether batches are reaching `queue` (a process that exited fails the wait at once)."""
+    from viswals.celery import app
+
+    assert process.poll() is None, process.communicate()
+    with app.connection_for_write() as connection:
+        try:
+            return connection.default_channel.queue_declare(queue, passive=True).message_count > 0
+        except Exception:  # not declared yet (a passive declare of a missing queue fails)
+            return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_publish_records_the_run_and_says_how_to_finish(write_csv, sig):
-    from tests.conftest import TEST_ENV
     from viswals.celery import app
 
     rows = "".join(f"{i},N,L,u{i}@example.com,1600000000000,-1,-1,-1\n" for i in range(1, 300_001))
@@ -145,11 +157,7 @@ def test_interrupted_publish_records_the_run_and_says_how_to_finish(write_csv, s
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not IngestRun.objects.exists():  # recorded: it is publishing now
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)
+        wait_until(lambda: publishing(process, queue), 60, "publishing did not start")
         process.send_signal(sig)
         _, stderr = process.communicate(timeout=60)
     finally:

@@ -14,9 +14,9 @@ from django.db import connection
 from django.utils import timezone
 
 from ingest.models import IngestBatch, IngestRun
-from tests.conftest import ROOT, TEST_ENV, subprocess_env
-from tests.helpers import HEADER
-from tests.services import (
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, TEST_ENV, subprocess_env
+from tests.support.restarts import (
     HAVE_POSTGRESQL,
     HAVE_RABBITMQ,
     HAVE_REDIS,
@@ -26,6 +26,7 @@ from tests.services import (
     start_redis,
     stop_redis,
 )
+from tests.support.waits import wait_until
 from users.models import StaleCacheEntry, User
 
 pytestmark = [
@@ -49,15 +50,14 @@ def start_publish(path: str, **env: str) -> subprocess.Popen:
 
 def wait_until_waiting(producer: subprocess.Popen) -> IngestRun:
     """Return the run once it is published and the producer waits for the workers."""
-    deadline = time.monotonic() + 120
-    while True:
+
+    def published() -> IngestRun | None:
         assert producer.poll() is None, producer.communicate()
-        assert time.monotonic() < deadline, "publishing did not finish"
-        run = IngestRun.objects.filter(published_at__isnull=False).first()
-        if run is not None:
-            assert run.status == IngestRun.Status.PUBLISHED, "the workers finished too early"
-            return run
-        time.sleep(0.05)
+        return IngestRun.objects.filter(published_at__isnull=False).first()
+
+    run = wait_until(published, 120, "publishing did not finish")
+    assert run.status == IngestRun.Status.PUBLISHED, "the workers finished too early"
+    return run
 
 
 def users_csv(write_csv) -> str:

@@ -1,4 +1,4 @@
-"""Helpers of the operations tests: workers of their own, queues, ports nothing answers on."""
+"""Fixtures of the operations tests: workers of their own, queues, ports nothing answers on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from tests.processes import Worker, free_port  # noqa: F401 - used by tests
+from tests.support.servers import Worker
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ import pytest
 from celery.worker.consumer import Consumer
 from kombu import Connection
 
-from tests.conftest import ROOT, subprocess_env
-from tests.helpers import HEADER
-from tests.ops.test_settings import settings_value
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, settings_value, subprocess_env
 from viswals import celery_steps
 from viswals.celery import app
 

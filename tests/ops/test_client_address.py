@@ -1,10 +1,10 @@
-"""The client address rule (viswals.client_address): the socket's peer unless it is a trusted
+"""The client address rule (users.client_address): the socket's peer unless it is a trusted
 proxy, then the right-most X-Forwarded-For entry that is not one."""
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from viswals.client_address import MAX_FORWARDED_ENTRIES, client_address
+from users.client_address import MAX_FORWARDED_ENTRIES, client_address
 
 PROXIES = ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]
 LONG_CHAIN = ", ".join(["198.51.100.1"] + ["10.0.0.9"] * (MAX_FORWARDED_ENTRIES + 5))

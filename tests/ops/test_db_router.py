@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import MiddlewareNotUsed
 from django.db import OperationalError, router
 
-from tests.ops.test_settings import settings_value
+from tests.support.environment import settings_value
 from users import cache
 from users.consistency import read_alias, read_your_writes_middleware
 from users.models import User

@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.test import AsyncClient, override_settings
 
-from tests.ops.conftest import free_port
+from tests.support.servers import free_port
 from viswals import health
 
 
@@ -103,7 +103,7 @@ def test_probes_share_one_check_at_a_time_and_reuse_it_for_a_second(monkeypatch)
 
     def slow_check() -> None:
         calls.append(time.monotonic())
-        time.sleep(0.2)
+        time.sleep(0.2)  # a slow check: the other probes arrive while it runs
 
     monkeypatch.setattr(health, "CHECKS", {"postgres": slow_check})
 
@@ -114,7 +114,7 @@ def test_probes_share_one_check_at_a_time_and_reuse_it_for_a_second(monkeypatch)
     assert len(calls) == 1  # 100 concurrent probes, one check
     assert async_to_sync(probes)(10) == [[]] * 10
     assert len(calls) == 1  # reused: less than a second old
-    time.sleep(health.MAX_AGE)
+    time.sleep(health.MAX_AGE)  # deliberately: the result has to be older than its age limit
     async_to_sync(probes)(10)
     assert len(calls) == 2  # older than a second: checked again, once
 

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import HEADER, wait_until
+from tests.support.data import HEADER
+from tests.support.waits import wait_until
 from users.services import user_create
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]

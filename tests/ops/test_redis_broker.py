@@ -12,8 +12,8 @@ import redis
 from django.conf import settings
 
 from ingest.models import IngestRun
-from tests.conftest import ROOT, RUN_ID, subprocess_env
-from tests.helpers import HEADER
+from tests.support.data import HEADER
+from tests.support.environment import ROOT, RUN_ID, subprocess_env
 from users.models import User
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]

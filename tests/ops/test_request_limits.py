@@ -15,6 +15,10 @@ from importlib.metadata import version
 import httpx
 import pytest
 
+from tests.support.environment import ROOT
+from tests.support.servers import WebServer
+from tests.support.waits import wait_until
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LIMIT = 64 * 1024
@@ -24,9 +28,7 @@ BODY_IDLE_TIMEOUT = 2
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, tmp_path_factory):
-    from tests.processes import running_web_server
-
-    with running_web_server(
+    with WebServer(
         tmp_path_factory.mktemp("limits") / "web.log",
         workers=1,
         API_MAX_BODY_BYTES=str(LIMIT),
@@ -44,7 +46,7 @@ def exchange(server, head: bytes, body_chunks=(), pause: float = 0.0) -> tuple[i
             for chunk in body_chunks:
                 sock.sendall(chunk)
                 if pause:
-                    time.sleep(pause)
+                    time.sleep(pause)  # a deliberately slow sender
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed before the body was all sent: what we want
         data = read_response(sock)
@@ -135,7 +137,6 @@ def test_many_small_headers_over_16_kib_are_431(server):
 def test_the_head_limit_relies_on_the_pinned_uvicorn():
     # viswals/http_protocol.py overrides uvicorn's httptools protocol: check it again when the
     # pin moves (requirements.txt), then update WRITTEN_FOR_UVICORN.
-    from tests.conftest import ROOT
     from viswals.http_protocol import WRITTEN_FOR_UVICORN
 
     requirements = (ROOT / "requirements.txt").read_text()
@@ -219,7 +220,7 @@ def test_a_body_that_keeps_coming_and_keep_alive_between_requests_are_not_cut_of
     with open_socket(server) as sock:
         sock.sendall(post_head(server, f"Content-Length: {len(payload)}".encode()))
         for byte in payload:  # slower in all than the idle timeout, never idle that long
-            time.sleep(BODY_IDLE_TIMEOUT * 2.5 / len(payload))
+            time.sleep(BODY_IDLE_TIMEOUT * 2.5 / len(payload))  # paced: slow, never idle long
             sock.sendall(bytes([byte]))
         first = read_response(sock)
         assert first.startswith(b"HTTP/1.1 401 ")  # anonymous: the API's answer, not a 408
@@ -228,19 +229,16 @@ def test_a_body_that_keeps_coming_and_keep_alive_between_requests_are_not_cut_of
         assert read_response(sock).startswith(b"HTTP/1.1 200 ")
 
 
-def test_connections_past_the_limit_get_503(django_db_setup, tmp_path):
-    from tests.helpers import wait_until
-    from tests.processes import running_web_server
-
-    with running_web_server(tmp_path / "web.log", workers=1, WEB_LIMIT_CONCURRENCY="4") as server:
-        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
-        try:
-            response = httpx.get(f"{server.base}/healthz", timeout=5)
-            assert response.status_code == 503
-        finally:
-            for sock in idle:
-                sock.close()
-        wait_until(lambda: httpx.get(f"{server.base}/healthz", timeout=5).status_code == 200)
+def test_connections_past_the_limit_get_503(web_server):
+    server = web_server(workers=1, WEB_LIMIT_CONCURRENCY="4")
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+    try:
+        response = httpx.get(f"{server.base}/healthz", timeout=5)
+        assert response.status_code == 503
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_until(lambda: httpx.get(f"{server.base}/healthz", timeout=5).status_code == 200)
 
 
 # --- The admin's CSV import: large bodies only from sessions allowed to import -----------------
@@ -251,9 +249,7 @@ CSRF = "a" * 32  # a CSRF secret, sent as cookie and form field alike
 
 @pytest.fixture(scope="module")
 def import_server(django_db_setup, tmp_path_factory):
-    from tests.processes import running_web_server
-
-    with running_web_server(
+    with WebServer(
         tmp_path_factory.mktemp("imports") / "web.log",
         workers=1,
         ADMIN_MAX_BODY_BYTES=str(LIMIT),
@@ -318,8 +314,6 @@ def test_only_a_session_allowed_to_import_may_send_a_large_body(import_server, l
 def test_large_bodies_past_the_per_process_cap_get_503_with_retry_after(
     import_server, login_account
 ):
-    from tests.helpers import wait_until
-
     session = login_account("writer", staff=True)[2]
     head = import_head(import_server, 5 << 20, session, b"Expect: 100-continue")
     with socket.create_connection(("127.0.0.1", import_server.port), timeout=10) as first:

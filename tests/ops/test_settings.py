@@ -4,24 +4,16 @@ documented production environment, and the connection budget within PostgreSQL's
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.environment import random_secret_key
+from tests.support.environment import ROOT, bare_env, random_secret_key, settings_value
 from viswals.secret_key import STARTUP_FAILURE, secret_key_problem
 
 ENV_EXAMPLE = ROOT / ".env.example"
-
-
-def bare_env(**extra: str) -> dict[str, str]:
-    """No DJANGO_* or service variables from the test run: only what the test gives."""
-    keep = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
-    return {**keep, **extra}
 
 
 def production_env() -> dict[str, str]:
@@ -62,16 +54,6 @@ def run_without_a_usable_key(command: list[str], key: str | None, timeout: float
     env = bare_env() if key is None else bare_env(DJANGO_SECRET_KEY=key)
     return subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def settings_value(expression: str, **env: str) -> subprocess.CompletedProcess:
-    code = (
-        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'viswals.settings'; "
-        f"django.setup(); from django.conf import settings; print({expression})"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=bare_env(**env), capture_output=True, text=True
     )
 
 

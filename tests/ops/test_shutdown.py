@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
+import psutil
 import pytest
 from django.core.management import call_command
 
 from ingest.models import IngestBatch, IngestRun
 from ingest.publishing import wait_for_run
-from tests.helpers import HEADER
+from tests.support.data import HEADER
+from tests.support.waits import wait_until
 from users.models import User
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
@@ -34,10 +35,12 @@ def test_worker_stopped_mid_ingest_loses_and_repeats_nothing(start_worker, inges
     call_command("publish_csv", path, "--batch-size", str(BATCH))
     run = IngestRun.objects.get()
 
-    deadline = time.monotonic() + 30
-    while IngestBatch.objects.filter(run=run, status="stored").count() < 3:
-        assert time.monotonic() < deadline, "the first worker stored nothing"
-        time.sleep(0.02)
+    wait_until(
+        lambda: IngestBatch.objects.filter(run=run, status="stored").count() >= 3,
+        30,
+        "the first worker stored nothing",
+        interval=0.02,  # stop it early in the run: most batches must be left for the second
+    )
     took = first.stop()
     done_by_first = IngestBatch.objects.filter(run=run).exclude(status="started").count()
 
@@ -64,6 +67,16 @@ def test_worker_stopped_mid_ingest_loses_and_repeats_nothing(start_worker, inges
     task_lines = [r for r in records if r.get("logger") == "ingest.tasks"]
     assert task_lines and all(r["run_id"] == run.id and r["batch"] >= 1 for r in task_lines)
     assert all({"timestamp", "level", "logger", "message"} <= set(r) for r in records)
+
+
+def connected_to(server, port: int) -> bool:
+    """Whether a process of the server holds a connection to `port` on loopback."""
+    parent = psutil.Process(server.process.pid)
+    return any(
+        connection.raddr and connection.raddr.port == port
+        for process in (parent, *parent.children(recursive=True))
+        for connection in process.net_connections(kind="tcp")
+    )
 
 
 def test_web_server_drains_requests_and_closes_streams_on_sigterm(
@@ -94,10 +107,11 @@ def test_web_server_drains_requests_and_closes_streams_on_sigterm(
 
     streamer = threading.Thread(target=stream, daemon=True)
     streamer.start()
-    time.sleep(0.5)
+    assert stream_opened.wait(timeout=10), "the stream did not open"
     requester = threading.Thread(target=slow_request, daemon=True)
     requester.start()
-    time.sleep(0.2)
+    # In flight: the server is in /readyz's broker check, connected to the silent port.
+    wait_until(lambda: connected_to(server, silent_port), 10, "/readyz did not reach the broker")
     took = server.stop()
     requester.join(timeout=10)
 

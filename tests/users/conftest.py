@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-import factory
 import pytest
 from rest_framework.test import APIClient
 
-from users.models import User
-
-
-class UserFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = User
-
-    id = factory.Sequence(lambda n: 1000 + n)
-    first_name = factory.Faker("first_name")
-    last_name = factory.Faker("last_name")
-    email_address = factory.LazyAttribute(
-        lambda u: f"{u.first_name}.{u.last_name}{u.id}@example.com".lower()
-    )
-    created_at = factory.Sequence(lambda n: datetime(2020, 1, 1, tzinfo=UTC) + timedelta(hours=n))
+from tests.support.factories import UserFactory
 
 
 @pytest.fixture(autouse=True)

@@ -317,7 +317,7 @@ def unknown_token() -> str:
 
 
 def test_unknown_tokens_count_against_the_address_limit(settings, redis_client):
-    from users.api.throttling import anon_window
+    from users.ratelimit import anon_window
 
     settings.API_ANON_THROTTLE_RATE = "3/day"  # a window that will not roll over mid-test
     key = anon_window("127.0.0.1").key

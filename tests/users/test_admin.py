@@ -232,3 +232,36 @@ def test_admin_date_drilldown_lists_the_period_newest_first(admin_client, user_f
     assert 'ORDER BY "users_user"."created_at" DESC, "users_user"."id" DESC' in str(
         cl.result_list.query
     )
+
+
+def test_admin_date_drilldown_sorted_by_a_column_breaks_ties_by_id(admin_client, user_factory):
+    """Under a column's sort the period is not ordered by creation time too: the last name's
+    index holds (UPPER(last_name), id), not the creation time after the name."""
+    users = [
+        user_factory(last_name=name, created_at=datetime(2022, month, 1, tzinfo=UTC))
+        for name, month in [("Lee", 3), ("adams", 5), ("LEE", 7), ("Zed", 2)]
+    ]
+    user_factory(last_name="Aaron", created_at=datetime(2023, 1, 1, tzinfo=UTC))
+    o = {name: str(n) for n, name in enumerate(admin_client.get(LIST).context["cl"].list_display)}
+    response, _ = _queries_of(admin_client, LIST, created_at__year="2022", o=o["last_name"])
+    cl = response.context["cl"]
+    assert [user.id for user in cl.result_list] == [users[n].id for n in (1, 0, 2, 3)]
+    sql = str(cl.result_list.query)
+    assert 'ORDER BY UPPER("users_user"."last_name") ASC, "users_user"."id" ASC' in sql, sql
+
+
+def test_admin_search_walked_or_sorted_lists_the_same_users(
+    admin_client, user_factory, monkeypatch
+):
+    """A common text walks the list's order with the search as a filter, a rare one sorts its
+    matches from the trigram indexes (users.selectors.user_substring_plan): the same page."""
+    for n in range(7):
+        user_factory(first_name=["Ashley", "Bob", "Sasha"][n % 3], last_name="Lee")
+    pages = []
+    for cost in (0.0, 10.0**9):  # always walk, always sort
+        monkeypatch.setattr("users.selectors.WALK_COST", {"id": cost})
+        response, queries = _queries_of(admin_client, LIST, q="ash")
+        pages.append([user.id for user in response.context["cl"].result_list])
+        like = [sql for sql in queries if "LIKE" in sql and "TABLESAMPLE" not in sql]
+        assert like and all(("|| COALESCE('', '')" in sql) == (cost == 0.0) for sql in like), like
+    assert pages[0] == pages[1] and len(pages[0]) == 5

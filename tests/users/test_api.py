@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from tests.helpers import LENGTHENING_EMAIL
-from users.api.throttling import anon_window
+from tests.support.data import LENGTHENING_EMAIL
 from users.models import User
+from users.ratelimit import anon_window
 from users.validation import API_ID_START
 
 pytestmark = pytest.mark.django_db

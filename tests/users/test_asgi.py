@@ -8,7 +8,7 @@ import itertools
 import httpx
 import pytest
 
-from tests.processes import WebServer, running_web_server
+from tests.support.servers import WebServer
 from users import cache
 from users.models import User
 
@@ -22,7 +22,7 @@ _clients = itertools.count(1)
 def server(django_db_setup, tmp_path_factory):
     # Behind a (pretend) proxy on loopback: X-Forwarded-For tells clients apart, so each test
     # is its own client address and rate limits stay per test.
-    with running_web_server(
+    with WebServer(
         tmp_path_factory.mktemp("api-web") / "web.log",
         workers=1,
         API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
@@ -135,45 +135,36 @@ def test_accounts_are_rate_limited_on_the_fast_path(server, user, reader, api_to
     assert get(f"{server}/users/{user.id}", f"Token {api_token('reader')}").status_code == 200
 
 
-def test_anonymous_reads_are_rate_limited_in_public_read_mode(user, tmp_path):
-    server = WebServer(
-        tmp_path / "web.log", workers=1, API_READS_REQUIRE_AUTH="false",
-        API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day",
-    )  # fmt: skip
-    try:
-        # No trusted proxy here: X-Forwarded-For is the client's own word and changes nothing.
-        statuses = [
-            get(f"{server.base}/users/{user.id}", **{"X-Forwarded-For": f"10.2.0.{n}"}).status_code
-            for n in range(RATE_LIMIT + 1)
-        ]
-        assert statuses == [200] * RATE_LIMIT + [429]
-        limited = get(f"{server.base}/users")  # one limit for the API
-        assert limited.status_code == 429
-    finally:
-        server.stop()
+def test_anonymous_reads_are_rate_limited_in_public_read_mode(user, web_server):
+    server = web_server(
+        workers=1, API_READS_REQUIRE_AUTH="false", API_ANON_THROTTLE_RATE=f"{RATE_LIMIT}/day"
+    )
+    # No trusted proxy here: X-Forwarded-For is the client's own word and changes nothing.
+    statuses = [
+        get(f"{server.base}/users/{user.id}", **{"X-Forwarded-For": f"10.2.0.{n}"}).status_code
+        for n in range(RATE_LIMIT + 1)
+    ]
+    assert statuses == [200] * RATE_LIMIT + [429]
+    limited = get(f"{server.base}/users")  # one limit for the API
+    assert limited.status_code == 429
 
 
-def test_reads_are_served_from_postgres_when_redis_is_down(user, api_token, tmp_path):
+def test_reads_are_served_from_postgres_when_redis_is_down(user, api_token, web_server):
     # A server whose Redis URL points where nothing listens (the shared Redis keeps running).
-    server = WebServer(
-        tmp_path / "web.log",
-        workers=1,
-        REDIS_URL="redis://127.0.0.1:1/0",
-        API_USER_THROTTLE_RATE=f"{RATE_LIMIT}/day",
+    server = web_server(
+        workers=1, REDIS_URL="redis://127.0.0.1:1/0", API_USER_THROTTLE_RATE=f"{RATE_LIMIT}/day"
     )
     base = server.base
     reader = f"Token {api_token('reader')}"
-    try:
-        for _ in range(RATE_LIMIT + 1):  # tokens checked in PostgreSQL; the limit fails open
-            response = get(f"{base}/users/{user.id}", reader)
-            assert response.status_code == 200
-            assert response.json()["first_name"] == "Zoë"
-        assert get(f"{base}/users/987654321", reader).status_code == 404
-        assert get(f"{base}/users?name=zoë", reader).status_code == 200
-        assert get(f"{base}/users/{user.id}").status_code == 401
-    finally:
-        server.stop()
-    assert "Redis unavailable" in (tmp_path / "web.log").read_text()
+    for _ in range(RATE_LIMIT + 1):  # tokens checked in PostgreSQL; the limit fails open
+        response = get(f"{base}/users/{user.id}", reader)
+        assert response.status_code == 200
+        assert response.json()["first_name"] == "Zoë"
+    assert get(f"{base}/users/987654321", reader).status_code == 404
+    assert get(f"{base}/users?name=zoë", reader).status_code == 200
+    assert get(f"{base}/users/{user.id}").status_code == 401
+    server.stop()
+    assert "Redis unavailable" in server.log()
 
 
 def test_unknown_tokens_count_against_the_address_limit_on_the_fast_path(
@@ -192,3 +183,10 @@ def test_unknown_tokens_count_against_the_address_limit_on_the_fast_path(
     # Each one PostgreSQL refused is refused from Redis for a few seconds.
     assert redis_client.exists(cache.invalid_token_key(token_digest(tokens[0])))
     assert not redis_client.exists(cache.invalid_token_key(token_digest(tokens[-1])))
+
+
+def test_the_server_runs_with_debug_off_as_in_production(server):
+    """Test web servers run as production does: no debug page for an unknown URL."""
+    response = httpx.get(f"{server}/no-such-page", timeout=5)
+    assert response.status_code == 404
+    assert "URLconf" not in response.text and "DEBUG = True" not in response.text

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
-from tests.conftest import database_url
-from tests.helpers import cached
+from tests.support.data import cached
+from tests.support.environment import database_url
 from users import cache, selectors
 from users.columns import UserRow
 from users.models import User

@@ -4,7 +4,7 @@ the cache writer and the admin agree with that declaration."""
 import json
 from datetime import UTC, datetime
 
-from tests.helpers import HEADER
+from tests.support.data import HEADER
 from users.api.serializers import UserSerializer
 from users.columns import USER_COLUMNS, UserRow
 from users.models import User

@@ -231,10 +231,13 @@ def test_list_runs_one_query_whatever_the_page_size(reader_client, user_factory)
         with CaptureQueriesContext(connection) as captured:
             response = reader_client.get(url)
         assert response.status_code == 200
-        # Besides it only the read bound's `SET LOCAL statement_timeout` (and savepoints).
+        # Besides it only the read bound's `SET LOCAL statement_timeout` (and savepoints), and
+        # the substring's count on a sample of the table (users.selectors.user_substring_plan).
         others = [q["sql"] for q in captured if "users_user" not in q["sql"]]
         assert all("SAVEPOINT" in sql or "statement_timeout" in sql for sql in others), others
-        return response, len(captured) - len(others)
+        samples = [q["sql"] for q in captured if "TABLESAMPLE" in q["sql"]]
+        assert len(samples) <= 1, samples
+        return response, len(captured) - len(others) - len(samples)
 
     user_factory.create_batch(30)
     reader_client.get("/users")  # the token's principal is in Redis from now on
@@ -265,8 +268,12 @@ def test_exact_names_are_not_patterns(reader_client, user_factory):
         ({"email_address": "bob@mail.example"}, "users_email_trgm"),
     ],
 )
-def test_text_filters_can_use_an_index(people, params, index):
+def test_text_filters_can_use_an_index(people, params, index, monkeypatch):
     from django.db import connection
+
+    # Substrings found through their index, not walked for (users.selectors.WALK_COST): on
+    # four rows a substring matching three would otherwise be walked for.
+    monkeypatch.setattr("users.selectors.WALK_COST", {})
 
     from users.filters import UserFilter
     from users.models import User
@@ -354,7 +361,8 @@ def _plan_of_list(reader_client, url: str) -> str:
 
     with CaptureQueriesContext(connection) as captured:
         assert reader_client.get(url).status_code == 200
-    (sql,) = [q["sql"] for q in captured if "users_user" in q["sql"]]
+    # The page's query (not a filter's EXPLAIN of its estimate).
+    (sql,) = [q["sql"] for q in captured if "users_user" in q["sql"] and "EXPLAIN" not in q["sql"]]
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
         cursor.execute("EXPLAIN " + sql)
@@ -412,8 +420,8 @@ def _expected_order(users, ordering: str) -> list[int]:
 def test_last_name_with_a_rare_flag_by_creation_walks_every_page_in_order(
     reader_client, user_factory, flag, ordering, page_size
 ):
-    """last_name + deleted/merged=true + created_at ordering sorts the last name's index range
-    by an unindexed copy of created_at: same rows, same order, ties by id, every page once."""
+    """last_name + deleted/merged=true + created_at ordering, read from the flag's partial
+    index: same rows, same order, ties by id, every page once."""
     moment = datetime(2021, 5, 5, tzinfo=UTC)
     flagged = {f"{flag}_at": moment}
     times = [datetime(2020, 1, day, tzinfo=UTC) for day in (3, 1, 2, 1, 3, 1)]
@@ -427,13 +435,33 @@ def test_last_name_with_a_rare_flag_by_creation_walks_every_page_in_order(
     assert walk(reader_client, url) == _expected_order(matching, ordering)
 
 
-def test_last_name_with_deleted_by_creation_reads_the_last_name_index(reader_client, people):
-    plan = _plan_of_list(reader_client, "/users?last_name=smith&deleted=true&ordering=created_at")
-    assert "users_upper_last_name_id_idx" in plan, plan
-    assert "users_created_at_idx" not in plan and "'00:00:00'::interval" in plan, plan
-    # deleted=false is most users: the created_at index, walked with the filters, stays usable.
+@pytest.mark.parametrize("ordering", ["created_at", "-created_at"])
+@pytest.mark.parametrize(
+    "flag, index",
+    [("deleted", "users_deleted_name_created_idx"), ("merged", "users_merged_name_created_idx")],
+)
+def test_last_name_with_a_rare_flag_by_creation_is_one_partial_index_range(
+    reader_client, user_factory, flag, index, ordering
+):
+    """The flag's partial index holds the last name, then created_at and id: one range in the
+    page's order, no sort, no row read for the flag; also from a cursor."""
+    moment = datetime(2021, 5, 5, tzinfo=UTC)
+    for n in range(4):
+        user_factory(
+            last_name="Smith",
+            created_at=datetime(2020, 1, n + 1, tzinfo=UTC),
+            **{f"{flag}_at": moment},
+        )
+    url = f"/users?last_name=smith&{flag}=true&ordering={ordering}&page_size=2"
+    for page in (url, reader_client.get(url).json()["next"]):
+        plan = _plan_of_list(reader_client, page)
+        assert f"Index Scan using {index}" in plan or f"Index Scan Backward using {index}" in plan
+        # From a cursor only the keyset's own condition on the index's columns is a filter.
+        filters = [line for line in plan.splitlines() if "Filter" in line]
+        assert "Sort" not in plan and not [f for f in filters if f"{flag}_at" in f], plan
+    # deleted=false is most users: no partial index, the planner's own choice.
     plan = _plan_of_list(reader_client, "/users?last_name=smith&deleted=false&ordering=created_at")
-    assert "::interval" not in plan, plan
+    assert "name_created_idx" not in plan, plan
 
 
 def test_previous_link_of_a_last_name_with_deleted_by_creation(reader_client, user_factory):
@@ -538,3 +566,240 @@ def _plan_of_page(reader_client, url: str, scan: str) -> str:
         cursor.execute(f"SET LOCAL enable_seqscan = off; SET LOCAL enable_{scan}scan = off")
         cursor.execute("EXPLAIN " + sql)
         return "\n".join(row[0] for row in cursor.fetchall())
+
+
+# --- a created_at window in id order (users.selectors.user_created_window_by_id) -------------
+
+
+@pytest.fixture
+def created_window(user_factory):
+    """Users created across 2019-2021 in an order unrelated to their ids, some on one instant."""
+    days = [datetime(2019 + n % 3, 1 + n % 5, 1 + n % 7, tzinfo=UTC) for n in range(20)]
+    return [user_factory(created_at=day) for day in days]
+
+
+@pytest.mark.parametrize("walk_above", [0.0, 10.0])  # the primary key walked, or ids first
+@pytest.mark.parametrize("probe_ids", [1, 3, 1000])  # a probe too short, or long enough
+@pytest.mark.parametrize("ordering", ["id", "-id"])
+@pytest.mark.parametrize("page_size", [1, 3, 7])
+@pytest.mark.parametrize(
+    "window",
+    [
+        "created_after=2020-01-01T00:00:00Z",
+        "created_before=2020-03-02T00:00:00Z",
+        "created_after=2019-02-01T00:00:00Z&created_before=2021-02-01T00:00:00Z",
+    ],
+)
+def test_created_window_by_id_walks_the_same_pages_on_either_plan(
+    reader_client, created_window, monkeypatch, walk_above, probe_ids, ordering, page_size, window
+):
+    monkeypatch.setattr("users.selectors.CREATED_WINDOW_WALK_ABOVE", walk_above)
+    monkeypatch.setattr("users.selectors.WINDOW_PROBE_IDS", probe_ids)
+    params = dict(part.split("=") for part in window.split("&"))
+    after = datetime.fromisoformat(params.get("created_after", "0001-01-01T00:00:00+00:00"))
+    before = datetime.fromisoformat(params.get("created_before", "9999-01-01T00:00:00+00:00"))
+    inside = [user for user in created_window if after <= user.created_at < before]
+    url = f"/users?{window}&ordering={ordering}&page_size={page_size}"
+    assert walk(reader_client, url) == _expected_order(inside, ordering)
+
+
+def test_created_window_by_id_reads_the_page_ids_from_the_created_at_index(
+    reader_client, created_window, monkeypatch
+):
+    """Past a probe of the next ids that finds too few, the page's ids come from
+    users_created_at_id_idx alone (an index-only scan), the rows by primary key; also from a
+    cursor, and paging back."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr("users.selectors.WINDOW_PROBE_IDS", 2)
+    url = "/users?created_after=2020-01-01T00:00:00Z&page_size=5"
+    second = reader_client.get(url).json()["next"]
+    back = reader_client.get(second).json()["previous"]
+    for page in (url, second, back):
+        with CaptureQueriesContext(connection) as captured:
+            assert reader_client.get(page).status_code == 200
+        (sql,) = [q["sql"] for q in captured if " IN (SELECT" in q["sql"]]
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+            cursor.execute("EXPLAIN " + sql)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Index Only Scan using users_created_at_id_idx" in plan, plan
+        assert "Index Scan using users_user_pkey" in plan, plan
+
+
+def test_created_window_of_nearly_every_user_walks_the_primary_key(reader_client, created_window):
+    """A window the planner expects to hold nearly every user (past CREATED_WINDOW_WALK_ABOVE)
+    keeps the planner's plan: one query, no ids-first step."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE users_user")  # statistics: the window holds every user
+    reader_client.get("/users")  # the token's principal is in Redis from now on
+    with CaptureQueriesContext(connection) as captured:
+        response = reader_client.get("/users?created_after=2000-01-01T00:00:00Z")
+    assert ids(response) == sorted(user.id for user in created_window)
+    (page,) = [q["sql"] for q in captured if "users_user" in q["sql"] and "EXPLAIN" not in q["sql"]]
+    assert " IN (SELECT" not in page, page
+
+
+def test_created_window_with_another_filter_keeps_the_planners_plan(reader_client, people):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    reader_client.get("/users")
+    with CaptureQueriesContext(connection) as captured:
+        response = reader_client.get("/users?created_after=2020-01-01T00:00:00Z&last_name=smith")
+    assert ids(response) == pick(people, "ann", "carl")
+    assert not [q for q in captured if "EXPLAIN" in q["sql"] or " IN (SELECT" in q["sql"]]
+
+
+def test_created_window_dense_past_the_cursor_is_found_by_the_probe(
+    reader_client, created_window, monkeypatch
+):
+    """A window holding most of the next ids is served from them (a range of the primary key):
+    no ids-first query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr("users.selectors.CREATED_WINDOW_WALK_ABOVE", 10.0)  # never walked
+    reader_client.get("/users")
+    with CaptureQueriesContext(connection) as captured:
+        response = reader_client.get("/users?created_after=2000-01-01T00:00:00Z&page_size=5")
+    assert ids(response) == sorted(user.id for user in created_window)[:5]
+    assert not [q for q in captured if " IN (SELECT" in q["sql"]]
+
+
+# --- substrings of several words (users.selectors.user_contains) ----------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "name=Ashley Ramirez",
+        "name=ley ram",
+        "name=Ramirez Ashley",
+        "name=Ramirez-Lee",
+        "name=Jo Smith",  # a short word: the whole text for the index
+        "email=ashley.ramirez",
+        "email=ramirez@mail",
+        "email=ashley ramirez",
+    ],
+)
+def test_substring_of_several_words_matches_the_whole_text(reader_client, user_factory, query):
+    names = [("Ashley", "Ramirez"), ("Ramirez", "Ashley"), ("Ashley", "Ramirez-Lee")]
+    names += [("Ashleyx", "Ramirez"), ("Mary Ashley", "Ramirez"), ("Jo", "Smith"), ("Jon", "Smith")]
+    users = [
+        user_factory(first_name=first, last_name=last, email_address=f"{first}.{last}@mail.example")
+        for first, last in names
+    ]
+    users.append(user_factory(first_name="Ann", email_address='"ashley ramirez"@mail.example'))
+    parameter, _, text = query.partition("=")
+    text = text.upper()
+    if parameter == "name":
+        expected = [u.id for u in users if text in f"{u.first_name} {u.last_name}".upper()]
+    else:
+        expected = [u.id for u in users if text in u.email_address.upper()]
+    assert expected  # each case finds someone
+    assert ids(reader_client.get(f"/users?{parameter}={quote(text.lower())}")) == sorted(expected)
+
+
+def test_words_of_a_substring_are_looked_up_one_by_one(people):
+    """The trigram index is asked for each word (no trigram of a word's boundary, such as
+    "EY " or " RA"); the whole text is compared on an expression no index holds."""
+    from django.db import connection
+
+    from users.filters import UserFilter
+    from users.models import User
+
+    queryset = UserFilter({"name": "Ashley Ramirez"}, queryset=User.objects.all()).qs
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+        plan = queryset.explain()
+    index_condition = next(line for line in plan.splitlines() if "Index Cond" in line)
+    assert "users_full_name_trgm" in plan, plan
+    assert "%ASHLEY%" in index_condition and "%RAMIREZ%" in index_condition, plan
+    assert "ASHLEY RAMIREZ" not in index_condition and "ASHLEY RAMIREZ" in plan, plan
+
+
+# --- a substring's plan, by its count on a sample (users.selectors.user_substring_plan) ------
+
+
+@pytest.fixture
+def substring_people(user_factory):
+    names = [("Ashley", "Lee"), ("Sasha", "Adams"), ("Bob", "Nash"), ("Ann", "Lee"), ("Bo", "Ng")]
+    names += [("ASHLEY", "adams"), ("Ash", "Zed"), ("Tom", "Ash")]
+    return [
+        user_factory(
+            first_name=first,
+            last_name=last,
+            email_address=f"{first}.{last}{n}@gmail.example",
+            created_at=datetime(2020, 1 + n % 3, 1, tzinfo=UTC),
+        )
+        for n, (first, last) in enumerate(names)
+    ]
+
+
+@pytest.mark.parametrize("walk_cost", [0.0, 10.0**9])  # always walk, always sort
+@pytest.mark.parametrize("ordering", ["id", "-created_at", "last_name", "-last_name"])
+@pytest.mark.parametrize("page_size", [1, 3])
+@pytest.mark.parametrize("query", ["name=ash", "email=gmail&name=ash", "email=ley.lee"])
+def test_substring_walked_or_sorted_walks_the_same_pages(
+    reader_client, substring_people, monkeypatch, walk_cost, ordering, page_size, query
+):
+    monkeypatch.setattr(
+        "users.selectors.WALK_COST", dict.fromkeys(["id", "created_at", "last_name"], walk_cost)
+    )
+    params = dict(part.split("=") for part in query.split("&"))
+
+    def matches(user) -> bool:
+        name = f"{user.first_name} {user.last_name}".upper()
+        return params.get("name", "").upper() in name and (
+            params.get("email", "").upper() in user.email_address.upper()
+        )
+
+    expected = _expected_order([u for u in substring_people if matches(u)], ordering)
+    assert expected
+    url = f"/users?{query}&ordering={ordering}&page_size={page_size}"
+    assert walk(reader_client, url) == expected
+
+
+@pytest.mark.parametrize(
+    "walk_cost, expected, absent",
+    [
+        (0.0, "Index Scan using users_upper_last_name_id_idx", "users_full_name_trgm"),
+        (10.0**9, "users_full_name_trgm", "users_upper_last_name_id_idx"),
+    ],
+)
+def test_substring_plan_is_forced_on_the_planner(
+    reader_client, substring_people, monkeypatch, walk_cost, expected, absent
+):
+    """Walked: the ordering's index, the substring a filter on no index. Sorted: the trigram
+    index, then a sort (the ordering's key on no index)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr("users.selectors.WALK_COST", {"last_name": walk_cost})
+    with CaptureQueriesContext(connection) as captured:
+        assert reader_client.get("/users?name=ash&ordering=last_name").status_code == 200
+    (sql,) = [
+        q["sql"] for q in captured if "users_user" in q["sql"] and "TABLESAMPLE" not in q["sql"]
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert expected in plan and absent not in plan, plan
+    where = sql.partition(" WHERE ")[2].partition(" ORDER BY ")[0]
+    assert ("|| COALESCE('', '')" in where) == (walk_cost == 0.0), sql  # walked: no index
+
+
+def test_matches_estimate_of_a_small_table_is_exact(substring_people):
+    from users.filters import UserFilter
+    from users.models import User
+    from users.selectors import user_matches_estimate
+
+    queryset = UserFilter({"name": "ash"}, queryset=User.objects.all()).qs
+    matches, users = user_matches_estimate(queryset=queryset)
+    assert matches == 6 and users >= 6

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from django.contrib.auth.models import Permission
 
-from tests.helpers import Page, chromium, wait_until
+from tests.support.chromium import Page, chromium
+from tests.support.waits import wait_until
 from users.events import users_ingested
 
 pytestmark = [

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from tests.conftest import database_url
+from tests.support.environment import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,7 @@ from importlib.metadata import version
 import pytest
 from redis.connection import Connection
 
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
 from users import redis as users_redis
 
 
@@ -67,3 +67,29 @@ def test_every_lua_file_is_a_script_redis_accepts(redis_client):
 def test_a_script_name_is_never_a_path():
     with pytest.raises(ValueError):
         users_redis.lua_source("../redis")
+
+
+def test_redis_ping_answers_and_raises_when_redis_does_not(settings):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    users_redis.redis_ping(timeout=0.5)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    with pytest.raises(RedisConnectionError):
+        users_redis.redis_ping(timeout=0.5)
+
+
+def test_the_image_ships_the_lua_scripts():
+    """The Dockerfile copies the tree (COPY . .) and .dockerignore leaves users/lua/ in."""
+    from fnmatch import fnmatch
+
+    assert any(line.split() == ["COPY", ".", "."] for line in (ROOT / "Dockerfile").open())
+    ignored = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    script = users_redis.LUA_DIRECTORY / "cache_fast_read.lua"
+    path = script.relative_to(ROOT)
+    for candidate in (path, *path.parents):
+        if str(candidate) != ".":
+            assert not any(fnmatch(str(candidate), pattern) for pattern in ignored), candidate

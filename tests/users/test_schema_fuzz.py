@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import WebServer
+from tests.support.servers import WebServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,11 +42,10 @@ UNTHROTTLED = "1000000/minute"
 @pytest.fixture(scope="module")
 def fuzz_server(django_db_setup, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("fuzz-web") / "web.log"
-    server = WebServer(
+    with WebServer(
         log_path, API_USER_THROTTLE_RATE=UNTHROTTLED, API_ANON_THROTTLE_RATE=UNTHROTTLED
-    )
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def schemathesis_command(base: str, token: str) -> list[str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV
+from tests.support.environment import ROOT, TEST_ENV
 from users.stream.encoding import sse_text, stream_closed, stream_reset
 
 
@@ -19,7 +20,12 @@ def _modules_loaded_by(code: str) -> set[str]:
         + code
         + "; print(' '.join(m for m in sys.modules if m.startswith('users.stream')))"
     )
-    env = {**TEST_ENV, "DJANGO_SETTINGS_MODULE": "viswals.settings", "PATH": "/usr/bin:/bin"}
+    env = {
+        **TEST_ENV,
+        "DJANGO_SECRET_KEY": os.environ["DJANGO_SECRET_KEY"],  # this run's (debug is off)
+        "DJANGO_SETTINGS_MODULE": "viswals.settings",
+        "PATH": "/usr/bin:/bin",
+    }
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
     )

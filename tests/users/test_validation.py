@@ -9,7 +9,7 @@ from django.core.validators import EmailValidator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import LENGTHENING_EMAIL
+from tests.support.data import LENGTHENING_EMAIL
 from users.validation import EMAIL_MAX_LENGTH, FieldError, clean_email, epoch_ms_to_datetime
 
 _django_email = EmailValidator()

@@ -19,9 +19,9 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from users.api.fast_read import JSON_HEADERS, fast_path_serves, read_user
+from users.client_address import client_address
 from users.refusals import SERVER_ERROR, error_body
 from users.selectors import MAX_USER_ID
-from viswals.client_address import client_address
 
 logger = logging.getLogger(__name__)
 

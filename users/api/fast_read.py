@@ -4,7 +4,7 @@ mode), answered without DRF.
 One Redis round trip (users.cache.afast_read) fetches the cached user, the token's cached
 principal and the client's rate-limit count; PostgreSQL is asked only on a miss (of the user or
 of the principal) or when Redis is down. The decisions are DRF's for the same request: the same
-rule and words (users.refusals), the same limits (users.api.throttling), the same bodies.
+rule and words (users.refusals), the same limits (users.ratelimit), the same bodies.
 Served ahead of Django by users.api.asgi.
 """
 
@@ -18,8 +18,8 @@ from django.db import close_old_connections
 
 from users import cache, ratelimit, selectors
 from users.access import Principal, token_digest, token_from_authorization
-from users.api.throttling import account_window, account_window_parts, anon_window
 from users.payloads import to_json
+from users.ratelimit import account_window, account_window_parts, anon_window
 from users.refusals import (
     NOT_FOUND,
     Refusal,

@@ -21,7 +21,12 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from users.selectors import ORDERING_KEY_ALIAS, user_ordering_key
+from users.selectors import (
+    ORDERING_KEY_ALIAS,
+    PAGE_IDS_FIRST_ALIAS,
+    user_ordering_key,
+    user_page_ids_first,
+)
 from users.validation import BIGINT_MAX, NAME_MAX_LENGTH, FieldError, utc_datetime
 
 DEFAULT_PAGE_SIZE = 50
@@ -50,13 +55,20 @@ class UserCursorPagination(BasePagination):
         backwards = bool(cursor and cursor["back"])
         if _SORT_KEY not in queryset.query.annotations:
             queryset = queryset.alias(**{_SORT_KEY: user_ordering_key(self.field)})
-        if cursor:
-            queryset = queryset.filter(self._after(cursor["key"], backwards=backwards))
+        after = self._after(cursor["key"], backwards=backwards) if cursor else Q()
+        queryset = queryset.filter(after)
         if backwards:  # read the previous page in reverse, then restore the order
             direction = "" if self.descending else "-"
-        rows = list(
-            queryset.order_by(f"{direction}{_SORT_KEY}", f"{direction}id")[: self.page_size + 1]
-        )
+        queryset = queryset.order_by(f"{direction}{_SORT_KEY}", f"{direction}id")
+        if PAGE_IDS_FIRST_ALIAS in queryset.query.annotations:  # the filters' choice
+            rows = user_page_ids_first(
+                queryset=queryset,
+                after=after,
+                limit=self.page_size + 1,
+                descending=direction == "-",
+            )
+        else:
+            rows = list(queryset[: self.page_size + 1])
         more = len(rows) > self.page_size
         rows = rows[: self.page_size]
         if backwards:

@@ -20,7 +20,7 @@ Modules, in the order an event travels:
 - `replay`: bounded catch-ups from the history (Last-Event-ID, or a stream fallen behind).
 - `clients`: who a stream serves, checked again while it runs (revocation) and charged for
   its replays.
-- `streaming`: one client's stream loop (`users_stream`).
+- `streaming`: one client's stream loop (`client_stream_body`, the body of its response).
 - `views`, `urls`: `GET /users/sse` and the live page; refusals before a stream starts.
 - `stalled`: the ASGI wrapper that aborts a stream whose client stopped reading.
 - `extensions`: the names of the ASGI scope extensions the stream asks of the server

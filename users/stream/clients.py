@@ -5,7 +5,7 @@ checks it again every API_TOKEN_CACHE_SECONDS (as long as an API request may rel
 token) and at once when a notice names its account (users.events.principals_changed, followed by
 users.stream.delivery). A client that may no longer read is sent `stream-closed` and the stream
 ends; so does one that cannot be checked (PostgreSQL down: default deny). Replays are charged to
-the client's API rate-limit window (users.api.throttling).
+the client's API rate-limit window (users.ratelimit).
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from django.http import HttpRequest
 
 from users import ratelimit, selectors
 from users.access import Principal, token_digest, token_from_authorization
-from users.api import throttling
+from users.client_address import request_client_address
 from users.refusals import (
     CLOSED_NOT_AUTHENTICATED,
     CLOSED_PERMISSION_DENIED,
     CLOSED_UNAVAILABLE,
     refusal,
 )
-from viswals.client_address import request_client_address
 
 logger = logging.getLogger(__name__)
 
@@ -95,15 +94,15 @@ class StreamClient:
 
     # -- Charged for replays ----------------------------------------------------------------
 
-    def window(self) -> throttling.Window | None:
+    def window(self) -> ratelimit.Window | None:
         """The client's rate-limit window, the API's: per account, else per client address."""
         if self.principal is not None:
-            return throttling.account_window(self.principal.account_id)
-        return throttling.anon_window(self.address)
+            return ratelimit.account_window(self.principal.account_id)
+        return ratelimit.anon_window(self.address)
 
     def charge(
         self, *, replayed: int, connect: bool = False
-    ) -> tuple[int, throttling.Window] | None:
+    ) -> tuple[int, ratelimit.Window] | None:
         """Count a connect (one request) and `replayed` bytes of history (one request per
         SSE_REPLAY_BYTES_PER_REQUEST) in the client's window; (count so far, window), or None
         when there is no limit or Redis is unavailable."""

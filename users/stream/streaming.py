@@ -26,7 +26,7 @@ from users.stream.slots import StreamSlot
 logger = logging.getLogger(__name__)
 
 
-async def users_stream(
+async def client_stream_body(
     *, channel: str, last_id: tuple[str, int] | None, listener: Listener, slot: StreamSlot,
     client: StreamClient | None = None,
 ) -> AsyncIterator[bytes]:  # fmt: skip

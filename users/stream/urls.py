@@ -2,9 +2,9 @@
 
 from django.urls import path
 
-from users.stream.views import users_live, users_sse
+from users.stream.views import users_event_stream, users_live
 
 urlpatterns = [
-    path("users/sse", users_sse, name="users-sse"),
+    path("users/sse", users_event_stream, name="users-sse"),
     path("users/live", users_live, name="users-live"),
 ]

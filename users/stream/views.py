@@ -40,7 +40,7 @@ from users.stream.clients import StreamClient
 from users.stream.delivery import Listener
 from users.stream.history import RedisStreamStorage
 from users.stream.slots import STREAM_LIMIT_RETRY_AFTER, StreamSlot
-from users.stream.streaming import users_stream
+from users.stream.streaming import client_stream_body
 from viswals.db_router import read_with_fallback
 
 logger = logging.getLogger(__name__)
@@ -82,10 +82,10 @@ def _read_refusal(request: HttpRequest) -> tuple[HttpResponse | None, Principal 
     return None, principal
 
 
-def users_sse(request: HttpRequest) -> HttpResponse:
+def users_event_stream(request: HttpRequest) -> HttpResponse:
     """GET /users/sse: the users event stream (resumable with Last-Event-ID)."""
     try:
-        return _users_sse(request)
+        return _open_stream(request)
     finally:
         # Reading request.user or a token may have taken a pooled database connection; a
         # stream lives for hours and needs none, so give it back now.
@@ -93,7 +93,7 @@ def users_sse(request: HttpRequest) -> HttpResponse:
             connection.close()
 
 
-def _users_sse(request: HttpRequest) -> HttpResponse:
+def _open_stream(request: HttpRequest) -> HttpResponse:
     refusal, principal = _read_refusal(request)
     if refusal is not None:
         return refusal
@@ -126,7 +126,9 @@ def _users_sse(request: HttpRequest) -> HttpResponse:
     listener.user_id = principal.account_id if principal else "anonymous"
     listener.channels = {channel}
     response = StreamingHttpResponse(
-        users_stream(channel=channel, last_id=last_id, listener=listener, slot=slot, client=client),
+        client_stream_body(
+            channel=channel, last_id=last_id, listener=listener, slot=slot, client=client
+        ),
         content_type="text/event-stream",
     )
     response._resource_closers.append(slot.release)  # also when the stream never started

@@ -1,5 +1,7 @@
-"""Restarting the real services for tests. They are shared by everyone on this machine: each
-restart is kept short, and each helper returns only once the service answers again."""
+"""What restarts or stops the real PostgreSQL, Redis and RabbitMQ, for the tests marked
+`restarts_services` (run only with --restarts: `make test-restarts`). These services are shared
+by everyone on this machine: each restart is kept short, and each helper returns only once the
+service answers again."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from pathlib import Path
 
 from django.db import connections
 
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
+from tests.support.waits import wait_until
 
 HAVE_RABBITMQ = shutil.which("rabbitmqctl") is not None
 HAVE_POSTGRESQL = shutil.which("pg_ctlcluster") is not None and Path("/etc/postgresql").is_dir()
@@ -26,18 +29,10 @@ def restart_rabbitmq(down_for: float = 1.0) -> None:
     """stop_app / start_app: the broker drops every connection, then takes them again."""
     rabbitmqctl("stop_app")
     try:
-        time.sleep(down_for)
+        time.sleep(down_for)  # deliberately down a while: clients must notice and retry
     finally:
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
-
-
-def _wait_until(check, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not come back within {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 def _postgresql_ready() -> bool:
@@ -66,7 +61,7 @@ def restart_postgresql() -> None:
             timeout=120,
         )
     finally:
-        _wait_until(_postgresql_ready, "PostgreSQL")
+        wait_until(_postgresql_ready, 60, "PostgreSQL did not come back", interval=0.2)
         for connection in connections.all():
             connection.close()
 
@@ -85,7 +80,7 @@ def stop_redis() -> Path:
     dump file, for start_redis to remove once it is loaded again."""
     directory = _redis("CONFIG", "GET", "dir").stdout.split()[-1]
     _redis("SHUTDOWN", "SAVE")
-    _wait_until(lambda: _redis("PING").stdout.strip() != "PONG", "Redis shutdown", timeout=30)
+    wait_until(lambda: _redis("PING").stdout.strip() != "PONG", 30, "Redis did not stop")
     return Path(directory) / "dump.rdb"
 
 
@@ -94,13 +89,13 @@ def start_redis(dump: Path) -> None:
     subprocess.run(
         ["bash", "scripts/services-up.sh"], cwd=ROOT, check=True, capture_output=True, timeout=180
     )
-    _wait_until(lambda: _redis("PING").stdout.strip() == "PONG", "Redis")
+    wait_until(lambda: _redis("PING").stdout.strip() == "PONG", 60, "Redis did not come back")
     dump.unlink(missing_ok=True)  # Redis runs without persistence: the next start is empty
 
 
 def restart_redis(down_for: float = 1.0) -> None:
     dump = stop_redis()
     try:
-        time.sleep(down_for)
+        time.sleep(down_for)  # deliberately down a while: clients must notice and retry
     finally:
         start_redis(dump)

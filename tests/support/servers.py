@@ -1,22 +1,25 @@
 """Real processes for tests: the Procfile's web command (scripts/web.sh: uvicorn) and Celery
-workers, on loopback ports and this test run's queue, each with its output kept in a file."""
+workers, on loopback ports and this test run's queue, each with its output kept in a file.
+
+The one way to start a web server is `WebServer`: through the `web_server` fixture in a test,
+or `with WebServer(...) as server:` in a module-scoped fixture; either stops it afterwards."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support.environment import ROOT, TEST_ENV, subprocess_env
+from tests.support.waits import wait_until
 
 
 def free_port() -> int:
@@ -28,7 +31,7 @@ def free_port() -> int:
 
 class _Process:
     """A child process (`command`, an argv) started with this test run's environment; its output
-    goes to a file."""
+    goes to a file. A context manager: stopped on leaving the block."""
 
     stop_timeout = 15.0
 
@@ -43,16 +46,28 @@ class _Process:
                 stderr=subprocess.STDOUT,
             )
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def wait_until_ready(self, is_ready, what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not is_ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                raise RuntimeError(f"{what} did not start:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
+        """Wait for `is_ready`; a process that exits meanwhile fails at once, with its log."""
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{what} exited while starting:\n{self.log()[-3000:]}")
+            return is_ready()
+
+        try:
+            wait_until(ready, timeout, f"{what} did not start", interval=0.1)
+        except AssertionError as error:
+            self.process.kill()
+            raise RuntimeError(f"{error}:\n{self.log()[-3000:]}") from None
 
     def stop(self, timeout: float | None = None) -> float:
         """SIGTERM, as a process manager does; return the seconds it took to exit."""
@@ -67,9 +82,42 @@ class _Process:
         return time.monotonic() - started
 
 
+class _CollectedStatic:
+    """The static files web servers serve, collected once per run into DJANGO_STATIC_ROOT (as
+    the image does at build time: debug off serves them through whitenoise's manifest). Started
+    in the background when the run collects a test that starts a web server."""
+
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.process is None:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+                cwd=ROOT,
+                env={**os.environ, **TEST_ENV},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait(self) -> None:
+        self.start()
+        output, _ = self.process.communicate(timeout=300)
+        assert self.process.returncode == 0, f"collectstatic failed:\n{output.decode()[-3000:]}"
+
+    def remove(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(TEST_ENV["DJANGO_STATIC_ROOT"], ignore_errors=True)
+
+
+collected_static = _CollectedStatic()
+
+
 class WebServer(_Process):
     """The Procfile's web command (scripts/web.sh) on a free loopback port, with a metrics
-    directory of its own (PROMETHEUS_MULTIPROC_DIR) beside its log."""
+    directory of its own (PROMETHEUS_MULTIPROC_DIR) beside its log; `env` is added to this
+    run's environment (`API_READS_REQUIRE_AUTH="false"`, ...)."""
 
     def __init__(
         self, log_path: Path, workers: int = 2, graceful_timeout: int = 3, **env: str
@@ -86,6 +134,7 @@ class WebServer(_Process):
             # scripts/web.sh runs the uvicorn installed beside this interpreter.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+        collected_static.wait()
         super().__init__(log_path, ["sh", str(ROOT / "scripts" / "web.sh")], server_env | env)
         self.wait_until_ready(self._healthy, "server")
 
@@ -94,16 +143,6 @@ class WebServer(_Process):
             return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
-
-
-@contextmanager
-def running_web_server(log_path: Path, **options) -> Iterator[WebServer]:
-    """A WebServer for the length of a `with` block (module-scoped fixtures, single tests)."""
-    server = WebServer(log_path, **options)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Worker(_Process):

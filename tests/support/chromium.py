@@ -1,5 +1,5 @@
-"""Helpers shared by tests: the CSV header, a cached user, waiting for a condition, and headless
-Chromium (Debian's `chromium`, `make system-deps`) driven over the DevTools protocol."""
+"""Headless Chromium (Debian's `chromium`, `make system-deps`) driven over the DevTools protocol,
+for the tests of pages that run JavaScript (the live page, the admin's import)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import count
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import httpx
 from websockets.sync.client import connect as ws_connect
+
+from tests.support.waits import wait_until
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -29,43 +30,6 @@ CHROMIUM_FLAGS = [
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 ]
-
-
-# The users CSV header, written out here on purpose: tests check the code against it.
-HEADER = "id,first_name,last_name,email_address,created_at,deleted_at,merged_at,parent_user_id"
-
-# 197 characters that pass every rule as typed, but 385 once the domain is lower-cased ("İ" is
-# "i̇", two code points): longer than the email column holds.
-LENGTHENING_EMAIL = "ann@" + ".".join(["İ" * 63, "İ" * 63, "İ" * 62]) + ".de"
-
-
-def cached(user_id: int) -> dict | None:
-    """A user's entry in Redis as the API would serve it, None when not cached."""
-    from users.cache import cached_user_json
-
-    raw = cached_user_json(user_id)
-    return None if raw is None else json.loads(raw)
-
-
-def make_run(file_name: str, **fields):
-    """A run record as publish_csv makes it, for tests that store or queue batches by hand."""
-    from ingest.models import IngestRun
-
-    fields = {"status": IngestRun.Status.PUBLISHED, **fields}
-    return IngestRun.objects.create(
-        file_name=file_name, file_size=1, checksum="x", batch_size=2, **fields
-    )
-
-
-def wait_until(check, timeout: float = 10, message: str = "condition not met in time"):
-    """Poll `check` until it returns something true (and return that) or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, message
-        time.sleep(0.1)
 
 
 class Page:
