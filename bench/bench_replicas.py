@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import redis  # noqa: E402
-from tests.processes import free_port  # noqa: E402
 
 from tests.cluster.postgres import PostgresPair, postgres_bin  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 PY = sys.executable
 TAG = f"bench-replicas-{os.getpid()}"
