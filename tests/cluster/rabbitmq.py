@@ -90,10 +90,17 @@ class RabbitCluster:
 
     def await_node(self, i: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
-        while self.ctl(i, "await_startup", "--timeout", "5", timeout=15).returncode != 0:
+        while not self._started(i):
             if time.monotonic() > deadline or self.processes[i].poll() is not None:
                 raise RuntimeError(f"RabbitMQ node {i} did not start:\n{self.log(i)}")
             time.sleep(0.5)
+
+    def _started(self, i: int) -> bool:
+        # rabbitmqctl itself can take longer than its own timeout on a loaded machine: ask again.
+        try:
+            return self.ctl(i, "await_startup", "--timeout", "5", timeout=15).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
 
     def running_nodes(self, i: int = 0) -> list[str]:
         result = self.ctl(i, "cluster_status", "--formatter", "json")
