@@ -118,8 +118,9 @@ def read_your_write(webs: list[str], writer: dict) -> dict:
 
 
 def table_matches_file(connection, path: str) -> dict:
-    """The table against the file's valid rows, a later line winning (ingest.parsing's rules)."""
-    from ingest.parsing import RowRejected, parse_row, read_records
+    """The table against the file's valid rows, a later line winning (users.validation's rules)."""
+    from ingest.parsing import read_records
+    from users.validation import RowRejected, parse_row
 
     expected = {}
     with open(path, "rb") as stream:
