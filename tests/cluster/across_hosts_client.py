@@ -118,7 +118,7 @@ def read_your_write(webs: list[str], writer: dict) -> dict:
 
 
 def table_matches_file(connection, path: str) -> dict:
-    """The table against the file's valid rows, a later line winning (ingest.parsing's rules)."""
+    """The table against the file's valid rows, a later line winning (users.validation's rules)."""
     from ingest.parsing import read_records
     from users.validation import RowRejected, parse_row
 
