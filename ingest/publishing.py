@@ -22,7 +22,14 @@ from django.db import InterfaceError, OperationalError, connection
 from kombu.exceptions import OperationalError as BrokerError
 
 from ingest.models import IngestRun
-from ingest.parsing import CsvFileError, DataLineCounter, Record, read_records
+from ingest.parsing import (
+    CsvFileError,
+    DataLineCounter,
+    Record,
+    read_records,
+    redact_addresses,
+    redacted_reason,
+)
 from ingest.selectors import ingest_run_totals
 from ingest.services import (
     BatchReject,
@@ -289,7 +296,9 @@ class _BatchPublisher:
                 # At most what the record takes in the message: a row's line characters (its
                 # fields and the commas between them), or a reject's reason and raw text.
                 fields = record.fields
-                chars = record.size if fields is not None else len(record.reason) + len(record.raw)
+                if fields is None:  # its addresses never reach the broker (ingest.parsing)
+                    reason, raw = redacted_reason(record.reason), redact_addresses(record.raw)
+                chars = record.size if fields is not None else len(reason) + len(raw)
                 size = chars * MAX_BYTES_PER_CHAR + RECORD_OVERHEAD_BYTES
                 # Cut before a record that would take the message over its bound (a record
                 # alone is at most a 1 MiB line: MAX_LINE_BYTES).
@@ -299,7 +308,7 @@ class _BatchPublisher:
                 self.last_line = record.line
                 self.bytes += size
                 if fields is None:
-                    self.rejects.append([record.line, record.reason, record.raw])
+                    self.rejects.append([record.line, reason, raw])
                     self.rejected_early += 1
                 else:
                     self.rows.append([record.line, *fields])

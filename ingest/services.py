@@ -29,7 +29,7 @@ from ingest.bulk import (
     log_run_finished,
 )
 from ingest.models import IngestBatch, IngestRun, RejectedRow
-from ingest.parsing import to_csv_line
+from ingest.parsing import redact_addresses, redacted_line, redacted_reason
 from ingest.selectors import ingest_run_totals
 from users.services import (
     SourcedUser,
@@ -193,8 +193,12 @@ def ingest_batch_store(
         return BatchOutcome(0, 0, 0, skipped=True)
 
     valid: list[SourcedUser] = []
+    # Rejects are stored with their addresses redacted (ingest.parsing); the producer's own
+    # are redacted already, and again here for messages of an older producer.
     rejected = [
-        RejectedRow(run_id=run_id, line=line, reason=reason, raw=raw)
+        RejectedRow(
+            run_id=run_id, line=line, reason=redacted_reason(reason), raw=redact_addresses(raw)
+        )
         for line, reason, raw in rejects
     ]
     sourced = partial(tuple.__new__, SourcedUser)  # the tuple's own C constructor
@@ -203,7 +207,12 @@ def ingest_batch_store(
             valid.append(sourced((line, parse_row(fields))))
         except RowRejected as error:
             rejected.append(
-                RejectedRow(run_id=run_id, line=line, reason=error.reason, raw=to_csv_line(fields))
+                RejectedRow(
+                    run_id=run_id,
+                    line=line,
+                    reason=redacted_reason(error.reason, fields),
+                    raw=redacted_line(fields),
+                )
             )
 
     try:
@@ -211,14 +220,19 @@ def ingest_batch_store(
     except ROW_DATA_ERRORS as error:
         # A row PostgreSQL refuses although it passed validation (a gap in the rules): the
         # transaction is rolled back whole; store the batch again without the rows that fail.
+        # The error's first line only: psycopg adds the COPY's context, the refused value.
         logger.warning(
-            "run %s batch %s: %s; finding the rows PostgreSQL refuses", run_id, batch, error
-        )
+            "run %s batch %s: %s; finding the rows PostgreSQL refuses",
+            run_id, batch, redact_addresses(_first_line(error)),
+        )  # fmt: skip
         valid, refused = _without_refused_rows(run_id=run_id, batch=batch, valid=valid)
         by_line = {line: fields for line, *fields in rows}
         rejected += [
             RejectedRow(
-                run_id=run_id, line=row.line, reason=reason, raw=to_csv_line(by_line[row.line])
+                run_id=run_id,
+                line=row.line,
+                reason=redacted_reason(reason, by_line[row.line]),
+                raw=redacted_line(by_line[row.line]),
             )
             for row, reason in refused
         ]
@@ -348,6 +362,7 @@ def ingest_batch_fail(
     *, run_id: int, batch: int, error: str, rows: list[BatchRow], rejects: list[BatchReject]
 ) -> None:
     """Record a batch that will not be stored (dead letter), keeping its message."""
+    error = redact_addresses(error)  # a database error may quote a value of the batch
     logger.error("run %s batch %s failed: %s", run_id, batch, error)
     IngestBatch.objects.update_or_create(
         run_id=run_id,

@@ -1,0 +1,140 @@
+"""No email address of a published file rests in plaintext where this project keeps ingest's
+traces: the rejected rows in PostgreSQL and `--report` files hold them redacted unless
+`--report-include-addresses` asks for them (docs/security.md, "Email addresses at rest")."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from ingest.models import IngestBatch, IngestRun, RejectedRow
+from ingest.parsing import REDACTED
+from ingest.publishing import file_checksum
+from ingest.reports import ReportPathError, report_with_addresses, run_report
+from ingest.services import ingest_batch_fail
+from tests.support.data import HEADER
+from users.models import User
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
+
+# Every address of the file below, whatever line or column it is on.
+ADDRESSES = (
+    "ann.stored@example.com",
+    "bad.id@example.com",
+    "short.row@example.com",
+    "bob@bold",
+    "in.a.name@example.com",
+    "quote.broken@example.com",
+    "no.created@example.com",
+)
+CSV = (
+    f"{HEADER}\n"
+    "1,Ann,Lee,ann.stored@example.com,1600000000123,-1,-1,-1\n"
+    "abc,Bad,Id,bad.id@example.com,1600000000000,-1,-1,-1\n"
+    "3,Short,short.row@example.com\n"
+    "4,Bob,Bold,bob@bold,1600000000000,-1,-1,-1\n"
+    "5,in.a.name@example.com,Moss,,1600000000000,-1,-1,-1\n"
+    '6,"Quote,Broken,quote.broken@example.com,1600000000000,-1,-1,-1\n'
+    "7,Eve,Moss,no.created@example.com,,-1,-1,-1\n"
+    "8,Plain,Wrong,not-an-email,1600000000000,-1,-1,-1\n"
+)
+
+
+def stored_rejects_text() -> str:
+    """Everything PostgreSQL holds of the rejected rows, as one text."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT line, reason, raw FROM ingest_rejectedrow ORDER BY line")
+        return "\n".join(" | ".join(map(str, row)) for row in cursor.fetchall())
+
+
+def test_rejected_rows_and_the_report_hold_no_address(celery_worker_process, write_csv, tmp_path):
+    path = write_csv(CSV)
+    report_path = tmp_path / "report.json"
+
+    call_command("publish_csv", path, "--timeout", "60", "--report", str(report_path))
+
+    report_text = report_path.read_text()
+    report = json.loads(report_text)
+    rejects = stored_rejects_text()
+    for address in ADDRESSES[1:]:
+        assert address not in report_text and address not in rejects
+    assert "ann.stored@example.com" not in report_text  # stored, so not reported at all
+    assert User.objects.get(id=1).email_address == "ann.stored@example.com"
+    # The line, its reason and its other values are kept; only the addresses are redacted.
+    by_line = {row["line"]: row for row in report["rejected"]}
+    assert sorted(by_line) == [3, 4, 5, 6, 7, 8, 9]
+    assert by_line[3] == {
+        "line": 3,
+        "reason": "id: not an integer: 'abc'",
+        "raw": f"abc,Bad,Id,{REDACTED},1600000000000,-1,-1,-1",
+    }
+    assert by_line[4] == {
+        "line": 4,
+        "reason": "expected 8 fields, found 3",
+        "raw": f"3,Short,{REDACTED}",
+    }
+    assert by_line[5]["reason"] == f"email_address: not a valid email address: '{REDACTED}'"
+    assert by_line[6]["raw"] == f"5,{REDACTED},Moss,,1600000000000,-1,-1,-1"
+    assert by_line[7]["reason"].startswith("malformed CSV quoting")
+    assert by_line[9] == {
+        "line": 9,
+        "reason": "email_address: not a valid email address: 'not-an-email'",
+        "raw": "8,Plain,Wrong,not-an-email,1600000000000,-1,-1,-1",
+    }
+    assert RejectedRow.objects.count() == 7
+
+
+def test_the_report_holds_the_original_lines_only_when_asked(
+    celery_worker_process, write_csv, tmp_path
+):
+    path = write_csv(CSV)
+    report_path = tmp_path / "report.json"
+
+    call_command(
+        "publish_csv", path, "--timeout", "60",
+        "--report", str(report_path), "--report-include-addresses",
+    )  # fmt: skip
+
+    raws = {row["line"]: row["raw"] for row in json.loads(report_path.read_text())["rejected"]}
+    assert raws[3] == "abc,Bad,Id,bad.id@example.com,1600000000000,-1,-1,-1"
+    assert raws[4] == "3,Short,short.row@example.com"
+    assert raws[7] == '6,"Quote,Broken,quote.broken@example.com,1600000000000,-1,-1,-1'
+    # PostgreSQL still holds them redacted: the originals came from the file.
+    assert all(address not in stored_rejects_text() for address in ADDRESSES)
+
+
+def test_report_include_addresses_needs_a_report(write_csv):
+    with pytest.raises(CommandError, match="needs --report"):
+        call_command("publish_csv", write_csv(CSV), "--report-include-addresses")
+
+
+def test_a_report_with_addresses_needs_the_file_the_run_published(write_csv):
+    path = write_csv(CSV)
+    checksum, size = file_checksum(path)
+    run = IngestRun.objects.create(
+        file_name=path, file_size=size, checksum=checksum, batch_size=10, rows_published=8
+    )
+    RejectedRow.objects.create(run=run, line=4, reason="expected 8 fields, found 3", raw="x")
+    report = run_report(run=run)
+
+    full = report_with_addresses(report=report, run=run, path=path)
+    assert full["rejected"][0]["raw"] == "3,Short,short.row@example.com"
+
+    with open(path, "a") as changed:
+        changed.write("9,New,Line,new@example.com,1600000000000,-1,-1,-1\n")
+    with pytest.raises(ReportPathError, match="changed since run"):
+        report_with_addresses(report=report, run=run, path=path)
+
+
+def test_a_dead_letter_and_its_log_line_hold_no_address(caplog):
+    run = IngestRun.objects.create(file_name="f.csv", file_size=1, checksum="0" * 64, batch_size=1)
+    error = 'database error: bad value\nCONTEXT: COPY t, line 1, column email_address: "x@y.org"'
+
+    ingest_batch_fail(run_id=run.id, batch=1, error=error, rows=[], rejects=[])
+
+    assert "x@y.org" not in IngestBatch.objects.get(run=run, number=1).error
+    assert "x@y.org" not in caplog.text and REDACTED in caplog.text
