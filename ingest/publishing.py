@@ -35,6 +35,7 @@ from ingest.services import (
     BatchReject,
     BatchRow,
     batch_message,
+    batch_payload_message,
     ingest_batches_reopen,
     ingest_run_fail,
     ingest_run_published,
@@ -379,7 +380,7 @@ def requeue_failed_batches(*, run_id: int) -> int:
                 args=(
                     run_id,
                     batch.number,
-                    batch_message(batch.payload["rows"], batch.payload["rejects"]),
+                    batch_payload_message(batch.payload),
                 ),
                 queue=settings.INGEST_QUEUE,
                 producer=producer,

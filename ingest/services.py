@@ -29,8 +29,9 @@ from ingest.bulk import (
     log_run_finished,
 )
 from ingest.models import IngestBatch, IngestRun, RejectedRow
-from ingest.parsing import redact_addresses, redacted_line, redacted_reason
+from ingest.parsing import COLUMNS, redact_addresses, redacted_line, redacted_reason
 from ingest.selectors import ingest_run_totals
+from users.crypto import INGEST_BATCH_CONTEXT, DecryptionError, decrypt, encrypt
 from users.services import (
     SourcedUser,
     cache_repair_stale,
@@ -42,9 +43,59 @@ from users.validation import RowRejected, parse_row
 logger = logging.getLogger(__name__)
 
 # Message rows: [line, *the values of ingest.parsing.COLUMNS]; rejects found by the producer:
-# [line, reason, raw].
+# [line, reason, raw] (its addresses redacted, ingest.parsing).
 BatchRow = list[Any]
 BatchReject = list[Any]
+# Where a message row holds its email address.
+_EMAIL_AT = 1 + COLUMNS.index("email_address")
+
+
+class BatchUndecryptable(ValueError):
+    """A batch whose addresses this process's keyring cannot decrypt; `payload`: the batch as it
+    came, still encrypted, for the dead letter (requeued once the key is in the ring)."""
+
+    def __init__(self, message: str, payload: dict) -> None:
+        super().__init__(message)
+        self.payload = payload
+
+
+def _sealed(rows: list[BatchRow]) -> tuple[list[BatchRow], str | None]:
+    """The rows with their email addresses taken out (None in their place), and the addresses in
+    one token (users.crypto, AES-256-GCM): a message or a dead letter then holds no plaintext
+    address. None for a batch without any (its rows are returned as they are)."""
+    emails: list[Any] = []
+    sealed: list[BatchRow] = []
+    keep, take = emails.append, sealed.append
+    for row in rows:
+        if isinstance(row, list) and len(row) > _EMAIL_AT:
+            row = row.copy()
+            keep(row[_EMAIL_AT])
+            row[_EMAIL_AT] = None
+        else:  # not a row (a bug-shaped message): carried as it is, refused by the worker
+            keep(None)
+        take(row)
+    if not any(emails):
+        return rows, None
+    return sealed, encrypt(orjson.dumps(emails), context=INGEST_BATCH_CONTEXT)
+
+
+def _unsealed(rows: list[BatchRow], emails: str) -> list[BatchRow]:
+    """The rows with their addresses put back from `_sealed`'s token (in place)."""
+    if not isinstance(emails, str):
+        raise TypeError("a batch message's addresses are one token")
+    addresses = orjson.loads(decrypt(emails, context=INGEST_BATCH_CONTEXT))
+    if len(addresses) != len(rows):
+        raise ValueError("a batch message's addresses do not match its rows")
+    for row, address in zip(rows, addresses, strict=True):
+        if address is not None:
+            row[_EMAIL_AT] = address
+    return rows
+
+
+def batch_payload(rows: list[BatchRow], rejects: list[BatchReject]) -> dict:
+    """A batch as a failed batch keeps it (IngestBatch.payload): its addresses encrypted."""
+    sealed, emails = _sealed(rows)
+    return {"rows": sealed, "rejects": rejects} | ({"emails": emails} if emails else {})
 
 
 def batch_message(rows: list[BatchRow], rejects: list[BatchReject]) -> str:
@@ -54,15 +105,42 @@ def batch_message(rows: list[BatchRow], rejects: list[BatchReject]) -> str:
     arguments to the child that runs the task, which decodes the message again: as lists, a
     5,000-row batch was built three times over (45,000 strings each), and the main process
     took 28% of the worker's CPU (bench_ingest). As one string it is copied, not rebuilt,
-    until the task reads it, once (batch_from_message)."""
-    return orjson.dumps([rows, rejects]).decode()
+    until the task reads it, once (batch_from_message).
+
+    The rows' email addresses travel encrypted, all of a batch's in one token (`_sealed`), so
+    no plaintext address reaches the broker's message store (docs/security.md)."""
+    return batch_payload_message(batch_payload(rows, rejects))
+
+
+def batch_payload_message(payload: dict) -> str:
+    """The message of a batch kept as `batch_payload` (or, from before addresses were encrypted,
+    as plain rows: those are encrypted now)."""
+    if "emails" not in payload:
+        sealed, emails = _sealed(payload["rows"])
+        payload = {"rows": sealed, "rejects": payload["rejects"]}
+        if emails:
+            payload["emails"] = emails
+    parts = [payload["rows"], payload["rejects"]]
+    if "emails" in payload:
+        parts.append(payload["emails"])
+    return orjson.dumps(parts).decode()
 
 
 def batch_from_message(message: str) -> tuple[list[BatchRow], list[BatchReject]]:
-    """The rows and rejects of a batch_message (ValueError or TypeError if it is not one)."""
-    rows, rejects = orjson.loads(message)
+    """The rows (their addresses decrypted) and rejects of a batch_message (ValueError or
+    TypeError if it is not one; BatchUndecryptable if the keyring cannot decrypt it)."""
+    parts = orjson.loads(message)
+    if not isinstance(parts, list) or len(parts) not in (2, 3):
+        raise TypeError("a batch message holds rows, rejects and their addresses")
+    rows, rejects, *emails = parts
     if not (isinstance(rows, list) and isinstance(rejects, list)):
         raise TypeError("a batch message holds a list of rows and a list of rejects")
+    if emails:
+        try:
+            _unsealed(rows, emails[0])
+        except DecryptionError as error:
+            payload = {"rows": rows, "rejects": rejects, "emails": emails[0]}
+            raise BatchUndecryptable(str(error), payload) from None
     return rows, rejects
 
 
@@ -359,9 +437,16 @@ def ingest_batches_reopen(*, run_id: int) -> list[IngestBatch]:
 
 
 def ingest_batch_fail(
-    *, run_id: int, batch: int, error: str, rows: list[BatchRow], rejects: list[BatchReject]
+    *,
+    run_id: int,
+    batch: int,
+    error: str,
+    rows: list[BatchRow],
+    rejects: list[BatchReject],
+    payload: dict | None = None,
 ) -> None:
-    """Record a batch that will not be stored (dead letter), keeping its message."""
+    """Record a batch that will not be stored (dead letter), keeping its message (`payload`:
+    as it came, when it could not be read; else the rows, their addresses encrypted)."""
     error = redact_addresses(error)  # a database error may quote a value of the batch
     logger.error("run %s batch %s failed: %s", run_id, batch, error)
     IngestBatch.objects.update_or_create(
@@ -370,7 +455,7 @@ def ingest_batch_fail(
         defaults={
             "status": IngestBatch.Status.FAILED,
             "error": error[:2000],
-            "payload": {"rows": rows, "rejects": rejects},
+            "payload": payload if payload is not None else batch_payload(rows, rejects),
         },
     )
     ingest_run_refresh(run_id=run_id)

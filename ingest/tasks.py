@@ -12,6 +12,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from ingest.bulk import ingest_indexes_restore
 from ingest.services import (
+    BatchUndecryptable,
     batch_from_message,
     ingest_batch_fail,
     ingest_batch_store,
@@ -30,6 +31,13 @@ def store_batch(self, run_id: int, batch: int, message: str) -> None:
     """Store one batch; `message`: its rows and rejects (ingest.services.batch_message)."""
     try:
         rows, rejects = batch_from_message(message)
+    except BatchUndecryptable as error:  # kept encrypted, requeued once the key is in the ring
+        logger.error("run %s batch %s: cannot decrypt its addresses (%s)", run_id, batch, error)
+        ingest_batch_fail(
+            run_id=run_id, batch=batch, error=f"cannot decrypt the batch's addresses: {error}",
+            rows=[], rejects=[], payload=error.payload,
+        )  # fmt: skip
+        return
     except (TypeError, ValueError) as error:  # not a message this version writes
         logger.error("run %s batch %s: unreadable message (%s)", run_id, batch, error)
         ingest_batch_fail(

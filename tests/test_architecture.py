@@ -146,6 +146,7 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("ingest.services",),
         (
             "users.services",
+            "users.crypto",
             "users.validation",
             "ingest.parsing",
             "ingest.bulk",
