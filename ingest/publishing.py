@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from ingest.models import IngestRun
 from ingest.parsing import (
+    COLUMNS,
     CsvFileError,
     DataLineCounter,
     Record,
@@ -59,8 +60,12 @@ ENVELOPE_BYTES = 64 << 10
 # as a string in the task's arguments ("\\u0001", seven).
 MAX_BYTES_PER_CHAR = 7
 # ... and the rest of a row or reject in the message: its line number, quotes and commas, both
-# times escaped.
+# times escaped (and a row's address in the batch's token: its quotes and comma).
 RECORD_OVERHEAD_BYTES = 80
+# A row's email address travels in the batch's token (ingest.services.batch_message): escaped
+# once, then base64 (4 bytes for 3), so eight bytes a character at most, one more than
+# MAX_BYTES_PER_CHAR counts.
+EMAIL_FIELD = COLUMNS.index("email_address")
 
 
 def publish_retry_policy() -> dict:
@@ -299,8 +304,14 @@ class _BatchPublisher:
                 fields = record.fields
                 if fields is None:  # its addresses never reach the broker (ingest.parsing)
                     reason, raw = redacted_reason(record.reason), redact_addresses(record.raw)
-                chars = record.size if fields is not None else len(reason) + len(raw)
-                size = chars * MAX_BYTES_PER_CHAR + RECORD_OVERHEAD_BYTES
+                if fields is None:
+                    size = (len(reason) + len(raw)) * MAX_BYTES_PER_CHAR + RECORD_OVERHEAD_BYTES
+                else:  # its address, in the batch's token, takes one more byte a character
+                    size = (
+                        record.size * MAX_BYTES_PER_CHAR
+                        + len(fields[EMAIL_FIELD])
+                        + RECORD_OVERHEAD_BYTES
+                    )
                 # Cut before a record that would take the message over its bound (a record
                 # alone is at most a 1 MiB line: MAX_LINE_BYTES).
                 if self.bytes + size > self.max_bytes and (self.rows or self.rejects):

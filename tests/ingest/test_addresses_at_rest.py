@@ -19,7 +19,7 @@ from django.test import override_settings
 
 from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.parsing import REDACTED
-from ingest.publishing import file_checksum, publish_file
+from ingest.publishing import ENVELOPE_BYTES, file_checksum, publish_file
 from ingest.reports import ReportPathError, report_with_addresses, run_report
 from ingest.services import (
     batch_from_message,
@@ -248,3 +248,29 @@ def test_a_dead_letter_keeps_the_addresses_encrypted_and_is_published_again():
     # Kept before addresses were encrypted (plain rows): encrypted when published again.
     old = {"rows": [row], "rejects": []}
     assert "dead.letter" not in batch_payload_message(old)
+
+
+def test_messages_with_encrypted_addresses_stay_under_the_batch_bound(write_csv, settings):
+    from viswals.celery import app
+
+    # A bound large enough that one byte a character more than counted would pass it.
+    settings.INGEST_BATCH_MAX_BYTES = bound = ENVELOPE_BYTES + 1_000_000
+    settings.INGEST_QUEUE = queue = f"{settings.INGEST_QUEUE}-bounded-emails"  # not consumed
+    # Control characters in the address: the most bytes a character takes in the token (eight).
+    rows = "".join(
+        f"{i},F,L,{chr(1) * 5000}@example.com,1600000000000,-1,-1,-1\n" for i in range(1, 121)
+    )
+    path = write_csv(f"{HEADER}\n{rows}")
+    try:
+        result = publish_file(path=path, batch_size=10_000)
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            bodies = []
+            while (message := channel.basic_get(queue, no_ack=True)) is not None:
+                bodies.append(message.body)
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)
+
+    assert result.batches == len(bodies) > 1
+    assert max(len(body) for body in bodies) <= bound
