@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "viswals.settings")
 os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("EMAIL_ENCRYPTION_KEYS", f"bench:{secrets.token_urlsafe(32)}")
+os.environ.setdefault("EMAIL_BLIND_INDEX_KEY", secrets.token_urlsafe(32))
 os.environ["USERS_CACHE_PREFIX"] = f"benchcache{os.getpid()}:users"
 
 import django  # noqa: E402

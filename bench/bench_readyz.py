@@ -54,6 +54,8 @@ def main() -> int:
         **os.environ,
         "DJANGO_DEBUG": "false",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "EMAIL_ENCRYPTION_KEYS": f"bench:{secrets.token_urlsafe(32)}",
+        "EMAIL_BLIND_INDEX_KEY": secrets.token_urlsafe(32),
         "DJANGO_SECURE_SSL_REDIRECT": "false",
         # Readiness connects to a database; any existing one will do.
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",

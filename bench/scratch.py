@@ -59,6 +59,9 @@ class Scratch:
             "DJANGO_DEBUG": "false",
             # A key of this run's own: settings refuse one published in the repository.
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            # Email keys of this run's own likewise (viswals/email_keys.py).
+            "EMAIL_ENCRYPTION_KEYS": f"bench:{secrets.token_urlsafe(32)}",
+            "EMAIL_BLIND_INDEX_KEY": secrets.token_urlsafe(32),
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{self.db}",
             "USERS_CACHE_PREFIX": f"{tag}:users:v2",
             "INGEST_QUEUE": self.queue,

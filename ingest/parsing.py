@@ -50,6 +50,43 @@ class Record(NamedTuple):
 _new_record = tuple.__new__
 
 
+# --- Addresses kept out of rejects ---------------------------------------------------------
+# A rejected row is stored (RejectedRow) and reported with its line redacted, not encrypted:
+# every value holding an "@" (the email field, or an address that slid into another column) is
+# replaced by REDACTED. Values without one cannot be an address and stay, so a reject still
+# shows what was wrong ("not-an-email"). `publish_csv --report-include-addresses` reads the
+# original lines from the file again (ingest.reports). docs/security.md, "Email addresses at
+# rest".
+REDACTED = "[redacted]"
+_EMAIL = USER_COLUMNS.index("email_address")
+# An address within free text: the run of characters around an "@" up to a separator.
+_ADDRESS_LIKE = re.compile(r"""[^\s,;<>()\[\]{}"]*@[^\s,;<>()\[\]{}"]*""")
+
+
+def redact_addresses(text: str) -> str:
+    """`text` with every run of characters around an "@" replaced by REDACTED."""
+    return _ADDRESS_LIKE.sub(REDACTED, text) if "@" in text else text
+
+
+def redacted_line(fields: Sequence[str]) -> str:
+    """A rejected record's COLUMNS values as its report line (to_csv_line), addresses redacted."""
+    return to_csv_line(
+        [REDACTED if "@" in value else value for value in fields]
+        if any("@" in value for value in fields)
+        else fields
+    )
+
+
+def redacted_reason(reason: str, fields: Sequence[str] | None = None) -> str:
+    """A reject's reason without the addresses it may quote (the email field's value, as the
+    field rules quote it, then anything else around an "@")."""
+    if "@" not in reason:
+        return reason
+    if fields is not None and len(fields) > _EMAIL and "@" in (value := fields[_EMAIL].strip()):
+        reason = reason.replace(repr(value), repr(REDACTED)).replace(value, REDACTED)
+    return redact_addresses(reason)
+
+
 def to_csv_line(fields: Sequence[str]) -> str:
     """Render fields back as one CSV line, for reports of rejected rows."""
     out = io.StringIO()

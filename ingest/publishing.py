@@ -22,12 +22,21 @@ from django.db import InterfaceError, OperationalError, connection
 from kombu.exceptions import OperationalError as BrokerError
 
 from ingest.models import IngestRun
-from ingest.parsing import CsvFileError, DataLineCounter, Record, read_records
+from ingest.parsing import (
+    COLUMNS,
+    CsvFileError,
+    DataLineCounter,
+    Record,
+    read_records,
+    redact_addresses,
+    redacted_reason,
+)
 from ingest.selectors import ingest_run_totals
 from ingest.services import (
     BatchReject,
     BatchRow,
     batch_message,
+    batch_payload_message,
     ingest_batches_reopen,
     ingest_run_fail,
     ingest_run_published,
@@ -51,8 +60,12 @@ ENVELOPE_BYTES = 64 << 10
 # as a string in the task's arguments ("\\u0001", seven).
 MAX_BYTES_PER_CHAR = 7
 # ... and the rest of a row or reject in the message: its line number, quotes and commas, both
-# times escaped.
+# times escaped (and a row's address in the batch's token: its quotes and comma).
 RECORD_OVERHEAD_BYTES = 80
+# A row's email address travels in the batch's token (ingest.services.batch_message): escaped
+# once, then base64 (4 bytes for 3), so eight bytes a character at most, one more than
+# MAX_BYTES_PER_CHAR counts.
+EMAIL_FIELD = COLUMNS.index("email_address")
 
 
 def publish_retry_policy() -> dict:
@@ -289,8 +302,16 @@ class _BatchPublisher:
                 # At most what the record takes in the message: a row's line characters (its
                 # fields and the commas between them), or a reject's reason and raw text.
                 fields = record.fields
-                chars = record.size if fields is not None else len(record.reason) + len(record.raw)
-                size = chars * MAX_BYTES_PER_CHAR + RECORD_OVERHEAD_BYTES
+                if fields is None:  # its addresses never reach the broker (ingest.parsing)
+                    reason, raw = redacted_reason(record.reason), redact_addresses(record.raw)
+                if fields is None:
+                    size = (len(reason) + len(raw)) * MAX_BYTES_PER_CHAR + RECORD_OVERHEAD_BYTES
+                else:  # its address, in the batch's token, takes one more byte a character
+                    size = (
+                        record.size * MAX_BYTES_PER_CHAR
+                        + len(fields[EMAIL_FIELD])
+                        + RECORD_OVERHEAD_BYTES
+                    )
                 # Cut before a record that would take the message over its bound (a record
                 # alone is at most a 1 MiB line: MAX_LINE_BYTES).
                 if self.bytes + size > self.max_bytes and (self.rows or self.rejects):
@@ -299,7 +320,7 @@ class _BatchPublisher:
                 self.last_line = record.line
                 self.bytes += size
                 if fields is None:
-                    self.rejects.append([record.line, record.reason, record.raw])
+                    self.rejects.append([record.line, reason, raw])
                     self.rejected_early += 1
                 else:
                     self.rows.append([record.line, *fields])
@@ -370,7 +391,7 @@ def requeue_failed_batches(*, run_id: int) -> int:
                 args=(
                     run_id,
                     batch.number,
-                    batch_message(batch.payload["rows"], batch.payload["rejects"]),
+                    batch_payload_message(batch.payload),
                 ),
                 queue=settings.INGEST_QUEUE,
                 producer=producer,

@@ -1,6 +1,10 @@
 """The JSON report of a run that `publish_csv --report FILE.json` writes: its totals and its
 rejected rows. The path is checked before anything is published, the report written once the
-workers are done."""
+workers are done.
+
+Rejected rows are stored with their addresses redacted (ingest.parsing.REDACTED), and reported
+so. Only `--report-include-addresses` puts them in: the rejected lines are read again from the
+published file, which must be the one the run published (same SHA-256)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import os
 import tempfile
 
 from ingest.models import IngestRun
+from ingest.parsing import read_records, to_csv_line
+from ingest.publishing import file_checksum
 
 
 class ReportPathError(Exception):
@@ -42,6 +48,26 @@ def run_report(*, run: IngestRun) -> dict:
         "stored": run.rows_stored,
         "rejected": list(rejected.iterator()),
     }
+
+
+def report_with_addresses(*, report: dict, run: IngestRun, path: str) -> dict:
+    """The report with each rejected row's original line, read again from `path` (addresses
+    included); ReportPathError if the file is gone or is not the one the run published."""
+    try:
+        checksum, _ = file_checksum(path)
+    except OSError as error:
+        raise ReportPathError(f"cannot read {path} again: {error.strerror}") from None
+    if checksum != run.checksum:
+        raise ReportPathError(f"{path} changed since run {run.id} published it")
+    wanted = {row["line"] for row in report["rejected"]}
+    original: dict[int, str] = {}
+    with open(path, "rb") as stream:
+        for record in read_records(stream):
+            if record.line in wanted:
+                fields = record.fields
+                original[record.line] = to_csv_line(fields) if fields is not None else record.raw
+    rejected = [{**row, "raw": original.get(row["line"], row["raw"])} for row in report["rejected"]]
+    return {**report, "rejected": rejected}
 
 
 def write_report(*, report: dict, path: str) -> None:

@@ -29,8 +29,9 @@ from ingest.bulk import (
     log_run_finished,
 )
 from ingest.models import IngestBatch, IngestRun, RejectedRow
-from ingest.parsing import to_csv_line
+from ingest.parsing import COLUMNS, redact_addresses, redacted_line, redacted_reason
 from ingest.selectors import ingest_run_totals
+from users.crypto import INGEST_BATCH_CONTEXT, DecryptionError, decrypt, encrypt
 from users.services import (
     SourcedUser,
     cache_repair_stale,
@@ -42,9 +43,59 @@ from users.validation import RowRejected, parse_row
 logger = logging.getLogger(__name__)
 
 # Message rows: [line, *the values of ingest.parsing.COLUMNS]; rejects found by the producer:
-# [line, reason, raw].
+# [line, reason, raw] (its addresses redacted, ingest.parsing).
 BatchRow = list[Any]
 BatchReject = list[Any]
+# Where a message row holds its email address.
+_EMAIL_AT = 1 + COLUMNS.index("email_address")
+
+
+class BatchUndecryptable(ValueError):
+    """A batch whose addresses this process's keyring cannot decrypt; `payload`: the batch as it
+    came, still encrypted, for the dead letter (requeued once the key is in the ring)."""
+
+    def __init__(self, message: str, payload: dict) -> None:
+        super().__init__(message)
+        self.payload = payload
+
+
+def _sealed(rows: list[BatchRow]) -> tuple[list[BatchRow], str | None]:
+    """The rows with their email addresses taken out (None in their place), and the addresses in
+    one token (users.crypto, AES-256-GCM): a message or a dead letter then holds no plaintext
+    address. None for a batch without any (its rows are returned as they are)."""
+    emails: list[Any] = []
+    sealed: list[BatchRow] = []
+    keep, take = emails.append, sealed.append
+    for row in rows:
+        if isinstance(row, list) and len(row) > _EMAIL_AT:
+            row = row.copy()
+            keep(row[_EMAIL_AT])
+            row[_EMAIL_AT] = None
+        else:  # not a row (a bug-shaped message): carried as it is, refused by the worker
+            keep(None)
+        take(row)
+    if not any(emails):
+        return rows, None
+    return sealed, encrypt(orjson.dumps(emails), context=INGEST_BATCH_CONTEXT)
+
+
+def _unsealed(rows: list[BatchRow], emails: str) -> list[BatchRow]:
+    """The rows with their addresses put back from `_sealed`'s token (in place)."""
+    if not isinstance(emails, str):
+        raise TypeError("a batch message's addresses are one token")
+    addresses = orjson.loads(decrypt(emails, context=INGEST_BATCH_CONTEXT))
+    if len(addresses) != len(rows):
+        raise ValueError("a batch message's addresses do not match its rows")
+    for row, address in zip(rows, addresses, strict=True):
+        if address is not None:
+            row[_EMAIL_AT] = address
+    return rows
+
+
+def batch_payload(rows: list[BatchRow], rejects: list[BatchReject]) -> dict:
+    """A batch as a failed batch keeps it (IngestBatch.payload): its addresses encrypted."""
+    sealed, emails = _sealed(rows)
+    return {"rows": sealed, "rejects": rejects} | ({"emails": emails} if emails else {})
 
 
 def batch_message(rows: list[BatchRow], rejects: list[BatchReject]) -> str:
@@ -54,15 +105,42 @@ def batch_message(rows: list[BatchRow], rejects: list[BatchReject]) -> str:
     arguments to the child that runs the task, which decodes the message again: as lists, a
     5,000-row batch was built three times over (45,000 strings each), and the main process
     took 28% of the worker's CPU (bench_ingest). As one string it is copied, not rebuilt,
-    until the task reads it, once (batch_from_message)."""
-    return orjson.dumps([rows, rejects]).decode()
+    until the task reads it, once (batch_from_message).
+
+    The rows' email addresses travel encrypted, all of a batch's in one token (`_sealed`), so
+    no plaintext address reaches the broker's message store (docs/security.md)."""
+    return batch_payload_message(batch_payload(rows, rejects))
+
+
+def batch_payload_message(payload: dict) -> str:
+    """The message of a batch kept as `batch_payload` (or, from before addresses were encrypted,
+    as plain rows: those are encrypted now)."""
+    if "emails" not in payload:
+        sealed, emails = _sealed(payload["rows"])
+        payload = {"rows": sealed, "rejects": payload["rejects"]}
+        if emails:
+            payload["emails"] = emails
+    parts = [payload["rows"], payload["rejects"]]
+    if "emails" in payload:
+        parts.append(payload["emails"])
+    return orjson.dumps(parts).decode()
 
 
 def batch_from_message(message: str) -> tuple[list[BatchRow], list[BatchReject]]:
-    """The rows and rejects of a batch_message (ValueError or TypeError if it is not one)."""
-    rows, rejects = orjson.loads(message)
+    """The rows (their addresses decrypted) and rejects of a batch_message (ValueError or
+    TypeError if it is not one; BatchUndecryptable if the keyring cannot decrypt it)."""
+    parts = orjson.loads(message)
+    if not isinstance(parts, list) or len(parts) not in (2, 3):
+        raise TypeError("a batch message holds rows, rejects and their addresses")
+    rows, rejects, *emails = parts
     if not (isinstance(rows, list) and isinstance(rejects, list)):
         raise TypeError("a batch message holds a list of rows and a list of rejects")
+    if emails:
+        try:
+            _unsealed(rows, emails[0])
+        except DecryptionError as error:
+            payload = {"rows": rows, "rejects": rejects, "emails": emails[0]}
+            raise BatchUndecryptable(str(error), payload) from None
     return rows, rejects
 
 
@@ -193,8 +271,12 @@ def ingest_batch_store(
         return BatchOutcome(0, 0, 0, skipped=True)
 
     valid: list[SourcedUser] = []
+    # Rejects are stored with their addresses redacted (ingest.parsing); the producer's own
+    # are redacted already, and again here for messages of an older producer.
     rejected = [
-        RejectedRow(run_id=run_id, line=line, reason=reason, raw=raw)
+        RejectedRow(
+            run_id=run_id, line=line, reason=redacted_reason(reason), raw=redact_addresses(raw)
+        )
         for line, reason, raw in rejects
     ]
     sourced = partial(tuple.__new__, SourcedUser)  # the tuple's own C constructor
@@ -203,7 +285,12 @@ def ingest_batch_store(
             valid.append(sourced((line, parse_row(fields))))
         except RowRejected as error:
             rejected.append(
-                RejectedRow(run_id=run_id, line=line, reason=error.reason, raw=to_csv_line(fields))
+                RejectedRow(
+                    run_id=run_id,
+                    line=line,
+                    reason=redacted_reason(error.reason, fields),
+                    raw=redacted_line(fields),
+                )
             )
 
     try:
@@ -211,14 +298,19 @@ def ingest_batch_store(
     except ROW_DATA_ERRORS as error:
         # A row PostgreSQL refuses although it passed validation (a gap in the rules): the
         # transaction is rolled back whole; store the batch again without the rows that fail.
+        # The error's first line only: psycopg adds the COPY's context, the refused value.
         logger.warning(
-            "run %s batch %s: %s; finding the rows PostgreSQL refuses", run_id, batch, error
-        )
+            "run %s batch %s: %s; finding the rows PostgreSQL refuses",
+            run_id, batch, redact_addresses(_first_line(error)),
+        )  # fmt: skip
         valid, refused = _without_refused_rows(run_id=run_id, batch=batch, valid=valid)
         by_line = {line: fields for line, *fields in rows}
         rejected += [
             RejectedRow(
-                run_id=run_id, line=row.line, reason=reason, raw=to_csv_line(by_line[row.line])
+                run_id=run_id,
+                line=row.line,
+                reason=redacted_reason(reason, by_line[row.line]),
+                raw=redacted_line(by_line[row.line]),
             )
             for row, reason in refused
         ]
@@ -345,9 +437,17 @@ def ingest_batches_reopen(*, run_id: int) -> list[IngestBatch]:
 
 
 def ingest_batch_fail(
-    *, run_id: int, batch: int, error: str, rows: list[BatchRow], rejects: list[BatchReject]
+    *,
+    run_id: int,
+    batch: int,
+    error: str,
+    rows: list[BatchRow],
+    rejects: list[BatchReject],
+    payload: dict | None = None,
 ) -> None:
-    """Record a batch that will not be stored (dead letter), keeping its message."""
+    """Record a batch that will not be stored (dead letter), keeping its message (`payload`:
+    as it came, when it could not be read; else the rows, their addresses encrypted)."""
+    error = redact_addresses(error)  # a database error may quote a value of the batch
     logger.error("run %s batch %s failed: %s", run_id, batch, error)
     IngestBatch.objects.update_or_create(
         run_id=run_id,
@@ -355,7 +455,7 @@ def ingest_batch_fail(
         defaults={
             "status": IngestBatch.Status.FAILED,
             "error": error[:2000],
-            "payload": {"rows": rows, "rejects": rejects},
+            "payload": payload if payload is not None else batch_payload(rows, rejects),
         },
     )
     ingest_run_refresh(run_id=run_id)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 
 from celery import shared_task, signals
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from ingest.bulk import ingest_indexes_restore
-from ingest.services import batch_from_message, ingest_batch_fail, ingest_batch_store
+from ingest.services import (
+    BatchUndecryptable,
+    batch_from_message,
+    ingest_batch_fail,
+    ingest_batch_store,
+    redact_addresses,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +31,13 @@ def store_batch(self, run_id: int, batch: int, message: str) -> None:
     """Store one batch; `message`: its rows and rejects (ingest.services.batch_message)."""
     try:
         rows, rejects = batch_from_message(message)
+    except BatchUndecryptable as error:  # kept encrypted, requeued once the key is in the ring
+        logger.error("run %s batch %s: cannot decrypt its addresses (%s)", run_id, batch, error)
+        ingest_batch_fail(
+            run_id=run_id, batch=batch, error=f"cannot decrypt the batch's addresses: {error}",
+            rows=[], rejects=[], payload=error.payload,
+        )  # fmt: skip
+        return
     except (TypeError, ValueError) as error:  # not a message this version writes
         logger.error("run %s batch %s: unreadable message (%s)", run_id, batch, error)
         ingest_batch_fail(
@@ -35,11 +49,17 @@ def store_batch(self, run_id: int, batch: int, message: str) -> None:
         outcome = ingest_batch_store(run_id=run_id, batch=batch, rows=rows, rejects=rejects)
     except TRANSIENT_ERRORS as error:
         if self.request.retries < MAX_RETRIES:
-            logger.warning("run %s batch %s: %s; retrying", run_id, batch, error)
+            logger.warning(
+                "run %s batch %s: %s; retrying", run_id, batch, redact_addresses(str(error))
+            )
             raise self.retry(exc=error, countdown=min(2**self.request.retries, 60)) from error
         failure = f"database error: {error}"
     except Exception as error:  # a bug must not become an endless redelivery loop
-        logger.exception("run %s batch %s: unexpected error", run_id, batch)
+        # The traceback, with any address its messages quote redacted: logs hold none.
+        logger.error(
+            "run %s batch %s: unexpected error\n%s",
+            run_id, batch, redact_addresses("".join(traceback.format_exception(error))).rstrip(),
+        )  # fmt: skip
         failure = f"{type(error).__name__}: {error}"
     else:
         logger.info(

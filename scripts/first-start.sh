@@ -4,6 +4,7 @@
 #    random, into $VISWALS_STATE_DIR/secrets.env (a named volume: never in the image or the
 #    repository), on the first start only; later starts reuse them. A secret set in the
 #    environment or .env is used instead and never written here.
+#    The email keys likewise, into $VISWALS_STATE_DIR/email-keys.env (below).
 # 2. migrations are applied;
 # 3. on the first start, an `admin` account with a random password and a writer API token are
 #    made and printed once (kept in $VISWALS_STATE_DIR/credentials, mode 600); later starts
@@ -31,6 +32,27 @@ for name in DJANGO_SECRET_KEY METRICS_TOKEN; do
     value=$(python -c 'import secrets; print(secrets.token_urlsafe(50))')
     echo "$name=$value" >>"$secrets"
     echo "setup: $name: made (random, kept in the volume at $secrets)"
+  fi
+done
+
+# The email keys (EMAIL_ENCRYPTION_KEYS, a one-key ring "k1:<key>", and EMAIL_BLIND_INDEX_KEY:
+# 32 random bytes each, viswals/email_keys.py) are made the same way into a file of their own:
+# once the users table is encrypted, losing them loses every address, so they are backed up
+# (and rotated) apart from the other secrets.
+email_keys="$state/email-keys.env"
+touch "$email_keys"
+for name in EMAIL_ENCRYPTION_KEYS EMAIL_BLIND_INDEX_KEY; do
+  eval "given=\${$name:-}"
+  stored=$(sed -n "s/^$name=//p" "$email_keys" | head -n 1)
+  if [ -n "$given" ] && [ "$given" != "$stored" ]; then
+    echo "setup: $name: given in the environment or .env (used instead of any made here)"
+  elif [ -n "$stored" ]; then
+    echo "setup: $name: reusing the one made on the first start"
+  else
+    value=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')
+    [ "$name" = EMAIL_BLIND_INDEX_KEY ] || value="k1:$value"
+    echo "$name=$value" >>"$email_keys"
+    echo "setup: $name: made (random, kept in the volume at $email_keys; back it up)"
   fi
 done
 [ -z "${SECRETS_ONLY:-}" ] || exit 0

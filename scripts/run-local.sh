@@ -23,6 +23,21 @@ if [ -z "${METRICS_TOKEN:-}" ]; then
   METRICS_TOKEN=$(cat .local/metrics_token)
 fi
 export METRICS_TOKEN
+# The email keys (viswals/email_keys.py): random, made once into .local/email_keys.env and kept
+# across runs (what the workers and publish_csv encrypt and decrypt with). Set in the
+# environment, they are used instead.
+email_keys=.local/email_keys.env
+if [ ! -s "$email_keys" ]; then
+  (
+    umask 077
+    "$PY" -c 'import secrets; t = secrets.token_urlsafe
+print(f"EMAIL_ENCRYPTION_KEYS=local1:{t(32)}\nEMAIL_BLIND_INDEX_KEY={t(32)}")' >"$email_keys"
+  )
+fi
+for name in EMAIL_ENCRYPTION_KEYS EMAIL_BLIND_INDEX_KEY; do
+  eval "given=\${$name:-}"
+  [ -n "$given" ] || export "$name=$(sed -n "s/^$name=//p" "$email_keys" | head -n 1)"
+done
 
 set -m  # honcho and its children get a process group of their own: stopped together below
 honcho start -f Procfile --port "$PORT" &

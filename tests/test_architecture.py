@@ -39,6 +39,7 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "columns": (("users.columns",), ()),
     "validation": (("users.validation",), ("users.columns",)),
+    "crypto": (("users.crypto",), ("users.validation",)),
     "payloads": (("users.payloads",), ("users.columns",)),
     "models": (("users.models", "ingest.models"), ()),
     "access": (("users.access",), ()),
@@ -145,6 +146,7 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("ingest.services",),
         (
             "users.services",
+            "users.crypto",
             "users.validation",
             "ingest.parsing",
             "ingest.bulk",

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.environment import ROOT, random_secret_key, subprocess_env
+from tests.support.environment import ROOT, random_email_keys, random_secret_key, subprocess_env
 from users.access import token_digest
 from users.models import ApiToken
+from viswals.email_keys import email_keys_load
 from viswals.secret_key import secret_key_problem
 
 SECRETS = ("DJANGO_SECRET_KEY", "METRICS_TOKEN")
@@ -144,3 +145,53 @@ def test_first_start_prints_an_admin_and_a_writer_token_once(tmp_path):
     assert "vw_" not in second and "password '" not in second
     assert "docker compose run --rm --no-deps setup cat" in second
     assert ApiToken.objects.filter(digest=token_digest(token)).exists()
+
+
+EMAIL_KEYS = ("EMAIL_ENCRYPTION_KEYS", "EMAIL_BLIND_INDEX_KEY")
+
+
+def test_first_start_makes_the_email_keys_once_into_a_file_of_their_own(tmp_path):
+    volume = tmp_path / "state"
+    without_keys = {name: "" for name in EMAIL_KEYS}
+
+    first = secrets_step(volume, **without_keys)
+    lines = (volume / "email-keys.env").read_text().splitlines()
+    made = dict(line.split("=", 1) for line in lines)
+    second = secrets_step(volume, **without_keys)
+
+    assert set(made) == set(EMAIL_KEYS)
+    assert set(stored(volume)) == set(SECRETS)  # the other secrets' file is as it was
+    # Production rules accept them (a one-key ring).
+    ring, _ = email_keys_load(
+        keyring_text=made["EMAIL_ENCRYPTION_KEYS"],
+        blind_index_text=made["EMAIL_BLIND_INDEX_KEY"],
+        debug=False,
+    )
+    assert [key_id for key_id, _ in ring] == ["k1"]
+    assert first.count("kept in the volume at") == 4
+    assert second.count("reusing the one made on the first start") == 4
+    assert (volume / "email-keys.env").read_text().splitlines() == lines
+    assert (volume / "email-keys.env").stat().st_mode & 0o777 == 0o600
+
+    code = (
+        "import os; print(os.environ['EMAIL_ENCRYPTION_KEYS'], os.environ['EMAIL_BLIND_INDEX_KEY'])"
+    )
+    result = subprocess.run(
+        ["sh", "scripts/entrypoint.sh", sys.executable, "-c", code],
+        cwd=ROOT,
+        env=shell_env(volume, **without_keys),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == [made[name] for name in EMAIL_KEYS]
+    given = random_email_keys()
+    result = subprocess.run(
+        ["sh", "scripts/entrypoint.sh", sys.executable, "-c", code],
+        cwd=ROOT,
+        env=shell_env(volume, **given),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == [given[name] for name in EMAIL_KEYS]

@@ -12,6 +12,12 @@ import environ
 import redis.connection
 from django.core.exceptions import ImproperlyConfigured
 
+from viswals.email_keys import (
+    DEVELOPMENT_EMAIL_BLIND_INDEX_KEY,
+    DEVELOPMENT_EMAIL_ENCRYPTION_KEYS,
+    EmailKeyError,
+    email_keys_load,
+)
 from viswals.secret_key import STARTUP_FAILURE, secret_key_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -30,6 +36,28 @@ if not DEBUG and (_problem := secret_key_problem(SECRET_KEY)):
     # The rules: viswals/secret_key.py.
     sys.stderr.write(f"viswals: {_problem}\n")
     raise SystemExit(STARTUP_FAILURE)
+# Email addresses are encrypted (AES-256-GCM) with the first key of this ring, "id:key,id2:key2",
+# and decrypted with whichever key of the ring their token names; the blind-index key (HMAC)
+# is separate. Checked like the secret key: without debug a missing, malformed, short or
+# published key stops every process with one line (viswals/email_keys.py, docs/security.md).
+# With debug on, the local keys `make run` made (scripts/run-local.sh) come next, so every
+# process of a checkout (make web, worker, publish) agrees with it; then the development keys.
+# Parsed here: (id, key bytes) pairs, and bytes.
+if DEBUG:
+    environ.Env.read_env(BASE_DIR / ".local" / "email_keys.env", overwrite=False)
+try:
+    EMAIL_ENCRYPTION_KEYS, EMAIL_BLIND_INDEX_KEY = email_keys_load(
+        keyring_text=env.str(
+            "EMAIL_ENCRYPTION_KEYS", default=DEVELOPMENT_EMAIL_ENCRYPTION_KEYS if DEBUG else ""
+        ),
+        blind_index_text=env.str(
+            "EMAIL_BLIND_INDEX_KEY", default=DEVELOPMENT_EMAIL_BLIND_INDEX_KEY if DEBUG else ""
+        ),
+        debug=DEBUG,
+    )
+except EmailKeyError as _error:
+    sys.stderr.write(f"viswals: {_error}\n")
+    raise SystemExit(STARTUP_FAILURE) from None
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # Under /users a refused CSRF check is JSON naming its cause (users/api/exceptions.py).

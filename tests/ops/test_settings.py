@@ -10,7 +10,13 @@ import sys
 
 import pytest
 
-from tests.support.environment import ROOT, bare_env, random_secret_key, settings_value
+from tests.support.environment import (
+    ROOT,
+    bare_env,
+    random_email_keys,
+    random_secret_key,
+    settings_value,
+)
 from viswals.secret_key import STARTUP_FAILURE, secret_key_problem
 
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -19,7 +25,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 def production_env() -> dict[str, str]:
     """.env.example's values, with a key of this test's own for its placeholder."""
     pairs = re.findall(r"^([A-Z_]+)=(.*)$", ENV_EXAMPLE.read_text(), re.M)
-    return {**dict(pairs), "DJANGO_SECRET_KEY": random_secret_key()}
+    return {**dict(pairs), "DJANGO_SECRET_KEY": random_secret_key(), **random_email_keys()}
 
 
 def published_secret_keys() -> dict[str, str]:
@@ -63,6 +69,7 @@ def test_debug_is_off_unless_set():
         "settings.STORAGES['staticfiles']['BACKEND'].rsplit('.', 1)[-1], "
         "settings.SESSION_COOKIE_SECURE",
         DJANGO_SECRET_KEY=random_secret_key(),
+        **random_email_keys(),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [

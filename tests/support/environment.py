@@ -5,10 +5,11 @@ This run's own names: every pytest process gets its own database, Redis key pref
 channel and queue (suffixed with its process id, `RUN_ID`), so runs never see each other's data
 and delete only what they made.
 
-A secret key of this run's own. Settings refuse, with debug off, a key that is short or
-published in the repository (viswals/secret_key.py), and the test processes run with debug off:
-so no fixed test key is kept anywhere, and whatever DJANGO_SECRET_KEY the shell has is replaced.
-Subprocesses (web servers, workers) inherit it.
+A secret key (and email keys) of this run's own. Settings refuse, with debug off, a key that is
+short or published in the repository (viswals/secret_key.py, viswals/email_keys.py), and the
+test processes run with debug off: so no fixed test key is kept anywhere, and whatever
+DJANGO_SECRET_KEY (EMAIL_*) the shell has is replaced. Subprocesses (web servers, workers)
+inherit them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ def random_secret_key() -> str:
 
 
 os.environ["DJANGO_SECRET_KEY"] = random_secret_key()
+
+
+def random_email_keys() -> dict[str, str]:
+    """Email keys the production rules accept (viswals/email_keys.py), new on every call: a
+    two-key ring (the current key first) and the blind index's key."""
+    ring = f"t1:{secrets.token_urlsafe(32)},t0:{secrets.token_urlsafe(32)}"
+    return {"EMAIL_ENCRYPTION_KEYS": ring, "EMAIL_BLIND_INDEX_KEY": secrets.token_urlsafe(32)}
+
+
+os.environ.update(random_email_keys())
 
 
 def database_url() -> str:

@@ -18,7 +18,13 @@ from ingest.publishing import (
     wait_for_run,
     with_database_patience,
 )
-from ingest.reports import ReportPathError, check_report_path, run_report, write_report
+from ingest.reports import (
+    ReportPathError,
+    check_report_path,
+    report_with_addresses,
+    run_report,
+    write_report,
+)
 from viswals.runtime import gc_tuned_for_batches
 
 USAGE_ERROR = 2
@@ -50,6 +56,12 @@ class Command(BaseCommand):
             help="write the run's totals and rejected rows as JSON (implies --wait)",
         )
         parser.add_argument(
+            "--report-include-addresses",
+            action="store_true",
+            help="put the rejected lines in the report as the file has them, email addresses "
+            "included (read again from the file); without it they are redacted",
+        )
+        parser.add_argument(
             "--timeout",
             type=float,
             default=3600,
@@ -60,6 +72,10 @@ class Command(BaseCommand):
         path, batch_size = options["path"], options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1", returncode=USAGE_ERROR)
+        if options["report_include_addresses"] and not options["report"]:
+            raise CommandError(
+                "--report-include-addresses needs --report FILE.json", returncode=USAGE_ERROR
+            )
         if options["report"]:
             try:
                 check_report_path(options["report"])
@@ -134,6 +150,8 @@ class Command(BaseCommand):
             )
         if report:
             try:
+                if options["report_include_addresses"]:
+                    report = report_with_addresses(report=report, run=run, path=path)
                 write_report(report=report, path=options["report"])
             except ReportPathError as error:
                 raise CommandError(f"{options['report']}: cannot write report: {error}") from None

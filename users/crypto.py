@@ -1,0 +1,127 @@
+"""Email addresses encrypted at rest, and the keyed blind index that will keep them searchable
+(issue 23; docs/security.md, "Email addresses at rest").
+
+Encryption is AES-256-GCM (`cryptography`'s AESGCM: authenticated, a random 96-bit nonce per
+message). A ciphertext travels as one ASCII token, `v1.<key id>.<nonce + ciphertext + tag in
+URL-safe base64, unpadded>`: the key id says which key of the ring (settings.
+EMAIL_ENCRYPTION_KEYS, the current key first) decrypts it, so keys can rotate while older tokens
+stay readable. Every token is bound to a context (GCM's associated data: what the plaintext is,
+`EMAIL_CONTEXT`, `INGEST_BATCH_CONTEXT`): a token moved to another use fails to decrypt.
+
+The blind index is HMAC-SHA256 under settings.EMAIL_BLIND_INDEX_KEY of the address as stored
+(users.validation.clean_email's normal form): equal addresses give equal digests, and nothing
+else can be learnt from one without the key.
+
+Keys are looked up in settings at call time, never at import.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+
+from users.validation import FieldError, clean_email
+
+TOKEN_VERSION = "v1"
+NONCE_BYTES = 12  # GCM's standard nonce; random per message (2**32 messages per key at most)
+# Associated data of each kind of plaintext.
+EMAIL_CONTEXT = b"viswals:users.email_address"
+INGEST_BATCH_CONTEXT = b"viswals:ingest.batch.email_addresses"
+# Prefix of the blind index's HMAC input: the n-gram index will use the same key for other input.
+_EXACT_INDEX_PREFIX = b"email-exact\x00"
+
+
+class DecryptionError(Exception):
+    """A token that is not ours, names a key the ring does not hold, or does not authenticate
+    (altered, or of another context). The message never holds the plaintext or a key."""
+
+
+class _Ring:
+    def __init__(self, keys: tuple[tuple[str, bytes], ...]) -> None:
+        self.current_id, current = keys[0]
+        self.current = AESGCM(current)
+        self.by_id = {key_id: AESGCM(key) for key_id, key in keys}
+
+
+@functools.lru_cache(maxsize=4)
+def _ring(keys: tuple[tuple[str, bytes], ...]) -> _Ring:
+    return _Ring(keys)
+
+
+def _keyring() -> _Ring:
+    return _ring(settings.EMAIL_ENCRYPTION_KEYS)
+
+
+def encrypt(plaintext: bytes, *, context: bytes) -> str:
+    """A token of `plaintext` under the ring's current key, bound to `context`."""
+    ring = _keyring()
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = nonce + ring.current.encrypt(nonce, plaintext, context)
+    body = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+    return f"{TOKEN_VERSION}.{ring.current_id}.{body}"
+
+
+def decrypt(token: str, *, context: bytes) -> bytes:
+    """The plaintext of a token made by `encrypt` with any key of the ring; DecryptionError."""
+    version, key_id, body = _token_parts(token)
+    cipher = _keyring().by_id.get(key_id)
+    if cipher is None:
+        raise DecryptionError(f"no key {key_id!r} in EMAIL_ENCRYPTION_KEYS")
+    try:
+        sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise DecryptionError("the token's body is not base64") from None
+    if len(sealed) < NONCE_BYTES + 16:
+        raise DecryptionError("the token is too short")
+    try:
+        return cipher.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], context)
+    except InvalidTag:
+        raise DecryptionError(f"the token does not authenticate under key {key_id!r}") from None
+
+
+def token_key_id(token: str) -> str:
+    """The id of the key a token was made with (which tokens a rotation must re-encrypt)."""
+    return _token_parts(token)[1]
+
+
+def _token_parts(token: str) -> tuple[str, str, str]:
+    if not isinstance(token, str):
+        raise DecryptionError("not a token")
+    parts = token.split(".", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_VERSION:
+        raise DecryptionError(f"not a {TOKEN_VERSION} token")
+    return parts[0], parts[1], parts[2]
+
+
+def email_encrypt(address: str) -> str:
+    """An address as a token (the plaintext is the address as given, not normalised)."""
+    return encrypt(address.encode("utf-8", "surrogatepass"), context=EMAIL_CONTEXT)
+
+
+def email_decrypt(token: str) -> str:
+    """The address an `email_encrypt` token holds; DecryptionError."""
+    return decrypt(token, context=EMAIL_CONTEXT).decode("utf-8", "surrogatepass")
+
+
+def email_normal_form(address: str) -> str:
+    """The address as the users table stores it (clean_email: trimmed, domain lower-cased); a
+    value clean_email refuses is kept as given (no stored address can equal it)."""
+    try:
+        return clean_email(address)
+    except FieldError:
+        return address
+
+
+def email_blind_index(address: str) -> bytes:
+    """The keyed digest of an address's normal form (32 bytes): equal for equal addresses,
+    meaningless without EMAIL_BLIND_INDEX_KEY."""
+    message = _EXACT_INDEX_PREFIX + email_normal_form(address).encode("utf-8", "surrogatepass")
+    return hmac.new(settings.EMAIL_BLIND_INDEX_KEY, message, hashlib.sha256).digest()
