@@ -22,7 +22,11 @@ def _modules_loaded_by(code: str) -> set[str]:
     )
     env = {
         **TEST_ENV,
-        "DJANGO_SECRET_KEY": os.environ["DJANGO_SECRET_KEY"],  # this run's (debug is off)
+        # this run's secret and email keys (debug is off, so settings require them)
+        **{
+            name: os.environ[name]
+            for name in ("DJANGO_SECRET_KEY", "EMAIL_ENCRYPTION_KEYS", "EMAIL_BLIND_INDEX_KEY")
+        },
         "DJANGO_SETTINGS_MODULE": "viswals.settings",
         "PATH": "/usr/bin:/bin",
     }
