@@ -25,7 +25,10 @@ import time
 
 import httpx
 import psutil
-from scratch import Scratch, free_port, start_web_server
+from scratch import ROOT, Scratch, free_port, start_web_server
+
+sys.path.insert(0, str(ROOT))
+from tests.support.sse import stalled_stream  # noqa: E402
 
 SCRATCH = Scratch(f"stall{os.getpid()}", API_USER_THROTTLE_RATE="")
 
@@ -50,18 +53,6 @@ print(token, user.id, f"{{channel}}:{{start}}")
 def server_rss_mb(server: subprocess.Popen) -> float:
     parent = psutil.Process(server.pid)
     return sum(p.memory_info().rss for p in (parent, *parent.children(recursive=True))) / 2**20
-
-
-def stalled_stream(port: int, token: str, last_event_id: str) -> socket.socket:
-    """A stream that asks for a replay and never reads (a small receive window, too)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        f"GET /users/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-        f"Authorization: Token {token}\r\nLast-Event-ID: {last_event_id}\r\n\r\n".encode()
-    )
-    return sock
 
 
 def closed_by_server(sock: socket.socket, limit: int, timeout: float) -> bool:

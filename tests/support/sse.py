@@ -101,3 +101,16 @@ class SSEClient:
             sock.shutdown(socket.SHUT_RDWR)
         self._response.close()
         self._client.close()
+
+
+def stalled_stream(port: int, token: str, last_event_id: str) -> socket.socket:
+    """A stream that asks for a replay and never reads (a small receive window, too): the
+    stalled client of the stream's limits (tests/users/test_sse.py, bench_stalled_streams.py)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /users/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        f"Authorization: Token {token}\r\nLast-Event-ID: {last_event_id}\r\n\r\n".encode()
+    )
+    return sock

@@ -21,7 +21,7 @@ from django.core.management import call_command
 from tests.support.data import HEADER
 from tests.support.restarts import restart_redis
 from tests.support.servers import WebServer
-from tests.support.sse import SSEClient, SSEEvent
+from tests.support.sse import SSEClient, SSEEvent, stalled_stream
 from tests.support.waits import wait_until
 from users.cache import history_keys
 from users.events import user_created, users_ingested
@@ -622,18 +622,6 @@ STALLED_CLIENTS = 3
 BIG_EVENTS = 4  # ~1 MB each: far more than the socket buffers hold, so the server's writes block
 
 
-def _stalled_stream(port: int, token: str, last_event_id: str) -> socket.socket:
-    """A stream that asks for a replay and never reads (a small receive window, too)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        f"GET /users/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-        f"Authorization: Token {token}\r\nLast-Event-ID: {last_event_id}\r\n\r\n".encode()
-    )
-    return sock
-
-
 def _bytes_until_closed(sock: socket.socket, limit: int, timeout: float) -> int | None:
     """Read until the server closes (returns the bytes read), or None if it has not closed
     within `timeout` seconds or `limit` bytes."""
@@ -674,7 +662,7 @@ def test_clients_that_stop_reading_are_dropped_and_free_their_places(
             "users.ingested",
             f'{{"run":9,"batch":{number},"pad":"{pad}"}}',
         )
-    sockets = [_stalled_stream(server.port, token, start) for _ in range(STALLED_CLIENTS)]
+    sockets = [stalled_stream(server.port, token, start) for _ in range(STALLED_CLIENTS)]
     try:
         # Not read until the server says it gave up on them (reading would unblock them).
         wait_until(
