@@ -10,8 +10,10 @@ under a 500,000-row import.
   3. Starts two web servers (the Procfile's command, one worker each) on that database: one with
      the replica (DATABASE_REPLICA_URLS: list reads routed to it, read-your-writes on), one
      without. Sends the same list requests as a reader to both, in alternating rounds, and
-     prints each one's median and p95 and the ratio routed/unrouted. A writer's reads (its
-     position noted in Redis, the replica checked against it) are timed the same way.
+     prints each one's median and p95 and the ratio routed/unrouted. A third server reads the
+     standby directly, without the router: routed/standby is what the routing itself costs.
+     A writer's reads (its position noted in Redis, the replica checked against it) are timed
+     the same way.
 
 Usage: .venv/bin/python bench/bench_replicas.py [--rows 500000] [--requests 2000]
 Redis keys (own prefix) and the queue are deleted at the end.
@@ -161,6 +163,11 @@ def compare(bases: dict[str, str], token: str, requests: int, path: str, label: 
         p95 = values[int(len(values) * 0.95)]
         print(f"  {label} {name:>8}: median {medians[name] * 1000:.2f} ms, p95 {p95 * 1000:.2f} ms")
     print(f"  {label} routed/unrouted median: {medians['routed'] / medians['unrouted']:.3f}")
+    if "standby" in medians:
+        # The same standby read without the router: what the routing itself costs, apart from
+        # the standby being another server than the primary.
+        print(f"  {label} routed/standby median: {medians['routed'] / medians['standby']:.3f}; "
+              f"standby/unrouted: {medians['standby'] / medians['unrouted']:.3f}")  # fmt: skip
 
 
 def main() -> None:
@@ -193,13 +200,16 @@ def main() -> None:
             processes.append(routed)
             unrouted, unrouted_base = web(env, tmp, "unrouted")
             processes.append(unrouted)
-            bases = {"routed": routed_base, "unrouted": unrouted_base}
+            # The standby as the only database (no router): reads there are plain reads.
+            standby, standby_base = web({**env, "DATABASE_URL": pair.replica_url}, tmp, "standby")
+            processes.append(standby)
+            bases = {"routed": routed_base, "unrouted": unrouted_base, "standby": standby_base}
             print(f"routing cost of a read ({args.requests} requests per server, sequential):")
             compare(bases, reader, args.requests, "/users?page_size=20", "list")
             compare(bases, reader, args.requests, "/users?last_name=Smith&page_size=20", "filter")
             # A writer: its write position is looked up in Redis on every list read.
             with httpx.Client(headers={"Authorization": f"Token {writer}"}) as http:
-                for base in bases.values():
+                for base in (routed_base, unrouted_base):  # the standby takes no writes
                     body = {"first_name": "Bench", "last_name": "W", "email_address": "w@x.io"}
                     http.post(f"{base}/users", json=body)
             compare(bases, writer, args.requests, "/users?page_size=20", "writer")

@@ -111,6 +111,11 @@ def request_read_alias(request) -> str:
 
 def request_account_id(request) -> int | None:
     """The id of the account a request (Django's or DRF's) is authenticated as, else None."""
+    # A token's principal (request.auth, which DRF also sets on Django's request) names the
+    # account: asking request.user would load the account row from the primary on every read.
+    account_id = getattr(getattr(request, "auth", None), "account_id", None)
+    if account_id is not None:
+        return account_id
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return None

@@ -87,3 +87,34 @@ def test_an_accounts_write_position_only_moves_forward(redis_client):
     assert 0 < redis_client.pttl(cache.written_lsn_key(7)) <= 5000
     assert cache.written_lsn(8) is None
     redis_client.delete(cache.written_lsn_key(7))
+
+
+def test_a_token_read_is_routed_by_its_principal_without_loading_the_account_row():
+    # The account behind a token is a lazy object: reading it would cost a query on the primary
+    # for every routed read; the principal already names the account.
+    from django.http import HttpRequest
+    from django.utils.functional import SimpleLazyObject
+
+    from users.access import Principal
+    from users.consistency import request_account_id
+
+    def load_account():
+        raise AssertionError("the account row was loaded")
+
+    request = HttpRequest()
+    request.user = SimpleLazyObject(load_account)
+    request.auth = Principal(account_id=42, actions=frozenset({"view_user"}))
+    assert request_account_id(request) == 42
+
+
+def test_a_session_read_is_routed_by_its_user():
+    from django.contrib.auth.models import AnonymousUser
+    from django.http import HttpRequest
+
+    from users.consistency import request_account_id
+
+    request = HttpRequest()
+    request.user = AnonymousUser()
+    assert request_account_id(request) is None
+    request.user = type("Account", (), {"is_authenticated": True, "pk": 7})()
+    assert request_account_id(request) == 7
