@@ -28,11 +28,12 @@ FILL = """
 import json
 from django.conf import settings
 from users.services import user_create, user_delete
+from users.stream.encoding import event_id_text
 from users.stream.history import RedisStreamStorage
 storage = RedisStreamStorage()
 channel = settings.STREAM_CHANNEL
 reader = user_create(first_name="Read", last_name="Me", email_address="read@example.com")
-start = storage.get_current_id(channel)
+epoch, start = storage.get_position(channel)
 for batch in range({batches}):
     gone = user_create(first_name="Gone", last_name=str(batch), email_address="g@example.com")
     users = [{{"id": gone.id, "email_address": "g@example.com"}}] + [
@@ -43,7 +44,7 @@ for batch in range({batches}):
                       separators=(",", ":"))
     storage.append_event(channel, "users.ingested", data)
     user_delete(user_id=gone.id)
-print(reader.id, f"{{channel}}:{{start}}")
+print(reader.id, event_id_text(channel, epoch, start))
 """
 
 

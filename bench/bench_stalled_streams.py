@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import psutil
 from scratch import ROOT, Scratch, free_port, start_web_server
 
 sys.path.insert(0, str(ROOT))
-from tests.support.sse import stalled_stream  # noqa: E402
+from tests.support.sse import bytes_until_closed, stalled_stream  # noqa: E402
 
 SCRATCH = Scratch(f"stall{os.getpid()}", API_USER_THROTTLE_RATE="")
 
@@ -36,40 +35,24 @@ SCRATCH = Scratch(f"stall{os.getpid()}", API_USER_THROTTLE_RATE="")
 FILL = """
 from django.conf import settings
 from users.services import api_client_create, user_create
+from users.stream.encoding import event_id_text
 from users.stream.history import RedisStreamStorage
 storage = RedisStreamStorage()
 channel = settings.STREAM_CHANNEL
 token = api_client_create(name="bench-stalled", role="reader", expires_days=1)[1]
 user = user_create(first_name="Fast", last_name="Read", email_address="fast@example.com")
-start = storage.get_current_id(channel)
+epoch, start = storage.get_position(channel)
 pad = "x" * 1_000_000
 for number in range({events}):
     data = '{{"run":9,"batch":%d,"pad":"%s"}}' % (number, pad)
     storage.append_event(channel, "users.ingested", data)
-print(token, user.id, f"{{channel}}:{{start}}")
+print(token, user.id, event_id_text(channel, epoch, start))
 """
 
 
 def server_rss_mb(server: subprocess.Popen) -> float:
     parent = psutil.Process(server.pid)
     return sum(p.memory_info().rss for p in (parent, *parent.children(recursive=True))) / 2**20
-
-
-def closed_by_server(sock: socket.socket, limit: int, timeout: float) -> bool:
-    """Read until the server closes (True), or False past `timeout` seconds or `limit` bytes."""
-    sock.settimeout(timeout)
-    total = 0
-    try:
-        while total <= limit:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return True
-            total += len(chunk)
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-    return False
 
 
 def reads_for(server, base: str, user_id: int, token: str, seconds: float):
@@ -127,7 +110,7 @@ def main() -> int:
 
         dropped_from = time.monotonic()
         time.sleep(args.send_timeout + 1)  # reading now would unblock them
-        closed = sum(closed_by_server(s, 16 * 2**20, 15) for s in sockets)
+        closed = sum(bytes_until_closed(s, 16 * 2**20, 15) is not None for s in sockets)
         dropped_in = time.monotonic() - dropped_from
 
         print(
