@@ -29,6 +29,7 @@ from ingest.services import (
     ingest_batch_fail,
 )
 from ingest.tasks import store_batch
+from tests.support.broker import queue_bodies, queue_delete
 from tests.support.data import HEADER
 from tests.support.waits import wait_until
 from users.models import User
@@ -196,15 +197,9 @@ def test_no_plaintext_address_reaches_the_broker(write_csv, settings):
                 lambda: broker_files_hold(canary.encode()), 30, "the canary never reached disk"
             )
             assert not any(broker_files_hold(a.encode()) for a in (*addresses, f"short.{tag}@"))
-        with app.connection_for_write() as connection:
-            channel = connection.default_channel
-            bodies = []
-            while (message := channel.basic_get(queue, no_ack=True)) is not None:
-                body = message.body
-                bodies.append(body.encode() if isinstance(body, str) else body)
+        bodies = queue_bodies(queue)
     finally:
-        with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(queue)
+        queue_delete(queue)
 
     batches = [body for body in bodies if canary.encode() not in body]
     assert len(batches) == result.batches == 3
@@ -251,7 +246,6 @@ def test_a_dead_letter_keeps_the_addresses_encrypted_and_is_published_again():
 
 
 def test_messages_with_encrypted_addresses_stay_under_the_batch_bound(write_csv, settings):
-    from viswals.celery import app
 
     # A bound large enough that one byte a character more than counted would pass it.
     settings.INGEST_BATCH_MAX_BYTES = bound = ENVELOPE_BYTES + 1_000_000
@@ -263,14 +257,9 @@ def test_messages_with_encrypted_addresses_stay_under_the_batch_bound(write_csv,
     path = write_csv(f"{HEADER}\n{rows}")
     try:
         result = publish_file(path=path, batch_size=10_000)
-        with app.connection_for_write() as connection:
-            channel = connection.default_channel
-            bodies = []
-            while (message := channel.basic_get(queue, no_ack=True)) is not None:
-                bodies.append(message.body)
+        bodies = queue_bodies(queue)
     finally:
-        with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(queue)
+        queue_delete(queue)
 
     assert result.batches == len(bodies) > 1
     assert max(len(body) for body in bodies) <= bound

@@ -13,6 +13,7 @@ from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.publishing import ENVELOPE_BYTES, publish_file
 from ingest.services import batch_from_message, batch_message
 from ingest.tasks import store_batch
+from tests.support.broker import queue_bodies, queue_delete
 from tests.support.data import HEADER, cached
 from tests.support.factories import IngestRunFactory
 from tests.support.waits import wait_until
@@ -130,7 +131,6 @@ def test_a_batch_is_cut_when_its_rows_hold_too_much_text(
 
 
 def test_messages_of_huge_rows_and_rejects_stay_under_the_batch_bound(write_csv, settings):
-    from viswals.celery import app
 
     settings.INGEST_BATCH_MAX_BYTES = bound = ENVELOPE_BYTES + 100_000
     settings.INGEST_QUEUE = queue = f"{settings.INGEST_QUEUE}-bounded"  # nobody consumes it
@@ -142,14 +142,9 @@ def test_messages_of_huge_rows_and_rejects_stay_under_the_batch_bound(write_csv,
     path = write_csv(f"{HEADER}\n{rows}{rejects}")
     try:
         result = publish_file(path=path, batch_size=10_000)  # by count: one batch
-        with app.connection_for_write() as connection:
-            channel = connection.default_channel
-            bodies = []
-            while (message := channel.basic_get(queue, no_ack=True)) is not None:
-                bodies.append(message.body)
+        bodies = queue_bodies(queue)
     finally:
-        with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(queue)
+        queue_delete(queue)
 
     assert result.batches == len(bodies) > 4
     assert max(len(body) for body in bodies) <= bound

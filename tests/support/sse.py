@@ -114,3 +114,21 @@ def stalled_stream(port: int, token: str, last_event_id: str) -> socket.socket:
         f"Authorization: Token {token}\r\nLast-Event-ID: {last_event_id}\r\n\r\n".encode()
     )
     return sock
+
+
+def bytes_until_closed(sock: socket.socket, limit: int, timeout: float) -> int | None:
+    """Read until the server closes (returns the bytes read), or None if it has not closed
+    within `timeout` seconds or `limit` bytes."""
+    sock.settimeout(timeout)
+    total = 0
+    try:
+        while total <= limit:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return total
+            total += len(chunk)
+    except ConnectionResetError:
+        return total
+    except TimeoutError:
+        return None
+    return None

@@ -21,7 +21,7 @@ from django.core.management import call_command
 from tests.support.data import HEADER
 from tests.support.restarts import restart_redis
 from tests.support.servers import WebServer
-from tests.support.sse import SSEClient, SSEEvent, stalled_stream
+from tests.support.sse import SSEClient, SSEEvent, bytes_until_closed, stalled_stream
 from tests.support.waits import wait_until
 from users.cache import history_keys
 from users.events import user_created, users_ingested
@@ -622,24 +622,6 @@ STALLED_CLIENTS = 3
 BIG_EVENTS = 4  # ~1 MB each: far more than the socket buffers hold, so the server's writes block
 
 
-def _bytes_until_closed(sock: socket.socket, limit: int, timeout: float) -> int | None:
-    """Read until the server closes (returns the bytes read), or None if it has not closed
-    within `timeout` seconds or `limit` bytes."""
-    sock.settimeout(timeout)
-    total = 0
-    try:
-        while total <= limit:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return total
-            total += len(chunk)
-    except ConnectionResetError:
-        return total
-    except TimeoutError:
-        return None
-    return None
-
-
 def test_clients_that_stop_reading_are_dropped_and_free_their_places(
     web_server, api_token, redis_client
 ):
@@ -673,7 +655,7 @@ def test_clients_that_stop_reading_are_dropped_and_free_their_places(
             "the stalled streams were not dropped",
         )
         for sock in sockets:
-            received = _bytes_until_closed(sock, limit=BIG_EVENTS * 2**20, timeout=10)
+            received = bytes_until_closed(sock, limit=BIG_EVENTS * 2**20, timeout=10)
             assert received is not None, "a stalled stream was not closed"
     finally:
         for sock in sockets:
