@@ -8,8 +8,13 @@ class IngestConfig(AppConfig):
 
     def ready(self) -> None:
         from ingest import checks  # noqa: F401 - registers the system check
+        from ingest.services import failed_batches_reencrypt
+        from users.email_rotation import token_holders
 
         post_migrate.connect(_restore_users_indexes, sender=self)
+        # Failed batches keep their addresses encrypted: a key rotation re-encrypts them too.
+        if failed_batches_reencrypt not in token_holders:
+            token_holders.append(failed_batches_reencrypt)
 
 
 def _restore_users_indexes(*, apps=None, using="default", **_) -> None:

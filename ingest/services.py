@@ -31,7 +31,7 @@ from ingest.bulk import (
 from ingest.models import IngestBatch, IngestRun, RejectedRow
 from ingest.parsing import COLUMNS, redact_addresses, redacted_line, redacted_reason
 from ingest.selectors import ingest_run_totals
-from users.crypto import INGEST_BATCH_CONTEXT, DecryptionError, decrypt, encrypt
+from users.crypto import INGEST_BATCH_CONTEXT, DecryptionError, decrypt, encrypt, token_key_id
 from users.services import (
     SourcedUser,
     cache_repair_stale,
@@ -459,3 +459,34 @@ def ingest_batch_fail(
         },
     )
     ingest_run_refresh(run_id=run_id)
+
+
+def failed_batches_reencrypt() -> tuple[str, int, int]:
+    """The failed batches' kept messages with their addresses under the current encryption key
+    (a key rotation, users.email_rotation.token_holders; a message kept in plaintext before
+    addresses were encrypted is sealed too). Returns what they are, how many were rewritten and
+    how many are left under other keys (a key the ring no longer holds)."""
+    current = settings.EMAIL_ENCRYPTION_KEYS[0][0]
+    rewritten = left = 0
+    kept = IngestBatch.objects.exclude(payload=None).only("id", "payload")
+    for batch in kept.iterator(chunk_size=100):
+        payload = batch.payload
+        token = payload.get("emails") if isinstance(payload, dict) else None
+        try:
+            if isinstance(token, str):
+                if token_key_id(token) == current:
+                    continue
+                plaintext = decrypt(token, context=INGEST_BATCH_CONTEXT)
+                new = {**payload, "emails": encrypt(plaintext, context=INGEST_BATCH_CONTEXT)}
+            elif isinstance(payload, dict) and "rows" in payload and "rejects" in payload:
+                new = batch_payload(payload["rows"], payload["rejects"])
+                if new == payload:  # no address in it
+                    continue
+            else:
+                continue
+        except DecryptionError:
+            left += 1
+            continue
+        # Compare and set: a batch re-queued meanwhile keeps what it became.
+        rewritten += IngestBatch.objects.filter(id=batch.id, payload=payload).update(payload=new)
+    return "failed ingest batches", rewritten, left

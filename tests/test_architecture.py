@@ -40,8 +40,11 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "columns": (("users.columns",), ()),
     "validation": (("users.validation",), ("users.columns",)),
     "crypto": (("users.crypto",), ("users.validation",)),
+    "email index": (("users.email_index",), ("users.crypto",)),
+    "fields": (("users.fields",), ("users.crypto", "users.email_index", "users.validation")),
+    "email rotation": (("users.email_rotation",), ("users.crypto", "users.email_index")),
     "payloads": (("users.payloads",), ("users.columns",)),
-    "models": (("users.models", "ingest.models"), ()),
+    "models": (("users.models", "ingest.models"), ("users.fields",)),
     "access": (("users.access",), ()),
     "client address": (("users.client_address",), ()),
     "refusals": (("users.refusals",), ("users.access", "users.payloads")),
@@ -51,7 +54,14 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "consistency": (("users.consistency",), ("users.cache", "viswals.db_router")),
     "selectors": (
         ("users.selectors",),
-        ("users.models", "users.cache", "users.access", "users.payloads", "users.refusals"),
+        (
+            "users.models",
+            "users.cache",
+            "users.access",
+            "users.payloads",
+            "users.refusals",
+            "users.email_index",
+        ),
     ),
     "filters": (("users.filters",), ("users.models", "users.selectors", "users.validation")),
     "events": (
@@ -67,6 +77,7 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "users.access",
             "users.payloads",
             "users.columns",
+            "users.email_index",
         ),
     ),
     "stream": (
@@ -119,6 +130,8 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "users.columns",
             "users.payloads",
             "users.consistency",
+            "users.crypto",
+            "users.email_rotation",
             "viswals.db_router",
         ),
     ),
@@ -174,6 +187,8 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "ingest.checks",
             "ingest.indexes",
             "users.access",
+            # failed batches re-encrypted by a key rotation (token_holders)
+            "users.email_rotation",
             # GC tuned for batches, as the worker's (viswals.celery) is
             "viswals.runtime",
         ),

@@ -72,9 +72,32 @@ class BoundedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
+        text = selectors.email_recheck_text(self.object_list)
+        if text is not None:  # candidates of an email search: only the checked ones count
+            found, _, ran_out = selectors.user_rows_rechecked(
+                queryset=self.object_list.order_by("pk"),
+                text=text,
+                wanted=EXACT_COUNT_UP_TO + 1,
+                scan_limit=(EXACT_COUNT_UP_TO + 1) * 4,
+            )
+            if ran_out and len(found) <= EXACT_COUNT_UP_TO:
+                return len(found)
         return selectors.user_count_bounded(
             queryset=self.object_list, exact_up_to=EXACT_COUNT_UP_TO
         )[0]
+
+    def page(self, number):
+        text = selectors.email_recheck_text(self.object_list)
+        if text is None:
+            return super().page(number)
+        # Candidates of an email search: the page's rows among the checked ones, in order.
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        found, _, _ = selectors.user_rows_rechecked(
+            queryset=self.object_list, text=text, wanted=top, scan_limit=top * 4 + 1000
+        )
+        return self._get_page(found[bottom:top], number, self)
 
     @cached_property
     def num_pages(self) -> int:
@@ -107,6 +130,17 @@ class UserChangeList(ChangeList):
         if field_name == "last_name":
             return selectors.user_ordering_key("last_name")
         return super().get_ordering_field(field_name)
+
+    def get_results(self, request):
+        super().get_results(request)
+        # Django lists a list that fits one page, or "show all", without the paginator: email
+        # candidates are checked there too (BoundedCountPaginator.page checks the others).
+        text = selectors.email_recheck_text(self.queryset)
+        if text is not None and not isinstance(self.result_list, list):
+            wanted = self.list_max_show_all
+            self.result_list, _, _ = selectors.user_rows_rechecked(
+                queryset=self.queryset, text=text, wanted=wanted, scan_limit=wanted * 4 + 1000
+            )
 
     def _get_deterministic_ordering(self, ordering):
         ordering = super()._get_deterministic_ordering(ordering)

@@ -1,5 +1,5 @@
-"""Email addresses encrypted at rest, and the keyed blind index that will keep them searchable
-(issue 23; docs/security.md, "Email addresses at rest").
+"""Email addresses encrypted at rest (docs/security.md, "Email addresses at rest"); the keyed
+blind indexes that keep them searchable are users/email_index.py.
 
 Encryption is AES-256-GCM (`cryptography`'s AESGCM: authenticated, a random 96-bit nonce per
 message). A ciphertext travels as one ASCII token, `v1.<key id>.<nonce + ciphertext + tag in
@@ -7,10 +7,6 @@ URL-safe base64, unpadded>`: the key id says which key of the ring (settings.
 EMAIL_ENCRYPTION_KEYS, the current key first) decrypts it, so keys can rotate while older tokens
 stay readable. Every token is bound to a context (GCM's associated data: what the plaintext is,
 `EMAIL_CONTEXT`, `INGEST_BATCH_CONTEXT`): a token moved to another use fails to decrypt.
-
-The blind index is HMAC-SHA256 under settings.EMAIL_BLIND_INDEX_KEY of the address as stored
-(users.validation.clean_email's normal form): equal addresses give equal digests, and nothing
-else can be learnt from one without the key.
 
 Keys are looked up in settings at call time, never at import.
 """
@@ -20,8 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
-import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -35,8 +29,6 @@ NONCE_BYTES = 12  # GCM's standard nonce; random per message (2**32 messages per
 # Associated data of each kind of plaintext.
 EMAIL_CONTEXT = b"viswals:users.email_address"
 INGEST_BATCH_CONTEXT = b"viswals:ingest.batch.email_addresses"
-# Prefix of the blind index's HMAC input: the n-gram index will use the same key for other input.
-_EXACT_INDEX_PREFIX = b"email-exact\x00"
 
 
 class DecryptionError(Exception):
@@ -120,8 +112,7 @@ def email_normal_form(address: str) -> str:
         return address
 
 
-def email_blind_index(address: str) -> bytes:
-    """The keyed digest of an address's normal form (32 bytes): equal for equal addresses,
-    meaningless without EMAIL_BLIND_INDEX_KEY."""
-    message = _EXACT_INDEX_PREFIX + email_normal_form(address).encode("utf-8", "surrogatepass")
-    return hmac.new(settings.EMAIL_BLIND_INDEX_KEY, message, hashlib.sha256).digest()
+def is_token(value: str) -> bool:
+    """Whether a stored value is a token rather than a plaintext address (every address holds
+    an "@", which base64url never does): rows written before the table was encrypted."""
+    return value.startswith(f"{TOKEN_VERSION}.") and "@" not in value

@@ -1,15 +1,17 @@
 """`UserFilter`: the query parameters of `GET /users`.
 
-Substring filters (`name`, `email`) compile to `UPPER(column) LIKE UPPER('%…%')`, which the
-trigram GIN indexes (users.models) serve; a substring without a trigram (fewer than three
-letters or digits in a row) is refused, since no index could serve it. Every value is
-validated: a bad one is a 400 that names its parameter, never silently ignored.
+The `name` substring filter compiles to `UPPER(first || ' ' || last) LIKE UPPER('%…%')`,
+which its trigram GIN index serves; addresses are encrypted, so `email` and `email_address` go
+through their blind indexes (users.email_index, users.selectors). A substring without a
+trigram (fewer than three letters or digits in a row) is refused, since no index could serve
+it. Every value is validated: a bad one is a 400 that names its parameter, never silently ignored.
 """
 
 from __future__ import annotations
 
 import django_filters
 from django import forms
+from django.conf import settings
 from django.db.models import QuerySet
 from django_filters.fields import IsoDateTimeField
 
@@ -58,6 +60,26 @@ class SubstringField(forms.CharField):
 
 class SubstringFilter(django_filters.CharFilter):
     field_class = SubstringField
+
+
+EMAIL_SUBSTRING_OFF = (
+    "Substring search on email addresses is turned off on this service; "
+    "email_address= finds an address given whole."
+)
+
+
+class EmailSubstringField(SubstringField):
+    """SubstringField, refused with a 400 where substring search on addresses is turned off
+    (settings.EMAIL_SUBSTRING_SEARCH: the n-gram index is not kept)."""
+
+    def validate(self, value):
+        if value and not settings.EMAIL_SUBSTRING_SEARCH:
+            raise forms.ValidationError(EMAIL_SUBSTRING_OFF, code="turned_off")
+        super().validate(value)
+
+
+class EmailSubstringFilter(django_filters.CharFilter):
+    field_class = EmailSubstringField
 
 
 class StrictBooleanField(forms.Field):
@@ -140,7 +162,7 @@ class UserFilter(django_filters.FilterSet):
         help_text='Case-insensitive substring of the first name, last name or "first last"; '
         "at least 3 letters or digits in a row.",
     )
-    email = SubstringFilter(
+    email = EmailSubstringFilter(
         method="filter_email",
         help_text="Case-insensitive substring of the email address; at least 3 letters or "
         "digits in a row.",
@@ -248,10 +270,8 @@ class UserFilter(django_filters.FilterSet):
     def filter_last_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return queryset.filter(last_name__iexact=value)
 
-    # Compared as UPPER(email) = UPPER(value), but looked up through the trigram index by the
-    # part before the "@" only (users.selectors.user_filter_email_address): the trigrams of a
-    # common domain ("GMAIL.COM") have posting lists of millions of rows, which the index
-    # would read and intersect for an equality on the whole address.
+    # By the address's keyed digest (users.selectors.user_filter_email_address): one range of
+    # the digest's index, whatever the address's domain.
     def filter_email_address(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return user_filter_email_address(queryset=queryset, address=value)
 

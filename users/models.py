@@ -1,10 +1,13 @@
 """The user, as imported from CSV files or created through the API."""
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q, Value
 from django.db.models.functions import Concat, Upper
+
+from users.fields import EncryptedEmailField
 
 
 def _trigram_index(expression, name: str) -> GinIndex:
@@ -19,8 +22,9 @@ class User(models.Model):
     id = models.BigIntegerField(primary_key=True)
     first_name = models.CharField(max_length=255, blank=True)
     last_name = models.CharField(max_length=255, blank=True)
-    # Not unique: real exports repeat addresses across accounts.
-    email_address = models.CharField(max_length=254)
+    # Not unique: real exports repeat addresses across accounts. Encrypted at rest, with the
+    # blind indexes below filled on every save (users.fields, users.email_index).
+    email_address = EncryptedEmailField()
     created_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
     merged_at = models.DateTimeField(null=True, blank=True)
@@ -31,6 +35,13 @@ class User(models.Model):
     # consumed out of order (later run, then later line, wins). Null for API/admin writes.
     source_run_id = models.BigIntegerField(null=True, blank=True, editable=False)
     source_line = models.IntegerField(null=True, blank=True, editable=False)
+    # The address's blind indexes (users.email_index): its exact-match digest, its trigrams'
+    # buckets (NULL with substring search off) and the blind-index key they were made with.
+    # Declared after email_address, whose pre_save fills them.
+    email_digest = models.BinaryField(null=True, editable=False)
+    email_ngrams = ArrayField(models.IntegerField(), null=True, editable=False)
+    # NULL, not "": a row the encrypting migration (0008) has not reached yet.
+    email_index_key = models.CharField(max_length=16, null=True, editable=False)  # noqa: DJ001
 
     class Meta:
         ordering = ["id"]
@@ -62,17 +73,21 @@ class User(models.Model):
                 name="users_merged_name_created_idx",
                 condition=Q(merged_at__isnull=False),
             ),
-            # API substring filters (users.filters.UserFilter; the initial migration adds pg_trgm).
-            # Only two trigram indexes: each one costs every ingested row dearly (GIN), and a
-            # substring of either name is a substring of "first last", so one serves `name`.
-            _trigram_index("email_address", "users_email_trgm"),
+            # The email filters, on the blind indexes (users.email_index): `email_address=` by
+            # digest, `email=` by the buckets of its trigrams (array containment, GIN).
+            models.Index(fields=["email_digest"], name="users_email_digest_idx"),
+            GinIndex(fields=["email_ngrams"], name="users_email_ngrams_gin"),
+            # The `name` substring filter (users.filters.UserFilter; the initial migration adds
+            # pg_trgm): a substring of either name is a substring of "first last", so one
+            # trigram index serves it (each GIN index costs every ingested row dearly).
             _trigram_index(Concat("first_name", Value(" "), "last_name"), "users_full_name_trgm"),
             # The exact `first_name` filter uses users_full_name_trgm too (users.filters): a
             # b-tree of its own would cost every ingested row.
         ]
 
     def __str__(self) -> str:
-        return f"{self.first_name} {self.last_name} <{self.email_address}> (#{self.id})"
+        # No address: this text is what the admin's history stores and its messages show.
+        return f"{self.first_name} {self.last_name} (#{self.id})"
 
     @property
     def is_deleted(self) -> bool:

@@ -13,13 +13,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
 from django.db.models import (
     BigIntegerField,
+    BooleanField,
     CharField,
     DateTimeField,
     ExpressionWrapper,
     F,
+    Func,
+    IntegerField,
     Max,
     Min,
     Q,
@@ -38,6 +42,7 @@ from users.access import (
     token_digest,
     token_from_authorization,
 )
+from users.email_index import email_digests, email_holds, email_ngram_sets
 from users.models import ApiToken, StaleCacheEntry, User
 from users.payloads import user_payload
 from users.refusals import INVALID_TOKEN, MALFORMED_AUTHORIZATION
@@ -109,24 +114,10 @@ def user_filter_first_name(*, queryset: QuerySet[User], name: str) -> QuerySet[U
 
 
 def user_filter_email_address(*, queryset: QuerySet[User], address: str) -> QuerySet[User]:
-    """`queryset` narrowed to the users whose email address is `address`, case-insensitively
-    (UPPER(email_address) = UPPER(address)), found through the email trigram index by the
-    address's local part.
-
-    An equality handed to the trigram index makes it intersect the posting lists of every
-    trigram of the address, and those of a common domain ("@GMAIL.COM") hold millions of rows:
-    122 ms at 5M users. The local part's trigrams are rare, so the index is asked only for
-    `LIKE '%<local part>%'` (implied by the equality) and the equality, on an expression that
-    no index holds, decides among the few rows found. A local part without a trigram ("ab@…")
-    leaves the whole address to the index."""
-    local = address.rpartition("@")[0]
-    if not search_text_usable(local):
-        return queryset.filter(email_address__iexact=address)
-    # `|| ''`: the same comparison, on an expression the trigram index does not hold, so the
-    # planner filters by it instead of adding the domain's trigrams to the index scan.
-    return queryset.alias(
-        email_upper=Concat(Upper("email_address"), Value(""), output_field=CharField())
-    ).filter(email_address__icontains=local, email_upper=Upper(Value(address)))
+    """`queryset` narrowed to the users whose email address is `address`, case-insensitively:
+    by the address's exact-match digest under each blind-index key (users.email_index), one
+    range of users_email_digest_idx each. The digests are 128 bits, so no check follows."""
+    return queryset.filter(email_digest__in=email_digests(address))
 
 
 # pg_trgm's words: runs of letters and digits (anything else separates them).
@@ -155,25 +146,95 @@ def user_contains(
     queryset = queryset.alias(
         full_name=full_name_expression(),
         full_name_unindexed=Concat(full_name_expression(), Value(""), output_field=CharField()),
-        email_unindexed=Concat("email_address", Value(""), output_field=CharField()),
     )
     conditions = Q()
-    for wanted, on_index, off_index in (
-        (name, "full_name", "full_name_unindexed"),
-        (email, "email_address", "email_unindexed"),
-    ):
-        if not wanted:
-            continue
+    if name:
         if not indexed:
-            condition = Q(**{f"{off_index}__icontains": text})
+            conditions = Q(full_name_unindexed__icontains=text)
         elif split:
-            condition = Q(**{f"{off_index}__icontains": text})
+            conditions = Q(full_name_unindexed__icontains=text)
             for word in words:
-                condition &= Q(**{f"{on_index}__icontains": word})
+                conditions &= Q(full_name__icontains=word)
         else:
-            condition = Q(**{f"{on_index}__icontains": text})
-        conditions |= condition
+            conditions = Q(full_name__icontains=text)
+    if email and settings.EMAIL_SUBSTRING_SEARCH:
+        # Candidates, by the buckets of the text's trigrams; the pagination decrypts them and
+        # keeps those that hold the text (user_rows_rechecked), told by this alias.
+        queryset = queryset.alias(
+            email_ngrams_unindexed=_unindexed_ngrams(),
+            **{EMAIL_RECHECK_ALIAS: Value(text, output_field=CharField())},
+        )
+        column = "email_ngrams" if indexed else "email_ngrams_unindexed"
+        candidates = Q()
+        for buckets in email_ngram_sets(text):
+            candidates |= Q(**{f"{column}__contains": buckets})
+        if name:
+            # A name match needs no check: say so to it (the admin's name-or-email search).
+            queryset = queryset.annotate(
+                **{NAME_HIT_ALIAS: ExpressionWrapper(conditions, output_field=BooleanField())}
+            )
+        conditions |= candidates
+    elif email:
+        # Substring search on addresses is off (settings.EMAIL_SUBSTRING_SEARCH): the admin's
+        # box still finds an address given whole (the API refuses `email=` first).
+        conditions |= Q(email_digest__in=email_digests(text))
     return queryset.filter(conditions)
+
+
+def _unindexed_ngrams() -> Func:
+    """`email_ngrams || '{}'`: the same array, on an expression no index holds (a walk)."""
+    return Func(
+        F("email_ngrams"),
+        template="(%(expressions)s || '{}'::int4[])",
+        output_field=ArrayField(IntegerField()),
+    )
+
+
+# A list narrowed by `email` (user_contains) is a list of candidates: the pagination keeps those
+# whose address holds this alias's text (user_rows_rechecked). NAME_HIT_ALIAS: a row found by
+# its name in the same search (the admin's), kept whatever its address.
+EMAIL_RECHECK_ALIAS = "email_recheck_text"
+NAME_HIT_ALIAS = "name_hit"
+# How many candidates a page reads at most, in pages' worth, before it is served short (with a
+# link to go on from the last candidate read): bounds a page whose candidates are mostly
+# false, which takes a text crafted against the buckets.
+RECHECK_SCAN_PAGES = 20
+
+
+def email_recheck_text(queryset: QuerySet) -> str | None:
+    """The text a list's email candidates must hold (None: no email substring filter)."""
+    annotation = queryset.query.annotations.get(EMAIL_RECHECK_ALIAS)
+    return None if annotation is None else annotation.value
+
+
+def user_matches_search(user: User, text: str) -> bool:
+    """Whether a candidate of an email substring search is a match (see EMAIL_RECHECK_ALIAS)."""
+    return bool(getattr(user, NAME_HIT_ALIAS, False)) or email_holds(user.email_address, text)
+
+
+def user_rows_rechecked(
+    *, queryset: QuerySet[User], text: str, wanted: int, scan_limit: int,
+    after: Callable[[User], Q] | None = None,
+) -> tuple[list[User], User | None, bool]:  # fmt: skip
+    """The first `wanted` matches among `queryset`'s candidates (user_matches_search), in its
+    order, reading at most about `scan_limit` candidates; with the last candidate read and
+    whether the candidates ran out. `after(row)`: the rows past a row (keyset lists); without
+    it, chunks by offset (the admin's pages, at most MAX_PAGES deep)."""
+    found: list[User] = []
+    examined, chunk, last = 0, wanted, None
+    while True:
+        part = queryset.filter(after(last)) if after and last else queryset
+        start = 0 if after else examined
+        rows = list(part[start : start + chunk])
+        examined += len(rows)
+        found.extend(row for row in rows if user_matches_search(row, text))
+        if rows:
+            last = rows[-1]
+        if len(rows) < chunk:
+            return found, last, True
+        if len(found) >= wanted or examined >= scan_limit:
+            return found, last, False
+        chunk = min(chunk * 2, max(scan_limit - examined, 1))
 
 
 def user_search(

@@ -5,8 +5,11 @@
   first (it encrypts; every key of the ring decrypts). A key is 32 random bytes in base64
   (standard or URL-safe alphabet, padding optional); an id is 1-16 letters, digits, `_` or `-`
   and is stored with every ciphertext (users/crypto.py).
-- `EMAIL_BLIND_INDEX_KEY`: the HMAC-SHA256 key of the blind indexes (users.crypto.
-  email_blind_index), 32 or more random bytes in base64; never one of the encryption keys.
+- `EMAIL_BLIND_INDEX_KEY`: the HMAC-SHA256 key of the blind indexes (users/email_index.py),
+  32 or more random bytes in base64; never one of the encryption keys. One bare key (its id is
+  `default`), or a ring `id:key,id2:key2` like the encryption keys while the blind index is
+  rebuilt under a new key (`manage.py rotate_email_keys`): the first key indexes what is
+  written, every key of the ring is searched.
 
 With debug off settings.py refuses to start on a keyring or a blind-index key that is missing,
 malformed, shorter than 32 bytes or published in this repository: the process stops with one
@@ -67,14 +70,19 @@ def decode_key(text: str) -> bytes:
         raise EmailKeyError("is not base64") from None
 
 
-def parse_keyring(text: str) -> Keyring:
-    """The (id, key) pairs of an EMAIL_ENCRYPTION_KEYS value, the current key first."""
+# The id of a blind-index key given bare (not as a ring).
+BARE_BLIND_INDEX_KEY_ID = "default"
+
+
+def parse_keyring(text: str, *, setting: str = "EMAIL_ENCRYPTION_KEYS") -> Keyring:
+    """The (id, key) pairs of a keyring value (`id:key,id2:key2`), the current key first; the
+    keys' lengths are checked by the caller."""
     if not text.strip():
-        raise EmailKeyError("EMAIL_ENCRYPTION_KEYS is not set")
+        raise EmailKeyError(f"{setting} is not set")
     ring: list[tuple[str, bytes]] = []
     for position, entry in enumerate(text.split(","), start=1):
         key_id, colon, key_text = entry.strip().partition(":")
-        where = f"EMAIL_ENCRYPTION_KEYS entry {position}"
+        where = f"{setting} entry {position}"
         if not colon or not _KEY_ID.match(key_id):
             raise EmailKeyError(f"{where} is not id:key (an id of 1-16 letters, digits, _ or -)")
         if any(key_id == seen for seen, _ in ring):
@@ -83,7 +91,7 @@ def parse_keyring(text: str) -> Keyring:
             key = decode_key(key_text)
         except EmailKeyError as error:
             raise EmailKeyError(f"{where} ({key_id}): the key {error}") from None
-        if len(key) != KEY_BYTES:
+        if setting == "EMAIL_ENCRYPTION_KEYS" and len(key) != KEY_BYTES:
             raise EmailKeyError(
                 f"{where} ({key_id}): the key is {len(key)} bytes, not {KEY_BYTES} (AES-256)"
             )
@@ -91,18 +99,26 @@ def parse_keyring(text: str) -> Keyring:
     return tuple(ring)
 
 
-def parse_blind_index_key(text: str) -> bytes:
+def parse_blind_index_keys(text: str) -> Keyring:
+    """The blind-index keys, the current first: one bare key (id BARE_BLIND_INDEX_KEY_ID) or a
+    ring. Base64 never holds a colon, so a colon means a ring."""
     if not text.strip():
         raise EmailKeyError("EMAIL_BLIND_INDEX_KEY is not set")
-    try:
-        key = decode_key(text)
-    except EmailKeyError as error:
-        raise EmailKeyError(f"EMAIL_BLIND_INDEX_KEY {error}") from None
-    if len(key) < MIN_BLIND_INDEX_KEY_BYTES:
-        raise EmailKeyError(
-            f"EMAIL_BLIND_INDEX_KEY is {len(key)} bytes, shorter than {MIN_BLIND_INDEX_KEY_BYTES}"
-        )
-    return key
+    if ":" in text:
+        ring = parse_keyring(text, setting="EMAIL_BLIND_INDEX_KEY")
+    else:
+        try:
+            ring = ((BARE_BLIND_INDEX_KEY_ID, decode_key(text)),)
+        except EmailKeyError as error:
+            raise EmailKeyError(f"EMAIL_BLIND_INDEX_KEY {error}") from None
+    for key_id, key in ring:
+        if len(key) < MIN_BLIND_INDEX_KEY_BYTES:
+            named = "" if key_id == BARE_BLIND_INDEX_KEY_ID else f" ({key_id})"
+            raise EmailKeyError(
+                f"EMAIL_BLIND_INDEX_KEY{named} is {len(key)} bytes, "
+                f"shorter than {MIN_BLIND_INDEX_KEY_BYTES}"
+            )
+    return ring
 
 
 def is_published(key: bytes) -> bool:
@@ -111,13 +127,14 @@ def is_published(key: bytes) -> bool:
 
 def email_keys_load(
     *, keyring_text: str, blind_index_text: str, debug: bool
-) -> tuple[Keyring, bytes]:
-    """Both settings parsed and checked; EmailKeyError (one line, the remedy included) if one
-    cannot be used. Published keys are refused only with debug off."""
+) -> tuple[Keyring, Keyring]:
+    """Both settings parsed and checked, as keyrings; EmailKeyError (one line, the remedy
+    included) if one cannot be used. Published keys are refused only with debug off."""
     try:
         ring = parse_keyring(keyring_text)
-        blind_index_key = parse_blind_index_key(blind_index_text)
-        if any(blind_index_key == key for _, key in ring):
+        blind_index_keys = parse_blind_index_keys(blind_index_text)
+        encryption_keys = {key for _, key in ring}
+        if any(key in encryption_keys for _, key in blind_index_keys):
             raise EmailKeyError("EMAIL_BLIND_INDEX_KEY is also a key of EMAIL_ENCRYPTION_KEYS")
         if not debug:
             for key_id, key in ring:
@@ -126,11 +143,11 @@ def email_keys_load(
                         f"EMAIL_ENCRYPTION_KEYS ({key_id}) is a key published in the viswals "
                         "repository"
                     )
-            if is_published(blind_index_key):
+            if any(is_published(key) for _, key in blind_index_keys):
                 raise EmailKeyError(
                     "EMAIL_BLIND_INDEX_KEY is a key published in the viswals repository"
                 )
     except EmailKeyError as error:
         suffix = " (required with DJANGO_DEBUG off)" if not debug else ""
         raise EmailKeyError(f"{error}{suffix}; {HOW_TO_MAKE_ONE}") from None
-    return ring, blind_index_key
+    return ring, blind_index_keys

@@ -42,11 +42,11 @@ if not DEBUG and (_problem := secret_key_problem(SECRET_KEY)):
 # published key stops every process with one line (viswals/email_keys.py, docs/security.md).
 # With debug on, the local keys `make run` made (scripts/run-local.sh) come next, so every
 # process of a checkout (make web, worker, publish) agrees with it; then the development keys.
-# Parsed here: (id, key bytes) pairs, and bytes.
+# Parsed here: both as (id, key bytes) pairs, the current key first.
 if DEBUG:
     environ.Env.read_env(BASE_DIR / ".local" / "email_keys.env", overwrite=False)
 try:
-    EMAIL_ENCRYPTION_KEYS, EMAIL_BLIND_INDEX_KEY = email_keys_load(
+    EMAIL_ENCRYPTION_KEYS, EMAIL_BLIND_INDEX_KEYS = email_keys_load(
         keyring_text=env.str(
             "EMAIL_ENCRYPTION_KEYS", default=DEVELOPMENT_EMAIL_ENCRYPTION_KEYS if DEBUG else ""
         ),
@@ -58,6 +58,11 @@ try:
 except EmailKeyError as _error:
     sys.stderr.write(f"viswals: {_error}\n")
     raise SystemExit(STARTUP_FAILURE) from None
+# The `email` substring filter (and the admin's search of addresses) through a keyed n-gram
+# index, which reveals more to someone holding the database than the exact-match index alone
+# (docs/security.md): a deployment may keep exact matches only. Turning it on again needs
+# `manage.py rotate_email_keys --rebuild-index` to fill the n-grams of rows written meanwhile.
+EMAIL_SUBSTRING_SEARCH = env.bool("EMAIL_SUBSTRING_SEARCH", default=True)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # Under /users a refused CSRF check is JSON naming its cause (users/api/exceptions.py).

@@ -263,3 +263,56 @@ def test_messages_with_encrypted_addresses_stay_under_the_batch_bound(write_csv,
 
     assert result.batches == len(bodies) > 1
     assert max(len(body) for body in bodies) <= bound
+
+
+def _database_files_hold(needles: list[bytes], *, since: float) -> list[str]:
+    """The users table's files, and the WAL segments written since `since`, that hold any of
+    `needles` (after a checkpoint, so the table's pages are on disk)."""
+    with connection.cursor() as cursor:
+        cursor.execute("CHECKPOINT")
+        cursor.execute(
+            "SELECT current_setting('data_directory'), pg_relation_filepath('users_user')"
+        )
+        data_directory, table_file = cursor.fetchone()
+    data = Path(data_directory)
+    files = list(data.glob(f"{table_file}*"))  # its segments and its free-space map
+    files += [p for p in (data / "pg_wal").glob("0*") if p.stat().st_mtime >= since - 1]
+    holding = []
+    for path in files:
+        content = path.read_bytes()
+        if any(needle in content for needle in needles):
+            holding.append(str(path))
+    return holding
+
+
+def test_the_database_and_its_dump_hold_no_address(celery_worker_process, write_csv):
+    import subprocess
+    import time
+
+    from users.services import user_create, user_update
+
+    started = time.time()
+    tag = secrets.token_hex(6)
+    addresses = [f"dump{i}.{tag}@example.com" for i in range(1, 41)]
+    rows = "".join(
+        f"{i},Dee{i},Moss,{address},1600000000000,-1,-1,-1\n"
+        for i, address in enumerate(addresses, start=1)
+    )
+    call_command("publish_csv", write_csv(f"{HEADER}\n{rows}"), "--timeout", "60")
+    made = user_create(first_name="Api", last_name="Made", email_address=f"api.{tag}@example.com")
+    user_update(user=made, fields={"email_address": f"edited.{tag}@example.com"})
+    assert User.objects.get(id=1).email_address == addresses[0]
+    assert User.objects.get(id=made.id).email_address == f"edited.{tag}@example.com"
+
+    database = connection.settings_dict
+    where = ["--host", database["HOST"] or "127.0.0.1", "--port", str(database["PORT"] or 5432)]
+    dump = subprocess.run(
+        ["pg_dump", *where, "--username", database["USER"], "--no-password", database["NAME"]],
+        capture_output=True,
+        check=True,
+        env={"PGPASSWORD": database["PASSWORD"] or ""},
+    ).stdout
+    assert b"Dee1\tMoss" in dump  # the users are in it (names stay plaintext)
+    assert tag.encode() not in dump  # and no address, not even part of one
+    # Nor the table's files or the WAL written meanwhile (what a replica receives).
+    assert _database_files_hold([tag.encode()], since=started) == []

@@ -92,9 +92,9 @@ def test_a_batch_message_carries_rows_and_rejects_exactly():
 
 @pytest.fixture
 def rules_with_a_gap(monkeypatch):
-    """parse_row with a gap in its rules: a row whose first name is "nul" or "long-email"
-    passes with a value PostgreSQL refuses (a NUL byte; an address over the column's 254)."""
-    gaps = {"nul": {"first_name": "a\x00b"}, "long-email": {"email_address": "a" * 300 + "@x.com"}}
+    """parse_row with a gap in its rules: a row whose first name is "nul" or "long-name"
+    passes with a value PostgreSQL refuses (a NUL byte; a last name over the column's 255)."""
+    gaps = {"nul": {"first_name": "a\x00b"}, "long-name": {"last_name": "a" * 300}}
 
     def parse_row_with_a_gap(fields):
         user = parse_row(fields)
@@ -108,8 +108,8 @@ def test_rows_postgresql_refuses_are_rejected_alone_and_the_rest_stored(
 ):
     rows = [row(line, 62000 + line, f"Good{line}") for line in range(2, 42)]
     rows[5] = row(7, 62007, "nul")
-    rows[30] = row(32, 62032, "long-email")
-    rows.append(row(42, 62040, "long-email"))  # a later line of id 62040: that one is refused
+    rows[30] = row(32, 62032, "long-name")
+    rows.append(row(42, 62040, "long-name"))  # a later line of id 62040: that one is refused
     with django_capture_on_commit_callbacks(execute=True):
         outcome = ingest_batch_store(
             run_id=run.id, batch=1, rows=rows, rejects=[[50, "expected 8 fields, found 2", "1,2"]]
@@ -121,9 +121,9 @@ def test_rows_postgresql_refuses_are_rejected_alone_and_the_rest_stored(
     assert rejected[7].reason.startswith("refused by PostgreSQL: ")
     assert "0x00" in rejected[7].reason
     assert rejected[32].reason == (
-        "refused by PostgreSQL: value too long for type character varying(254)"
+        "refused by PostgreSQL: value too long for type character varying(255)"
     )
-    assert rejected[32].raw.startswith("62032,long-email,Lee,")
+    assert rejected[32].raw.startswith("62032,long-name,Lee,")
     assert not User.objects.filter(id__in=[62007, 62032]).exists()
     # The earlier line of id 62040 stands, as when a later line fails validation.
     assert User.objects.get(id=62040).first_name == "Good40"

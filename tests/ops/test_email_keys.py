@@ -31,10 +31,21 @@ def production(**env: str) -> dict[str, str]:
 def test_keys_are_read_as_a_ring_the_current_first():
     first, second, blind = key(), key(), key()
     result = settings_value(
-        "[i for i, _ in settings.EMAIL_ENCRYPTION_KEYS], len(settings.EMAIL_BLIND_INDEX_KEY)",
+        "[i for i, _ in settings.EMAIL_ENCRYPTION_KEYS], "
+        "[(i, len(k)) for i, k in settings.EMAIL_BLIND_INDEX_KEYS]",
         **production(EMAIL_ENCRYPTION_KEYS=f"k2:{first}, k1:{second}", EMAIL_BLIND_INDEX_KEY=blind),
     )
-    assert result.stdout.strip() == "['k2', 'k1'] 32", result.stderr
+    assert result.stdout.strip() == "['k2', 'k1'] [('default', 32)]", result.stderr
+
+
+def test_the_blind_index_key_may_be_a_ring_while_it_rotates():
+    result = settings_value(
+        "[i for i, _ in settings.EMAIL_BLIND_INDEX_KEYS]",
+        **production(
+            EMAIL_ENCRYPTION_KEYS=f"k1:{key()}", EMAIL_BLIND_INDEX_KEY=f"b2:{key()},b1:{key(40)}"
+        ),
+    )
+    assert result.stdout.strip() == "['b2', 'b1']", result.stderr
 
 
 @pytest.mark.parametrize(
@@ -52,6 +63,10 @@ def test_keys_are_read_as_a_ring_the_current_first():
         (
             {"EMAIL_ENCRYPTION_KEYS": f"k1:{key()}", "EMAIL_BLIND_INDEX_KEY": key(24)},
             "EMAIL_BLIND_INDEX_KEY is 24 bytes, shorter than 32",
+        ),
+        (
+            {"EMAIL_ENCRYPTION_KEYS": f"k1:{key()}", "EMAIL_BLIND_INDEX_KEY": f"b2:{key(24)}"},
+            "EMAIL_BLIND_INDEX_KEY (b2) is 24 bytes, shorter than 32",
         ),
         (
             {"EMAIL_ENCRYPTION_KEYS": DEVELOPMENT_EMAIL_ENCRYPTION_KEYS},

@@ -1,5 +1,5 @@
 """users/crypto.py: AES-256-GCM tokens that name their key, decrypted with any key of the ring,
-bound to their context; the blind index of an address's normal form."""
+bound to their context."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from users.crypto import (
     NONCE_BYTES,
     DecryptionError,
     decrypt,
-    email_blind_index,
     email_decrypt,
     email_encrypt,
     encrypt,
@@ -78,16 +77,3 @@ def test_what_is_not_a_token_is_refused_without_its_text(token):
     with pytest.raises(DecryptionError) as refused:
         email_decrypt(token)
     assert "example.com" not in str(refused.value)
-
-
-def test_blind_index_is_keyed_and_equal_for_the_same_stored_address():
-    key, other = secrets.token_bytes(32), secrets.token_bytes(32)
-    with override_settings(EMAIL_BLIND_INDEX_KEY=key):
-        digest = email_blind_index("Ada@Example.COM")
-        # The users table's normal form: trimmed, the domain lower-cased, the local part kept.
-        assert email_blind_index(" Ada@example.com ") == digest
-        assert email_blind_index("ada@example.com") != digest
-        assert len(digest) == 32
-        assert email_blind_index("not an address") != email_blind_index("not an addresS")
-    with override_settings(EMAIL_BLIND_INDEX_KEY=other):
-        assert email_blind_index("Ada@example.com") != digest

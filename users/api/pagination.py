@@ -24,8 +24,11 @@ from rest_framework.utils.urls import replace_query_param
 from users.selectors import (
     ORDERING_KEY_ALIAS,
     PAGE_IDS_FIRST_ALIAS,
+    RECHECK_SCAN_PAGES,
+    email_recheck_text,
     user_ordering_key,
     user_page_ids_first,
+    user_rows_rechecked,
 )
 from users.validation import BIGINT_MAX, NAME_MAX_LENGTH, FieldError, utc_datetime
 
@@ -60,6 +63,10 @@ class UserCursorPagination(BasePagination):
         if backwards:  # read the previous page in reverse, then restore the order
             direction = "" if self.descending else "-"
         queryset = queryset.order_by(f"{direction}{_SORT_KEY}", f"{direction}id")
+        # The rows the links go on from (a page of email candidates may end on one it did not
+        # keep); in reading order.
+        first_read = last_read = None
+        text = email_recheck_text(queryset)
         if PAGE_IDS_FIRST_ALIAS in queryset.query.annotations:  # the filters' choice
             rows = user_page_ids_first(
                 queryset=queryset,
@@ -67,16 +74,33 @@ class UserCursorPagination(BasePagination):
                 limit=self.page_size + 1,
                 descending=direction == "-",
             )
+            more = len(rows) > self.page_size
+        elif text is not None:  # candidates of an email substring: decrypted and checked
+            rows, last_read, ran_out = user_rows_rechecked(
+                queryset=queryset,
+                text=text,
+                wanted=self.page_size + 1,
+                scan_limit=self.page_size * RECHECK_SCAN_PAGES,
+                after=lambda row: self._after(self._key(row), backwards=backwards),
+            )
+            more = len(rows) > self.page_size or not ran_out
+            if len(rows) > self.page_size:
+                last_read = None  # a full page: the links go on from its own rows
         else:
             rows = list(queryset[: self.page_size + 1])
-        more = len(rows) > self.page_size
+            more = len(rows) > self.page_size
         rows = rows[: self.page_size]
         if backwards:
             rows.reverse()
+            first_read, last_read = last_read, None
             self.has_next, self.has_previous = True, more
         else:
             self.has_next, self.has_previous = more, cursor is not None
         self.rows = rows
+        # A short page of candidates (RECHECK_SCAN_PAGES read, few kept) goes on from the last
+        # candidate read, so the next page does not read them again.
+        self.first_row = first_read or (rows[0] if rows else None)
+        self.last_row = last_read or (rows[-1] if rows else None)
         return rows
 
     def get_paginated_response(self, data) -> Response:
@@ -85,14 +109,14 @@ class UserCursorPagination(BasePagination):
         )
 
     def get_next_link(self) -> str | None:
-        if not self.has_next or not self.rows:
+        if not self.has_next or self.last_row is None:
             return None
-        return self._link(self.rows[-1], back=False)
+        return self._link(self.last_row, back=False)
 
     def get_previous_link(self) -> str | None:
-        if not self.has_previous or not self.rows:
+        if not self.has_previous or self.first_row is None:
             return None
-        return self._link(self.rows[0], back=True)
+        return self._link(self.first_row, back=True)
 
     # --- cursors -------------------------------------------------------------------------
 

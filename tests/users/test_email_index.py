@@ -1,0 +1,92 @@
+"""users/email_index.py: what the users table stores of an address, and the blind indexes'
+rules (pure functions; the searches themselves are tested through the API in test_filters)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from django.test import override_settings
+
+from users.crypto import email_decrypt, token_key_id
+from users.email_index import (
+    DIGEST_BYTES,
+    NGRAM_BITS,
+    email_digests,
+    email_holds,
+    email_index_values,
+    email_ngram_sets,
+    stored_email,
+)
+
+
+def ring(*ids: str) -> tuple[tuple[str, bytes], ...]:
+    return tuple((key_id, secrets.token_bytes(32)) for key_id in ids)
+
+
+def test_the_stored_columns_are_a_token_and_indexes_under_the_current_keys():
+    with override_settings(
+        EMAIL_ENCRYPTION_KEYS=ring("e2", "e1"), EMAIL_BLIND_INDEX_KEYS=ring("b2", "b1")
+    ):
+        stored = stored_email("Ada.Lovelace@example.com")
+        assert token_key_id(stored.token) == "e2"
+        assert email_decrypt(stored.token) == "Ada.Lovelace@example.com"
+        assert stored.index_key == "b2"
+        assert len(stored.digest) == DIGEST_BYTES
+        assert stored.ngrams == sorted(set(stored.ngrams))
+        assert all(0 <= bucket < 2**NGRAM_BITS for bucket in stored.ngrams)
+        assert (stored.digest, stored.ngrams, stored.index_key) == email_index_values(
+            "Ada.Lovelace@example.com"
+        )
+
+
+def test_the_exact_digest_is_keyed_and_case_insensitive():
+    keys = ring("b1")
+    with override_settings(EMAIL_BLIND_INDEX_KEYS=keys):
+        (digest,) = email_digests("Ada@Example.COM")
+        assert email_digests(" ada@example.com ") == [digest]
+        assert email_digests("ADA@EXAMPLE.COM") == [digest]
+        assert email_digests("ada@example.org") != [digest]
+    with override_settings(EMAIL_BLIND_INDEX_KEYS=ring("b1")):
+        assert email_digests("Ada@Example.COM") != [digest]
+
+
+def test_every_key_of_the_ring_is_searched_the_current_first():
+    new, old = ring("new", "old")
+    with override_settings(EMAIL_BLIND_INDEX_KEYS=(old,)):
+        before = email_index_values("a.b@example.com")
+    with override_settings(EMAIL_BLIND_INDEX_KEYS=(new, old)):
+        digests = email_digests("a.b@example.com")
+        sets = email_ngram_sets("b@exa")
+        assert digests[1] == before[0] and digests[0] != before[0]
+        assert set(sets[1]) <= set(before[1])
+
+
+@pytest.mark.parametrize(
+    ("address", "text", "holds"),
+    [
+        ("Ada.Lovelace@example.com", "LOVE", True),
+        ("Ada.Lovelace@example.com", "ace@Exa", True),
+        ("Ada.Lovelace@example.com", "lace.", False),
+        ("xabc.bcd@example.com", "abcd", False),  # every trigram there, not the substring
+    ],
+)
+def test_a_substring_holds_when_its_upper_case_is_in_the_address(address, text, holds):
+    assert email_holds(address, text) is holds
+
+
+def test_an_address_holding_a_substring_holds_all_its_buckets():
+    with override_settings(EMAIL_BLIND_INDEX_KEYS=ring("b1")):
+        _, ngrams, _ = email_index_values("Ada.Lovelace@example.com")
+        for text in ("ada", "LOVELACE@", "e@example.c", "ace@exa"):
+            (buckets,) = email_ngram_sets(text)
+            assert set(buckets) <= set(ngrams), text
+        # The false candidate the check exists for: all of its buckets, not the substring.
+        _, false_ngrams, _ = email_index_values("xabc.bcd@example.com")
+        assert set(email_ngram_sets("abcd")[0]) <= set(false_ngrams)
+        assert email_ngram_sets("ab") == []
+
+
+def test_with_substring_search_off_no_ngrams_are_stored():
+    with override_settings(EMAIL_BLIND_INDEX_KEYS=ring("b1"), EMAIL_SUBSTRING_SEARCH=False):
+        assert stored_email("a@example.com").ngrams is None

@@ -1,0 +1,143 @@
+"""Searching encrypted addresses (users.email_index): the `email` filter's candidates from the
+n-gram index are decrypted and checked before they are shown, in the API's pages and the
+admin's; `email_address` by digest; substring search can be turned off."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+from django.db import connection
+
+from users.models import User
+
+LIST = "/admin/users/user/"
+
+
+def ids(response) -> list[int]:
+    assert response.status_code == 200, response.content
+    return [user["id"] for user in response.json()["results"]]
+
+
+def walk(client, url: str) -> tuple[list[int], int]:
+    """Every id the `next` links serve, and how many pages that took."""
+    seen: list[int] = []
+    pages = 0
+    while url:
+        response = client.get(url)
+        seen += ids(response)
+        pages += 1
+        next_url = response.json()["next"]
+        url = next_url and "{0.path}?{0.query}".format(urlsplit(next_url))
+    return seen, pages
+
+
+@pytest.fixture
+def false_candidates(user_factory):
+    """Addresses holding every trigram of "abcd" ("ABC", "BCD") but not "abcd", around real
+    matches: the n-gram index returns all of them, only the real ones are matches."""
+    made = []
+    for n in range(12):
+        made.append(user_factory(email_address=f"xabc.bcd{n}@example.com"))
+        if n % 3 == 0:
+            made.append(user_factory(email_address=f"Abcd{n}@example.com"))
+    return made
+
+
+def matching(users, text: str) -> list[int]:
+    return sorted(u.id for u in users if text.upper() in u.email_address.upper())
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 50])
+def test_email_candidates_are_checked_and_pages_filled(reader_client, false_candidates, page_size):
+    expected = matching(false_candidates, "abcd")
+    assert len(expected) == 4
+    served, _ = walk(reader_client, f"/users?email=abcd&page_size={page_size}")
+    assert served == expected
+
+
+def test_a_page_of_mostly_false_candidates_is_served_short_and_goes_on(
+    reader_client, false_candidates, monkeypatch
+):
+    # One page's worth of candidates read per page at most: pages come short (some empty),
+    # each with a link past the candidates it read, and together they hold every match once.
+    monkeypatch.setattr("users.api.pagination.RECHECK_SCAN_PAGES", 1)
+    served, pages = walk(reader_client, "/users?email=abcd&page_size=2")
+    assert served == matching(false_candidates, "abcd")
+    assert pages > len(served) // 2 + 1
+
+
+def test_previous_links_of_checked_pages(reader_client, false_candidates):
+    expected = matching(false_candidates, "abcd")
+    first = reader_client.get("/users?email=abcd&page_size=2").json()
+    second = reader_client.get(first["next"]).json()
+    assert [u["id"] for u in second["results"]] == expected[2:4]
+    back = reader_client.get(second["previous"]).json()
+    assert [u["id"] for u in back["results"]] == expected[:2]
+
+
+@pytest.mark.parametrize("ordering", ["last_name", "-created_at", "-id"])
+def test_checked_candidates_under_every_ordering(reader_client, false_candidates, ordering):
+    served, _ = walk(reader_client, f"/users?email=ABCD&ordering={ordering}&page_size=1")
+    assert sorted(served) == matching(false_candidates, "abcd")
+
+
+def test_exact_address_by_digest_case_insensitively(reader_client, user_factory):
+    user = user_factory(email_address="Ada.Lovelace@Example.com")
+    user_factory(email_address="ada.lovelace@example.org")
+    assert ids(reader_client.get("/users?email_address=ADA.LOVELACE%40example.COM")) == [user.id]
+    assert ids(reader_client.get("/users?email_address=ada.lovelace%40example")) == []
+
+
+def test_the_table_holds_a_token_and_the_api_shows_the_address(reader_client, user_factory):
+    user = user_factory(email_address="Ada.Lovelace@example.com")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT email_address, email_digest, email_ngrams, email_index_key FROM users_user "
+            "WHERE id = %s",
+            [user.id],
+        )
+        stored, digest, ngrams, index_key = cursor.fetchone()
+    assert stored.startswith("v1.") and "Lovelace" not in stored and "example" not in stored
+    assert len(bytes(digest)) == 16 and ngrams and index_key
+    body = reader_client.get(f"/users/{user.id}").json()
+    assert body["email_address"] == "Ada.Lovelace@example.com"
+    assert User.objects.get(id=user.id).email_address == "Ada.Lovelace@example.com"
+
+
+def test_substring_search_turned_off_is_a_400_naming_the_parameter(
+    reader_client, user_factory, settings
+):
+    settings.EMAIL_SUBSTRING_SEARCH = False
+    user = user_factory(email_address="ada@example.com")
+    response = reader_client.get("/users?email=example")
+    assert response.status_code == 400
+    assert "turned off" in str(response.json()["email"])
+    assert ids(reader_client.get("/users?email_address=ada%40example.com")) == [user.id]
+
+
+def test_admin_search_checks_email_candidates(admin_client, false_candidates):
+    response = admin_client.get(LIST, {"q": "abcd"})
+    assert response.status_code == 200
+    listed = sorted(user.id for user in response.context["cl"].result_list)
+    assert listed == matching(false_candidates, "abcd")
+    assert response.context["cl"].result_count == 4
+
+
+def test_admin_search_pages_hold_only_checked_rows(admin_client, false_candidates, monkeypatch):
+    monkeypatch.setattr("users.admin.UserAdmin.list_per_page", 2)
+    pages = []
+    for page in (1, 2):
+        response = admin_client.get(LIST, {"q": "abcd", "p": page})
+        assert response.status_code == 200
+        pages += [user.id for user in response.context["cl"].result_list]
+    assert pages == matching(false_candidates, "abcd")
+
+
+def test_admin_search_finds_names_and_addresses(admin_client, user_factory):
+    by_name = user_factory(first_name="Abcdef", email_address="zz@example.com")
+    by_address = user_factory(email_address="abcdef@example.com")
+    user_factory(email_address="abc.def@example.com")
+    response = admin_client.get(LIST, {"q": "ABCDE"})
+    listed = sorted(user.id for user in response.context["cl"].result_list)
+    assert listed == sorted([by_name.id, by_address.id])

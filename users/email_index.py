@@ -1,0 +1,138 @@
+"""What the users table stores of an email address, and how it is searched without the plaintext
+(docs/security.md, "Email addresses at rest").
+
+A user row holds, for its address:
+- `email_address`: the address encrypted (users.crypto.email_encrypt; users.fields);
+- `email_digest`: the exact-match blind index, HMAC-SHA256 of the address's search form,
+  truncated to DIGEST_BYTES, under the current blind-index key;
+- `email_ngrams`: the substring index, the distinct trigrams of the search form, each an
+  HMAC-SHA256 under the same key truncated to NGRAM_BITS (a bucket); NULL when substring
+  search is off (settings.EMAIL_SUBSTRING_SEARCH);
+- `email_index_key`: the id of the blind-index key both were made with, so a rotation knows
+  which rows to rebuild.
+
+The search form is the address as stored (users.validation.clean_email's normal form) upper-
+cased with Python's str.upper: the `email_address` (exact) and `email` (substring) filters are
+case-insensitive, as they were when PostgreSQL compared UPPER() of the plaintext.
+
+A search asks every key of the blind-index ring (the current one first), so results stay
+whole while `rotate_email_keys` rebuilds rows under a new key. A substring's trigrams may all
+be in an address that does not hold the substring ("ABCD" against "xabc.bcd@"), or share a
+bucket with another trigram: the database returns candidates, which are decrypted and checked
+(email_holds) before they are shown (users.selectors.user_rows_rechecked).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import NamedTuple
+
+from django.conf import settings
+
+from users.crypto import email_encrypt, email_normal_form
+
+# 128 bits: no two addresses share a digest in practice, so the exact filter needs no check.
+DIGEST_BYTES = 16
+NGRAM_CHARS = 3
+# 2**24 buckets, a few times more than the trigrams real addresses hold, so a bucket seldom
+# holds two of them (fewer false candidates); fewer bits would make every bucket hold several
+# trigrams and hide their frequencies better, at the price of more candidates to decrypt.
+NGRAM_BITS = 24
+_NGRAM_BYTES = NGRAM_BITS // 8
+# Each HMAC input starts with what it indexes, so one key serves both without a digest of one
+# kind ever equalling one of the other.
+_EXACT_PREFIX = b"email-exact\x00"
+_NGRAM_PREFIX = b"email-ngram\x00"
+# Trigram -> bucket, per key: addresses repeat a few tens of thousands of trigrams (domains
+# above all), and an HMAC costs ~2 µs, 25 per address. Bounded: cleared when full.
+_BUCKET_CACHE_MAX = 1 << 17
+_buckets: dict[bytes, dict[str, int]] = {}
+
+
+class StoredEmail(NamedTuple):
+    """The four columns a user row holds for its address (EMAIL_COLUMNS' order)."""
+
+    token: str
+    digest: bytes
+    ngrams: list[int] | None
+    index_key: str
+
+
+# The columns beside `email_address` that StoredEmail fills, in its order.
+EMAIL_INDEX_COLUMNS = ("email_digest", "email_ngrams", "email_index_key")
+
+
+def search_form(text: str) -> str:
+    """What both indexes and the check compare: upper-cased."""
+    return text.upper()
+
+
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _digest(key: bytes, address: str) -> bytes:
+    message = _EXACT_PREFIX + _encoded(search_form(email_normal_form(address)))
+    return hmac.digest(key, message, "sha256")[:DIGEST_BYTES]
+
+
+def _trigrams(form: str) -> set[str]:
+    return {form[at : at + NGRAM_CHARS] for at in range(len(form) - NGRAM_CHARS + 1)}
+
+
+def _bucket_of(key: bytes):
+    cache = _buckets.get(key)
+    if cache is None or len(cache) >= _BUCKET_CACHE_MAX:
+        cache = _buckets[key] = {}
+
+    def bucket(trigram: str) -> int:
+        found = cache.get(trigram)
+        if found is None:
+            digest = hmac.digest(key, _NGRAM_PREFIX + _encoded(trigram), "sha256")
+            found = cache[trigram] = int.from_bytes(digest[:_NGRAM_BYTES], "big")
+        return found
+
+    return bucket
+
+
+def _ngrams(key: bytes, form: str) -> list[int]:
+    bucket = _bucket_of(key)
+    return sorted({bucket(trigram) for trigram in _trigrams(form)})
+
+
+def stored_email(address: str) -> StoredEmail:
+    """The columns for `address` (as stored: clean_email's normal form), under the current
+    encryption and blind-index keys."""
+    key_id, key = settings.EMAIL_BLIND_INDEX_KEYS[0]
+    ngrams = _ngrams(key, search_form(address)) if settings.EMAIL_SUBSTRING_SEARCH else None
+    return StoredEmail(email_encrypt(address), _digest(key, address), ngrams, key_id)
+
+
+def email_index_values(address: str) -> tuple[bytes, list[int] | None, str]:
+    """StoredEmail without the token: the index columns alone (a rotation of the blind-index
+    key rebuilds these and leaves the ciphertext as it is)."""
+    key_id, key = settings.EMAIL_BLIND_INDEX_KEYS[0]
+    ngrams = _ngrams(key, search_form(address)) if settings.EMAIL_SUBSTRING_SEARCH else None
+    return _digest(key, address), ngrams, key_id
+
+
+def email_digests(address: str) -> list[bytes]:
+    """The exact-match digests of `address` under every blind-index key: the `email_address`
+    filter's values (users.selectors.user_filter_email_address)."""
+    return [_digest(key, address) for _, key in settings.EMAIL_BLIND_INDEX_KEYS]
+
+
+def email_ngram_sets(text: str) -> list[list[int]]:
+    """The buckets of `text`'s trigrams under every blind-index key: an address holding the
+    substring holds all of one of these (`email_ngrams @> …`). Empty for a text shorter than a
+    trigram (no index can serve it; the filters refuse it first)."""
+    form = search_form(text)
+    if len(form) < NGRAM_CHARS:
+        return []
+    return [_ngrams(key, form) for _, key in settings.EMAIL_BLIND_INDEX_KEYS]
+
+
+def email_holds(address: str, text: str) -> bool:
+    """Whether `address` (plaintext, as stored) holds `text`, case-insensitively: the check that
+    turns the n-gram index's candidates into matches."""
+    return search_form(text) in search_form(address)
