@@ -219,7 +219,13 @@ def shape_values(scratch: Scratch) -> dict:
         "SELECT to_json(created_at)#>>'{}', id FROM users_user WHERE upper(last_name) = 'SMITH' "
         f"ORDER BY created_at, id OFFSET {smiths // 2} LIMIT 1"
     ).split("|")
-    email = psql(f"SELECT email_address FROM users_user WHERE id >= {deep_id} ORDER BY id LIMIT 1")
+    # Stored encrypted (users.email_index): read through the model, which decrypts it.
+    email = scratch.manage(
+        "shell", "-c",
+        "from users.models import User; "
+        f"print(User.objects.filter(id__gte={deep_id}).order_by('id')[0].email_address)",
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
     parent = psql(
         "SELECT parent_user_id FROM users_user WHERE parent_user_id IS NOT NULL "
         f"AND id >= {deep_id} ORDER BY id LIMIT 1"

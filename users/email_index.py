@@ -43,8 +43,9 @@ _NGRAM_BYTES = NGRAM_BITS // 8
 # kind ever equalling one of the other.
 _EXACT_PREFIX = b"email-exact\x00"
 _NGRAM_PREFIX = b"email-ngram\x00"
-# Trigram -> bucket, per key: addresses repeat a few tens of thousands of trigrams (domains
-# above all), and an HMAC costs ~2 µs, 25 per address. Bounded: cleared when full.
+# Trigram -> bucket, and "@domain" -> its trigrams' buckets, per key: addresses repeat a few
+# tens of thousands of trigrams and few domains, and an HMAC costs ~2 µs, 25 per address.
+# Bounded: cleared when full.
 _BUCKET_CACHE_MAX = 1 << 17
 _buckets: dict[bytes, dict[str, int]] = {}
 
@@ -71,55 +72,67 @@ def _encoded(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _digest(key: bytes, address: str) -> bytes:
-    message = _EXACT_PREFIX + _encoded(search_form(email_normal_form(address)))
+def _digest(key: bytes, stored: str) -> bytes:
+    """The exact-match digest of an address in its stored form."""
+    message = _EXACT_PREFIX + _encoded(search_form(stored))
     return hmac.digest(key, message, "sha256")[:DIGEST_BYTES]
 
 
-def _trigrams(form: str) -> set[str]:
-    return {form[at : at + NGRAM_CHARS] for at in range(len(form) - NGRAM_CHARS + 1)}
+def _ngrams(key: bytes, form: str) -> list[int]:
+    """The distinct buckets of `form`'s trigrams under `key` (in no order: GIN needs none).
 
-
-def _bucket_of(key: bytes):
+    An address's trigrams are those of its local part up to the domain's first character, and
+    those of "@domain", which few domains share among millions of users: those are kept per
+    domain, so a row hashes (or looks up) only its local part's."""
     cache = _buckets.get(key)
     if cache is None or len(cache) >= _BUCKET_CACHE_MAX:
         cache = _buckets[key] = {}
+    local, at, domain = form.rpartition("@")
+    if at and domain:
+        domain_buckets = cache.get(at + domain)
+        if domain_buckets is None:
+            domain_buckets = cache[at + domain] = frozenset(_buckets_of(cache, key, at + domain))
+        return list(domain_buckets.union(_buckets_of(cache, key, local + at + domain[0])))
+    return list(set(_buckets_of(cache, key, form)))
 
-    def bucket(trigram: str) -> int:
-        found = cache.get(trigram)
-        if found is None:
+
+def _buckets_of(cache: dict, key: bytes, form: str) -> list[int]:
+    trigrams = [form[at : at + NGRAM_CHARS] for at in range(len(form) - NGRAM_CHARS + 1)]
+    try:  # the common case, every trigram seen before
+        return [cache[trigram] for trigram in trigrams]
+    except KeyError:
+        pass
+    for trigram in trigrams:
+        if trigram not in cache:
             digest = hmac.digest(key, _NGRAM_PREFIX + _encoded(trigram), "sha256")
-            found = cache[trigram] = int.from_bytes(digest[:_NGRAM_BYTES], "big")
-        return found
-
-    return bucket
-
-
-def _ngrams(key: bytes, form: str) -> list[int]:
-    bucket = _bucket_of(key)
-    return sorted({bucket(trigram) for trigram in _trigrams(form)})
+            cache[trigram] = int.from_bytes(digest[:_NGRAM_BYTES], "big")
+    return [cache[trigram] for trigram in trigrams]
 
 
 def stored_email(address: str) -> StoredEmail:
-    """The columns for `address` (as stored: clean_email's normal form), under the current
-    encryption and blind-index keys."""
-    key_id, key = settings.EMAIL_BLIND_INDEX_KEYS[0]
-    ngrams = _ngrams(key, search_form(address)) if settings.EMAIL_SUBSTRING_SEARCH else None
-    return StoredEmail(email_encrypt(address), _digest(key, address), ngrams, key_id)
+    """The columns for `address`, already in its stored form (users.validation.clean_email, as
+    ingest and the API validate it), under the current encryption and blind-index keys."""
+    token = email_encrypt(address)
+    return StoredEmail(token, *_index_values(address))
 
 
 def email_index_values(address: str) -> tuple[bytes, list[int] | None, str]:
-    """StoredEmail without the token: the index columns alone (a rotation of the blind-index
-    key rebuilds these and leaves the ciphertext as it is)."""
+    """The index columns alone for an address in any form (normalised first): what a save
+    through the ORM (users.fields) and a rotation of the blind-index key store."""
+    return _index_values(email_normal_form(address))
+
+
+def _index_values(stored: str) -> tuple[bytes, list[int] | None, str]:
     key_id, key = settings.EMAIL_BLIND_INDEX_KEYS[0]
-    ngrams = _ngrams(key, search_form(address)) if settings.EMAIL_SUBSTRING_SEARCH else None
-    return _digest(key, address), ngrams, key_id
+    ngrams = _ngrams(key, search_form(stored)) if settings.EMAIL_SUBSTRING_SEARCH else None
+    return _digest(key, stored), ngrams, key_id
 
 
 def email_digests(address: str) -> list[bytes]:
     """The exact-match digests of `address` under every blind-index key: the `email_address`
     filter's values (users.selectors.user_filter_email_address)."""
-    return [_digest(key, address) for _, key in settings.EMAIL_BLIND_INDEX_KEYS]
+    stored = email_normal_form(address)
+    return [_digest(key, stored) for _, key in settings.EMAIL_BLIND_INDEX_KEYS]
 
 
 def email_ngram_sets(text: str) -> list[list[int]]:

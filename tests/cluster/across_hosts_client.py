@@ -136,7 +136,7 @@ def table_matches_file(connection, path: str) -> dict:
     rows = connection.execute(
         f"SELECT {columns} parent_user_id FROM users_user WHERE source_run_id IS NOT NULL"
     ).fetchall()
-    actual = {row[0]: tuple(row) for row in rows}
+    actual = {row[0]: (*row[:3], _address(row[3]), *row[4:]) for row in rows}
     differing = [user_id for user_id, row in expected.items() if actual.get(user_id) != tuple(row)]
     return {
         "expected": len(expected),
@@ -153,7 +153,7 @@ def reads_agree(connection, webs: list[str], reader: dict) -> dict:
         "SELECT id FROM users_user WHERE source_run_id IS NOT NULL ORDER BY random() LIMIT 200"
     )]  # fmt: skip
     rows = {
-        row[0]: (row[1], row[2], row[3])
+        row[0]: (row[1], row[2], _address(row[3]))
         for row in connection.execute(
             "SELECT id, first_name, last_name, email_address FROM users_user WHERE id = ANY(%s)",
             [ids],
@@ -169,6 +169,20 @@ def reads_agree(connection, webs: list[str], reader: dict) -> dict:
                 if seen != rows[user_id]:
                     disagree.append((base, user_id, response.status_code))
     return {"checked": len(ids) * len(webs), "disagree": disagree[:10], "count": len(disagree)}
+
+
+def _address(stored: str) -> str:
+    """An address as the users table stores it (encrypted, users.email_index), decrypted with
+    the keys of this host's environment (the web hosts' own)."""
+    import os
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "viswals.settings")
+    django.setup()
+    from users.crypto import email_decrypt, is_token
+
+    return email_decrypt(stored) if is_token(stored) else stored
 
 
 if __name__ == "__main__":

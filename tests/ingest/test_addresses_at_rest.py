@@ -298,7 +298,7 @@ def test_the_database_and_its_dump_hold_no_address(celery_worker_process, write_
         f"{i},Dee{i},Moss,{address},1600000000000,-1,-1,-1\n"
         for i, address in enumerate(addresses, start=1)
     )
-    call_command("publish_csv", write_csv(f"{HEADER}\n{rows}"), "--timeout", "60")
+    call_command("publish_csv", write_csv(f"{HEADER}\n{rows}"), "--wait", "--timeout", "60")
     made = user_create(first_name="Api", last_name="Made", email_address=f"api.{tag}@example.com")
     user_update(user=made, fields={"email_address": f"edited.{tag}@example.com"})
     assert User.objects.get(id=1).email_address == addresses[0]

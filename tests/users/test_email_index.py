@@ -33,7 +33,7 @@ def test_the_stored_columns_are_a_token_and_indexes_under_the_current_keys():
         assert email_decrypt(stored.token) == "Ada.Lovelace@example.com"
         assert stored.index_key == "b2"
         assert len(stored.digest) == DIGEST_BYTES
-        assert stored.ngrams == sorted(set(stored.ngrams))
+        assert len(stored.ngrams) == len(set(stored.ngrams))  # distinct
         assert all(0 <= bucket < 2**NGRAM_BITS for bucket in stored.ngrams)
         assert (stored.digest, stored.ngrams, stored.index_key) == email_index_values(
             "Ada.Lovelace@example.com"
