@@ -14,6 +14,7 @@ Usage: python bench/bench_email_migration.py [--rows 500000]
 from __future__ import annotations
 
 import argparse
+import csv
 import secrets
 import subprocess
 import sys
@@ -40,6 +41,20 @@ ORDER BY id::bigint;
 """
 
 
+def clean_copy(path: Path, clean: Path) -> None:
+    """The file's lines of 8 fields (generated files are dirty on purpose; COPY stops at the
+    first bad line, and the rest of the rules are applied in SQL)."""
+    with path.open(newline="", errors="replace") as source, clean.open("w", newline="") as out:
+        writer = csv.writer(out)
+        for fields in csv.reader(source):
+            if (
+                len(fields) == 8
+                and "\ufffd" not in "".join(fields)
+                and "\x00" not in "".join(fields)
+            ):
+                writer.writerow(fields)
+
+
 def timed(step) -> float:
     started = time.perf_counter()
     step()
@@ -53,6 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     path = Path(args.data_dir) / f"users-{args.rows}.csv"
     generate_users(args.rows, path)
+    clean = Path(args.data_dir) / f"users-{args.rows}-8-fields.csv"
+    clean_copy(path, clean)
     scratch = Scratch(f"emailmig{secrets.token_hex(3)}")
     try:
         scratch.psql(f"CREATE DATABASE {scratch.db}", db="postgres")
@@ -61,7 +78,7 @@ def main() -> None:
         subprocess.run(
             ["psql", "-q", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", scratch.db,
              "-v", "ON_ERROR_STOP=1"],
-            input=LOAD_SQL.format(path=path), text=True, check=True, capture_output=True,
+            input=LOAD_SQL.format(path=clean), text=True, check=True, capture_output=True,
         )  # fmt: skip
         users = int(scratch.psql("SELECT count(*) FROM users_user"))
         sample = scratch.psql("SELECT email_address FROM users_user ORDER BY id LIMIT 1")
@@ -76,7 +93,7 @@ def main() -> None:
         )
         unindexed = int(scratch.psql("SELECT count(*) FROM users_user WHERE email_digest IS NULL"))
         found = scratch.manage(
-            "shell", "-c",
+            "shell", "--no-imports", "-c",
             "from users.models import User; from users.selectors import user_filter_email_address;"
             f"print(user_filter_email_address(queryset=User.objects.all(), address={sample!r})"
             ".count())",

@@ -221,7 +221,7 @@ def shape_values(scratch: Scratch) -> dict:
     ).split("|")
     # Stored encrypted (users.email_index): read through the model, which decrypts it.
     email = scratch.manage(
-        "shell", "-c",
+        "shell", "--no-imports", "-c",
         "from users.models import User; "
         f"print(User.objects.filter(id__gte={deep_id}).order_by('id')[0].email_address)",
         capture_output=True, text=True,
@@ -296,7 +296,7 @@ print(json.dumps({"token": token, "cookie": settings.SESSION_COOKIE_NAME,
 
 def credentials(scratch: Scratch) -> dict:
     out = scratch.manage(
-        "shell", "-c", SETUP_CODE % {"reader": READER, "admin": ADMIN},
+        "shell", "--no-imports", "-c", SETUP_CODE % {"reader": READER, "admin": ADMIN},
         capture_output=True, text=True,
     ).stdout  # fmt: skip
     return json.loads(out.strip().splitlines()[-1])
