@@ -127,9 +127,11 @@ _trigram_words = re.compile(r"[^\W_]+").findall
 def user_contains(
     *, queryset: QuerySet[User], name: bool, email: bool, text: str, indexed: bool = True
 ) -> QuerySet[User]:
-    """`queryset` narrowed to the users whose "first last" name (`name`) or email address
-    (`email`) contains `text`, case-insensitively (`UPPER(…) LIKE UPPER('%text%')`), through the
-    trigram indexes. Check search_text_usable first.
+    """`queryset` narrowed to the users whose "first last" name (`name`) contains `text`,
+    case-insensitively (`UPPER(…) LIKE UPPER('%text%')`, through its trigram index), or to the
+    candidates whose encrypted address (`email`) may contain it: those holding every bucket of
+    its trigrams (users.email_index), which the pagination decrypts and checks
+    (EMAIL_RECHECK_ALIAS, user_rows_rechecked). Check search_text_usable first.
 
     A text of several words of three letters or more ("Ashley Ramirez") is handed to the index
     one word at a time, `LIKE '%ASHLEY%' AND LIKE '%RAMIREZ%'`, which the whole text implies:
@@ -241,9 +243,10 @@ def user_search(
     *, text: str, queryset: QuerySet[User] | None = None, page: int = 50
 ) -> QuerySet[User]:
     """Users whose "first last" name or email address contains `text` (case-insensitive): the
-    admin's search box, with the expressions (and so the trigram indexes) of the API's `name`
-    and `email` filters (user_contains), and their choice of plan for a list in id order of
-    `page` rows (user_substring_plan). Check search_text_usable first."""
+    admin's search box, with the expressions (and so the indexes) of the API's `name` and
+    `email` filters (user_contains: email candidates, checked by the admin's paginator), and
+    their choice of plan for a list in id order of `page` rows (user_substring_plan). Check
+    search_text_usable first."""
     queryset = user_list() if queryset is None else queryset
     found = user_contains(queryset=queryset, name=True, email=True, text=text)
     if user_substring_plan(queryset=found, field="id", page=page) == "walk":
