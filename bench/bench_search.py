@@ -27,6 +27,7 @@ import argparse
 import base64
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -385,8 +386,25 @@ def explain(scratch: Scratch, shape: Shape, token: str) -> str:
     ).stdout  # fmt: skip
 
 
+def email_keys(data_dir: Path, tag: str) -> dict[str, str]:
+    """The email keys of a scratch database, kept beside the data (mode 600) so that a kept
+    database can be reused (--reuse): its addresses are encrypted under them."""
+    path = data_dir / f"viswals_{tag}.email-keys.json"
+    if not path.exists():
+        keys = {
+            "EMAIL_ENCRYPTION_KEYS": f"bench:{secrets.token_urlsafe(32)}",
+            "EMAIL_BLIND_INDEX_KEY": secrets.token_urlsafe(32),
+        }
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(keys))
+    return json.loads(path.read_text())
+
+
 def run_size(rows: int, args) -> tuple[dict[str, Result], list[Shape], Scratch, dict]:
-    scratch = Scratch(f"search{rows}", **SERVER_ENV)
+    tag = f"search{rows}"
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Scratch(tag, **SERVER_ENV, **email_keys(data_dir, tag))
     print(f"\n== {rows:,} rows ({scratch.db})", flush=True)
     load(scratch, rows, Path(args.data_dir), args.reuse)
     values = shape_values(scratch)

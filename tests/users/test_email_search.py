@@ -141,3 +141,18 @@ def test_admin_search_finds_names_and_addresses(admin_client, user_factory):
     response = admin_client.get(LIST, {"q": "ABCDE"})
     listed = sorted(user.id for user in response.context["cl"].result_list)
     assert listed == sorted([by_name.id, by_address.id])
+
+
+def test_admin_search_without_substring_search_finds_whole_addresses(
+    admin_client, user_factory, settings
+):
+    settings.EMAIL_SUBSTRING_SEARCH = False
+    user = user_factory(first_name="Zed", email_address="whole.address@example.com")
+    by_name = user_factory(first_name="Wholesome", email_address="w@example.com")
+
+    def listed(text):
+        response = admin_client.get(LIST, {"q": text})
+        return sorted(u.id for u in response.context["cl"].result_list)
+
+    assert listed("Whole.Address@example.com") == [user.id]
+    assert listed("whole") == [by_name.id]  # names only: no address piece
