@@ -90,3 +90,20 @@ def test_an_address_holding_a_substring_holds_all_its_buckets():
 def test_with_substring_search_off_no_ngrams_are_stored():
     with override_settings(EMAIL_BLIND_INDEX_KEYS=ring("b1"), EMAIL_SUBSTRING_SEARCH=False):
         assert stored_email("a@example.com").ngrams is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("values", [[], [0], [1, 2**24 - 1, 77], list(range(300))])
+def test_the_packed_buckets_are_what_postgresql_reads_as_int4_array(values):
+    from django.db import connection
+
+    from users.services import packed_int4_array
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE packed (a int4[])")
+        with cursor.cursor.copy("COPY packed (a) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["bytea"])
+            copy.write_row((packed_int4_array(values),))
+            copy.write_row((packed_int4_array(None),))
+        cursor.execute("SELECT a FROM packed")
+        assert [row[0] for row in cursor.fetchall()] == [values, None]
