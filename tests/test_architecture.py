@@ -61,6 +61,7 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "users.payloads",
             "users.refusals",
             "users.email_index",
+            "users.validation",
         ),
     ),
     "filters": (("users.filters",), ("users.models", "users.selectors", "users.validation")),

@@ -156,3 +156,8 @@ def test_admin_search_without_substring_search_finds_whole_addresses(
 
     assert listed("Whole.Address@example.com") == [user.id]
     assert listed("whole") == [by_name.id]  # names only: no address piece
+
+
+def test_a_text_longer_than_any_address_finds_nothing(reader_client, user_factory):
+    user_factory(email_address="a@example.com")
+    assert ids(reader_client.get("/users", {"email": "example" * 40})) == []
