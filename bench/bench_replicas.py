@@ -9,9 +9,10 @@ under a 500,000-row import.
      rule viswals.db_router uses), and the bytes of WAL it has yet to replay. Prints peak and p95.
   3. Starts two web servers (the Procfile's command, one worker each) on that database: one with
      the replica (DATABASE_REPLICA_URLS: list reads routed to it, read-your-writes on), one
-     without. Sends the same list requests as a reader to both, in alternating rounds, and
-     prints each one's median and p95 and the ratio routed/unrouted. A third server reads the
-     standby directly, without the router: routed/standby is what the routing itself costs.
+     without. Sends the same list requests as a reader to both, interleaved request by
+     request, and prints each one's median and p95 and the ratio routed/unrouted. A third
+     server reads the standby directly, without the router: routed/standby is what the
+     routing itself costs.
      A writer's reads (its position noted in Redis, the replica checked against it) are timed
      the same way.
 
@@ -150,10 +151,13 @@ def compare(bases: dict[str, str], token: str, requests: int, path: str, label: 
                for name, base in bases.items()}  # fmt: skip
     for client in clients.values():
         timed(client, path, 50)  # warm-up: pools, plans, token cache
-    rounds = 10
-    for _ in range(rounds):
-        for name, client in clients.items():
-            times[name] += timed(client, path, requests // rounds)
+    # Request by request, each server first in turn: a change in the machine's load (shared with
+    # other work) falls on every server alike, not on whichever one's round it hit.
+    names = list(clients)
+    for number in range(requests):
+        turn = number % len(names)
+        for name in names[turn:] + names[:turn]:
+            times[name] += timed(clients[name], path, 1)
     for client in clients.values():
         client.close()
     medians = {}

@@ -472,7 +472,16 @@ def note_written_lsn(account_id: int, lsn: int, *, ttl: float) -> bool:
 def written_lsn(account_id: int) -> int | None:
     """An account's last write position, None if none is remembered. Raises RedisError: the
     caller cannot tell a stale replica read is safe without it."""
-    score = redis_client().zscore(written_lsn_key(account_id), "lsn")
+    return written_lsn_reply(redis_client().zscore(written_lsn_key(account_id), "lsn"))
+
+
+def queue_written_lsn(pipe, account_id: int) -> None:
+    """Queue written_lsn's read on a pipeline that makes another call of the request, so it
+    costs no round trip of its own (users.ratelimit.account_hit); its reply: written_lsn_reply."""
+    pipe.zscore(written_lsn_key(account_id), "lsn")
+
+
+def written_lsn_reply(score: float | None) -> int | None:
     return None if score is None else int(score)
 
 

@@ -11,6 +11,8 @@ The rule. A client that wrote and then reads, through any web host, sees its wri
    the live page's first rows) goes to a replica only if the replica had replayed at least
    that position at its last health check (viswals.db_router.replica_alias); otherwise to
    the primary. Anonymous reads and accounts with nothing remembered take any healthy replica.
+   The position is read in the round trip the API's rate limit makes anyway (the count and the
+   position in one pipeline, users.api.throttling), so routing a read asks Redis no more often.
 3. Everything else reads the primary: services, transactions, ingest, migrations, and the
    cache fill of `GET /users/{id}` (a stale replica must never put a deleted or older user
    back into Redis).
@@ -85,14 +87,27 @@ def written_lsn_floor() -> int:
     return floor.lsn
 
 
-def read_alias(*, account_id: int | None = None) -> str:
-    """The database for a stale-tolerant read by `account_id` (None: anonymous)."""
-    if len(settings.DATABASES) == 1:  # no replicas: the primary, without asking Redis
+def reads_routed() -> bool:
+    """Whether stale-tolerant reads may go to a replica (one is configured)."""
+    return len(settings.DATABASES) > 1
+
+
+# read_alias's `written_lsn` when the caller did not read it: ask Redis.
+_ASK = object()
+
+
+def read_alias(*, account_id: int | None = None, written_lsn: int | None | object = _ASK) -> str:
+    """The database for a stale-tolerant read by `account_id` (None: anonymous). `written_lsn`
+    is the account's write position when the caller already read it from Redis (None: nothing
+    remembered); by default it is read here."""
+    if not reads_routed():  # no replicas: the primary, without asking Redis
         return PRIMARY
     min_lsn = None
     if account_id is not None:
         try:
-            min_lsn = max(cache.written_lsn(account_id) or 0, written_lsn_floor()) or None
+            if written_lsn is _ASK:
+                written_lsn = cache.written_lsn(account_id)
+            min_lsn = max(written_lsn or 0, written_lsn_floor()) or None
         except RedisError:
             logger.warning("cache: Redis unavailable for read-your-writes; reading the primary")
             return PRIMARY
@@ -102,11 +117,27 @@ def read_alias(*, account_id: int | None = None) -> str:
     return replica_alias(min_lsn=min_lsn)
 
 
+# The request attribute holding (account id, write position) read for the request already.
+_WRITTEN_LSN_READ = "_consistency_written_lsn"
+
+
+def request_written_lsn_read(request, *, account_id: int, written_lsn: int | None) -> None:
+    """Keep the account's write position that another Redis call of this request read with its
+    own (the rate limit's, users.ratelimit.account_hit): the request's routed read then asks
+    Redis nothing more. Read during the request, it is at or past every write the account had
+    been answered for when the request arrived, which is all read-your-writes promises."""
+    setattr(request, _WRITTEN_LSN_READ, (account_id, written_lsn))
+
+
 def request_read_alias(request) -> str:
     """read_alias for the account a request is authenticated as."""
-    if len(settings.DATABASES) == 1:
+    if not reads_routed():
         return PRIMARY
-    return read_alias(account_id=request_account_id(request))
+    account_id = request_account_id(request)
+    read = getattr(request, _WRITTEN_LSN_READ, None)
+    if account_id is not None and read is not None and read[0] == account_id:
+        return read_alias(account_id=account_id, written_lsn=read[1])
+    return read_alias(account_id=account_id)
 
 
 def request_account_id(request) -> int | None:

@@ -84,6 +84,29 @@ def throttle_hit(key: str, *, ttl: int) -> int | None:
         return None
 
 
+class AccountHit(NamedTuple):
+    """An account's request counted, and the account's last write position read with it."""
+
+    count: int
+    written_lsn: int | None  # users.cache.written_lsn: None when none is remembered
+
+
+def account_hit(window: Window, *, account_id: int) -> AccountHit | None:
+    """throttle_hit on an account's window that also reads, in the same round trip, the
+    account's last write position (users.consistency: a read routed by read-your-writes needs
+    it, and would otherwise ask Redis a second time). None when Redis is unavailable."""
+    try:
+        pipe = cache_client().pipeline(transaction=False)
+        pipe.incr(window.key)
+        pipe.expire(window.key, window.seconds, nx=True)
+        cache.queue_written_lsn(pipe, account_id)
+        count, _, score = pipe.execute()
+    except RedisError:
+        logger.warning("cache: Redis unavailable for rate limiting; request allowed")
+        return None
+    return AccountHit(count, cache.written_lsn_reply(score))
+
+
 def throttle_charge(key: str, *, ttl: int, amount: int) -> int | None:
     """Count `amount` requests against a window at once (a stream's connect and the history it
     replays); the count so far, or None when Redis is unavailable (allowed, as throttle_hit)."""

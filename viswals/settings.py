@@ -285,6 +285,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publisher confirms on AMQP: publish() returns only once the broker has the message.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Seconds to try connecting to one node (Celery's default, named for the line below).
+CELERY_BROKER_CONNECTION_TIMEOUT = 4.0
+if ";" in CELERY_BROKER_URL:
+    # A connection that opens on first use (the producer pool's: a worker's start-up hello, a
+    # retry's publish) gets kombu's connect timeout as the time for all its attempts: a first
+    # node that does not answer (its host down) used it up, the next node was never tried,
+    # and the worker stopped at start-up. Time for one try of each node:
+    CELERY_BROKER_TRANSPORT_OPTIONS["connect_retries_timeout"] = (
+        CELERY_BROKER_CONNECTION_TIMEOUT * len(CELERY_BROKER_URL.split(";")) + 1.0
+    )
 CELERY_TASK_DEFAULT_QUEUE = env.str("INGEST_QUEUE", default="ingest")
 # The ingest queue's type: "classic" (one node holds it) or "quorum" (replicated with Raft over
 # the cluster's nodes; a publisher confirm then means a majority of them hold the message:

@@ -5,7 +5,7 @@
     db2  PostgreSQL streaming replica, Redis replica, Sentinel, RabbitMQ node
     db3  Sentinel, RabbitMQ node
     web1, web2  the Procfile's web command (uvicorn)
-    wk1, wk2    the Procfile's worker command (celery), one RabbitMQ address each
+    wk1, wk2    the Procfile's worker command (celery), every RabbitMQ node's URL
     cl   the clients (tests/cluster/across_hosts_client.py): publish_csv, readers, the stream
 
 200k rows are published; meanwhile a RabbitMQ node is stopped, the Redis primary killed
@@ -137,10 +137,11 @@ def test_the_service_across_hosts_survives_losing_a_node_of_each_kind(tmp_path, 
                 host, ["sh", "scripts/web.sh"], hosts.base / f"{host}.log", env=env, cwd=ROOT
             )
             webs.append(f"http://{address[host]}:8080")
-        for host, node in (("wk1", "db1"), ("wk2", "db2")):
-            # One broker address per worker host (as behind a load balancer): Celery's
-            # delayed-delivery step stalled ~17 s going through a list with a dead node.
-            env = {**common, "CELERY_BROKER_URL": rabbit.url(node)}
+        for host, first in (("wk1", 0), ("wk2", 1)):
+            # Every node's URL, each worker host's list starting at another node: wk2's first,
+            # db2, is the node stopped below.
+            nodes = rabbit.nodes[first:] + rabbit.nodes[:first]
+            env = {**common, "CELERY_BROKER_URL": ";".join(rabbit.url(node) for node in nodes)}
             argv = [sys.executable, "-m", "celery", "-A", "viswals", "worker", "-Q", queue,
                     "-c", "1", "--loglevel", "INFO", "-n", f"{host}@%h"]  # fmt: skip
             hosts.spawn(host, argv, hosts.base / f"{host}.log", env=env, cwd=ROOT)
@@ -193,6 +194,11 @@ def test_the_service_across_hosts_survives_losing_a_node_of_each_kind(tmp_path, 
         assert results["read_your_write"]["ok"], results["read_your_write"]
         _assert_reads_failed_only_around_faults(results, faults)
         _assert_stream_complete_or_reset(results)
+        # The worker whose node stopped moved to the next one and took batches there.
+        worker_log = (hosts.base / "wk2.log").read_text(errors="replace")
+        assert "Will retry using next failover" in worker_log, worker_log[-3000:]
+        after = worker_log.rsplit("Will retry using next failover", 1)[1]
+        assert " succeeded in " in after, worker_log[-3000:]
     finally:
         _keep_logs(hosts, tmp_path / "hosts")
         hosts.stop()

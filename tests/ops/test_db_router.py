@@ -118,3 +118,51 @@ def test_a_session_read_is_routed_by_its_user():
     assert request_account_id(request) is None
     request.user = type("Account", (), {"is_authenticated": True, "pk": 7})()
     assert request_account_id(request) == 7
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_a_routed_list_read_asks_redis_no_more_often_than_an_unrouted_one(
+    api_token, monkeypatch, settings, redis_client
+):
+    # The account's write position is read in the rate limit's round trip, not in one of its own.
+    import redis.connection
+    from rest_framework.test import APIClient
+
+    from users import consistency, selectors
+
+    settings.API_USER_THROTTLE_RATE = "1000000/minute"
+    token = api_token("writer")
+    account_id = selectors.principal_for_authorization(f"Token {token}").account_id
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    round_trips = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(connection, command, check_health=True):
+        round_trips.append(command)
+        return send(connection, command, check_health)
+
+    def list_round_trips() -> int:
+        round_trips.clear()
+        assert client.get("/users?page_size=5").status_code == 200
+        return len(round_trips)
+
+    client.get("/users?page_size=5")  # the token's principal is cached from here on
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    unrouted = list_round_trips()
+
+    settings.DATABASES = {**settings.DATABASES, "replica_0": settings.DATABASES["default"]}
+    floor = consistency._Floor()
+    floor.checked_at = float("inf")  # the once-a-second floor check is not this test's
+    monkeypatch.setattr(consistency, "_floor", floor)
+    asked = []  # the position each routed read required of a replica (it reads the primary)
+    monkeypatch.setattr(
+        consistency, "replica_alias", lambda *, min_lsn: asked.append(min_lsn) or "default"
+    )
+    try:
+        assert list_round_trips() == unrouted
+        cache.note_written_lsn(account_id, 123_456, ttl=5)
+        assert list_round_trips() == unrouted
+    finally:
+        redis_client.delete(cache.written_lsn_key(account_id))
+    assert asked == [None, 123_456]  # read-your-writes holds with the folded lookup

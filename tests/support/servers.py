@@ -146,13 +146,25 @@ class WebServer(_Process):
 
 
 class Worker(_Process):
-    """A Celery worker process (prefork) on one queue; SIGTERM is Celery's warm shutdown."""
+    """A Celery worker process (prefork) on one queue; SIGTERM is Celery's warm shutdown.
+    Without gossip, mingle and heartbeats (a quicker start) unless `all_steps`, as the
+    Procfile's command runs it."""
 
     stop_timeout = 30.0
 
-    def __init__(self, log_path: Path, queue: str, name: str, concurrency: int = 1, **env):
+    def __init__(
+        self,
+        log_path: Path,
+        queue: str,
+        name: str,
+        concurrency: int = 1,
+        *,
+        all_steps: bool = False,
+        **env,
+    ):
         command = [sys.executable, "-m", "celery", "-A", "viswals", "worker", "-Q", queue,
-                   "-c", str(concurrency), "--loglevel", "INFO", "--without-gossip",
-                   "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"]  # fmt: skip
+                   "-c", str(concurrency), "--loglevel", "INFO", "-n", f"{name}@%h"]  # fmt: skip
+        if not all_steps:
+            command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         super().__init__(log_path, command, {"INGEST_QUEUE": queue, **env})
         self.wait_until_ready(lambda: "ready." in self.log(), "worker")

@@ -14,10 +14,14 @@ from __future__ import annotations
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
-from users import ratelimit
+from users import consistency, ratelimit
 from users.api.authentication import request_principal
 from users.client_address import request_client_address
 from users.ratelimit import account_window, anon_window
+
+# The methods of the reads a replica may serve (the list), whose throttle reads the account's
+# write position along with its count.
+_READS = frozenset({"GET", "HEAD"})
 
 
 def charge_token_lookup(request) -> None:
@@ -47,11 +51,26 @@ class ClientRedisThrottle(BaseThrottle):
             window = anon_window(request_client_address(request))
         if window is None:
             return True
-        count = ratelimit.throttle_hit(window.key, ttl=window.seconds)
+        if principal is not None and request.method in _READS and consistency.reads_routed():
+            count = self._account_hit(request, window, account_id=principal.account_id)
+        else:
+            count = ratelimit.throttle_hit(window.key, ttl=window.seconds)
         if count is None or count <= window.limit:
             return True
         self.wait_seconds = window.left
         return False
+
+    @staticmethod
+    def _account_hit(request, window: ratelimit.Window, *, account_id: int) -> int | None:
+        # A read that may be routed to a replica needs the account's write position: read in
+        # the same round trip as the count, and kept for the view (users.consistency).
+        hit = ratelimit.account_hit(window, account_id=account_id)
+        if hit is None:
+            return None
+        consistency.request_written_lsn_read(
+            request, account_id=account_id, written_lsn=hit.written_lsn
+        )
+        return hit.count
 
     def wait(self) -> float | None:
         return self.wait_seconds
