@@ -25,11 +25,12 @@ bucket with another trigram: the database returns candidates, which are decrypte
 from __future__ import annotations
 
 import hmac
+import struct
 from typing import NamedTuple
 
 from django.conf import settings
 
-from users.crypto import email_encrypt, email_normal_form
+from users.crypto import EMAIL_CONTEXT, email_encrypt, email_normal_form, encrypt_many
 
 # 128 bits: no two addresses share a digest in practice, so the exact filter needs no check.
 DIGEST_BYTES = 16
@@ -78,15 +79,20 @@ def _digest(key: bytes, stored: str) -> bytes:
     return hmac.digest(key, message, "sha256")[:DIGEST_BYTES]
 
 
+def _bucket_cache(key: bytes) -> dict:
+    cache = _buckets.get(key)
+    if cache is None or len(cache) >= _BUCKET_CACHE_MAX:
+        cache = _buckets[key] = {}
+    return cache
+
+
 def _ngrams(key: bytes, form: str) -> list[int]:
     """The distinct buckets of `form`'s trigrams under `key` (in no order: GIN needs none).
 
     An address's trigrams are those of its local part up to the domain's first character, and
     those of "@domain", which few domains share among millions of users: those are kept per
     domain, so a row hashes (or looks up) only its local part's."""
-    cache = _buckets.get(key)
-    if cache is None or len(cache) >= _BUCKET_CACHE_MAX:
-        cache = _buckets[key] = {}
+    cache = _bucket_cache(key)
     local, at, domain = form.rpartition("@")
     if at and domain:
         domain_buckets = cache.get(at + domain)
@@ -107,6 +113,61 @@ def _buckets_of(cache: dict, key: bytes, form: str) -> list[int]:
             digest = hmac.digest(key, _NGRAM_PREFIX + _encoded(trigram), "sha256")
             cache[trigram] = int.from_bytes(digest[:_NGRAM_BYTES], "big")
     return [cache[trigram] for trigram in trigrams]
+
+
+# The ingest COPY's form of the buckets: each trigram's bucket as an int4[] element in
+# PostgreSQL's binary array format (its length, 4, then its value), per key; and per "@domain".
+_elements: dict[bytes, dict[str, bytes]] = {}
+_ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has nulls, element type, count, lower bound
+_EMPTY_ARRAY = struct.pack(">iii", 0, 0, 23)
+_ELEMENT = struct.Struct(">ii")
+
+
+def _packed_ngrams(key: bytes, form: str) -> bytes:
+    """The distinct buckets of `form`'s trigrams as a binary int4[] (what _ngrams gives, packed
+    as PostgreSQL's array_send writes it)."""
+    cache = _elements.get(key)
+    if cache is None or len(cache) >= _BUCKET_CACHE_MAX:
+        cache = _elements[key] = {}
+    local, at, domain = form.rpartition("@")
+    if at and domain:
+        domain_elements = cache.get(at + domain)
+        if domain_elements is None:
+            domain_elements = cache[at + domain] = frozenset(_elements_of(cache, key, at + domain))
+        elements = domain_elements.union(_elements_of(cache, key, local + at + domain[0]))
+    else:
+        elements = set(_elements_of(cache, key, form))
+    if not elements:
+        return _EMPTY_ARRAY
+    return _ARRAY_HEADER.pack(1, 0, 23, len(elements), 1) + b"".join(elements)
+
+
+def _elements_of(cache: dict, key: bytes, form: str) -> list[bytes]:
+    trigrams = [form[at : at + NGRAM_CHARS] for at in range(len(form) - NGRAM_CHARS + 1)]
+    try:  # the common case, every trigram seen before
+        return [cache[trigram] for trigram in trigrams]
+    except KeyError:
+        pass
+    buckets = _buckets_of(_bucket_cache(key), key, form)
+    for trigram, bucket in zip(trigrams, buckets, strict=True):
+        cache[trigram] = _ELEMENT.pack(4, bucket)
+    return [cache[trigram] for trigram in trigrams]
+
+
+def stored_emails_packed(addresses: list[str]) -> list[tuple[str, bytes, bytes | None, str]]:
+    """stored_email of each address (in its stored form), its buckets packed as a binary int4[]
+    (users.services' COPY): the keys looked up once, the nonces drawn once."""
+    key_id, key = settings.EMAIL_BLIND_INDEX_KEYS[0]
+    substrings = settings.EMAIL_SUBSTRING_SEARCH
+    tokens = encrypt_many([_encoded(a) for a in addresses], context=EMAIL_CONTEXT)
+    hmac_digest = hmac.digest
+    rows = []
+    for address, token in zip(addresses, tokens, strict=True):
+        form = search_form(address)
+        digest = hmac_digest(key, _EXACT_PREFIX + _encoded(form), "sha256")[:DIGEST_BYTES]
+        packed = _packed_ngrams(key, form) if substrings else None
+        rows.append((token, digest, packed, key_id))
+    return rows
 
 
 def stored_email(address: str) -> StoredEmail:

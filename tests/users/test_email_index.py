@@ -93,17 +93,37 @@ def test_with_substring_search_off_no_ngrams_are_stored():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("values", [[], [0], [1, 2**24 - 1, 77], list(range(300))])
-def test_the_packed_buckets_are_what_postgresql_reads_as_int4_array(values):
+def test_the_copys_packed_columns_are_what_postgresql_reads_back():
     from django.db import connection
 
-    from users.services import packed_int4_array
+    from users.email_index import stored_emails_packed
 
+    addresses = ["Ada.Lovelace@example.com", "ab@x.io", "a@", "z@example.com"]
+    with override_settings(EMAIL_BLIND_INDEX_KEYS=ring("b1")):
+        packed = stored_emails_packed(addresses)
+        expected = [email_index_values(address) for address in addresses]
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE packed (a int4[])")
-        with cursor.cursor.copy("COPY packed (a) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["bytea"])
-            copy.write_row((packed_int4_array(values),))
-            copy.write_row((packed_int4_array(None),))
-        cursor.execute("SELECT a FROM packed")
-        assert [row[0] for row in cursor.fetchall()] == [values, None]
+        cursor.execute("CREATE TEMP TABLE packed (token text, digest bytea, a int4[], k text)")
+        with cursor.cursor.copy("COPY packed FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["text", "bytea", "bytea", "text"])
+            for row in packed:
+                copy.write_row(row)
+        cursor.execute("SELECT token, digest, a, k FROM packed")
+        stored = cursor.fetchall()
+    for address, (token, digest, ngrams, key_id), (want_digest, want_ngrams, want_key) in zip(
+        addresses, stored, expected, strict=True
+    ):
+        assert email_decrypt(token) == address
+        assert (bytes(digest), sorted(ngrams), key_id) == (
+            want_digest,
+            sorted(want_ngrams),
+            want_key,
+        )
+    assert stored[2][2] == []  # "A@": no trigram
+
+
+def test_with_substring_search_off_the_copy_stores_no_buckets():
+    from users.email_index import stored_emails_packed
+
+    with override_settings(EMAIL_BLIND_INDEX_KEYS=ring("b1"), EMAIL_SUBSTRING_SEARCH=False):
+        assert stored_emails_packed(["a@example.com"])[0][2] is None
