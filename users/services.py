@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from psycopg.adapt import PyFormat
 
 from users import cache, events
 from users.access import ROLES, new_token, token_digest
@@ -99,7 +100,11 @@ def _upsert_with_copy(*, run_id: int, rows: list[SourcedUser]) -> dict[int, bool
         # The stage is emptied at commit; this empties it of an earlier call in the same
         # transaction (before the COPY, where it is usually empty already: nothing to do).
         cursor.execute("DELETE FROM users_user_stage")
-        with cursor.cursor.copy(
+        # By type name, psycopg picks its DB-API `Binary` dumper for bytea, written in Python
+        # (~1 µs a value); the C one it uses for `bytes` anywhere else, for this cursor's COPY.
+        raw = cursor.cursor
+        raw.adapters.register_dumper(bytes, raw.adapters.get_dumper(bytes, PyFormat.BINARY))
+        with raw.copy(
             f"COPY users_user_stage ({_UPSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.set_types(_UPSERT_TYPES)
