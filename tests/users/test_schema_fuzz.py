@@ -31,8 +31,8 @@ CHECKS = (
 # runs 50 (every operation and phase still covered), `make fuzz` 1,000.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "50"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261201"))
-# At least this many cases generated: about half of what MAX_EXAMPLES makes.
-MIN_CASES = int(os.environ.get("FUZZ_MIN_CASES", str(4 * MAX_EXAMPLES)))
+# At least this many cases generated: 1,000, or four per example asked for when fewer.
+MIN_CASES = int(os.environ.get("FUZZ_MIN_CASES", str(min(1000, 4 * MAX_EXAMPLES))))
 # Seconds the whole run may take before it counts as a failure (`make fuzz` raises it).
 TIME_LIMIT = float(os.environ.get("FUZZ_TIME_LIMIT", "240"))
 # A long run sends thousands of requests a minute from one account: raise the rate limits
