@@ -77,11 +77,15 @@ system-deps:
 
 # The suite, against real PostgreSQL, Redis and RabbitMQ (started if down); it touches only what
 # it creates (its database, keys, queues, processes), so it is safe beside other runs. The tests
-# make a secret key of their own (tests/support/environment.py).
+# make a secret key of their own (tests/support/environment.py). It runs in PYTEST_WORKERS
+# processes (pytest-xdist), each with its own database, keys, queue and ports like any other run;
+# each takes half the tests, in order, and one that is done early takes the other's last ones
+# (worksteal: a long file at the end does not leave a process idle); PYTEST_WORKERS=0: in one.
+PYTEST_WORKERS ?= 2
 test: install services system-deps
 	DJANGO_DEBUG=true $(PY) manage.py makemigrations --check --dry-run --no-input >/dev/null \
 	  || { echo "models and migrations differ: run manage.py makemigrations"; exit 1; }
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The tests marked `restarts_services`: they RESTART the machine's shared PostgreSQL, Redis and
 # RabbitMQ (briefly, each waiting until the service answers again), so other runs on the machine

@@ -33,6 +33,8 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "users.stream.urls",
             "users.pages",
             "users.api.exceptions",
+            # the JSON error body's shape and the words of the request limits' refusals
+            "users.error_bodies",
             # the project's Redis clients: /readyz pings Redis through them
             "users.redis",
         ),
@@ -47,7 +49,8 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "models": (("users.models", "ingest.models"), ("users.fields",)),
     "access": (("users.access",), ()),
     "client address": (("users.client_address",), ()),
-    "refusals": (("users.refusals",), ("users.access", "users.payloads")),
+    "error bodies": (("users.error_bodies",), ()),
+    "refusals": (("users.refusals",), ("users.access", "users.payloads", "users.error_bodies")),
     "redis": (("users.redis",), ()),
     "cache": (("users.cache",), ("users.payloads", "users.redis")),
     "rate limits": (("users.ratelimit",), ("users.redis", "users.cache")),
@@ -130,6 +133,7 @@ MAP: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "users.access",
             "users.columns",
             "users.payloads",
+            "users.error_bodies",
             "users.consistency",
             "users.crypto",
             "users.email_rotation",

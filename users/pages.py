@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 
+from users.error_bodies import error_data
 from users.payloads import to_json
 from users.selectors import user_count
 
@@ -49,7 +50,7 @@ def users_trailing_slash(request: HttpRequest, pk: int | None = None) -> HttpRes
         location = f"{target}?{request.META['QUERY_STRING']}"
     response = HttpResponseRedirect(
         location,
-        content=to_json({"detail": f"Moved permanently to {target} (no trailing slash)."}),
+        content=to_json(error_data(f"Moved permanently to {target} (no trailing slash).")),
         content_type="application/json",
     )
     response.status_code = 308

@@ -5,8 +5,9 @@ The rule itself is users.access.may. `refusal(principal, action)` turns its answ
 status, a detail and headers, the same for every path that asks: DRF's permission
 (users.api.permissions), the fast read ahead of Django (users.api.fast_read), the stream's
 connect and its re-checks (users.stream.views, users.stream.clients) and the live page. Bodies
-are `{"detail": "..."}` everywhere (users.api.exceptions adds the 400 shape); `error_body` and
-`error_response` write them.
+are `{"detail": "..."}` everywhere, and a map of lists for a 400: their shape is
+users.error_bodies (which the wiring's request limits use too, with the words of their own
+refusals); `error_body` and `error_response` write them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import NamedTuple
 from django.http import HttpResponse
 
 from users.access import Principal, may
+from users.error_bodies import body_too_large_detail as body_too_large_detail  # also Django's
+from users.error_bodies import error_data
 from users.payloads import to_json
 
 # --- The words -------------------------------------------------------------------------------
@@ -28,6 +31,11 @@ NOT_FOUND = "Not found."
 SERVER_ERROR = "Internal server error."
 STREAM_UNAVAILABLE = "The event stream is unavailable; retry shortly."
 QUERY_TIMEOUT = "The query took too long and was cancelled; narrow it with more selective filters."
+# What Django refuses of a request's data (users.api.exceptions), and its own error pages'
+# statuses turned into JSON under /users.
+MALFORMED_MULTIPART = "Malformed multipart body."
+BAD_REQUEST = "Bad request."
+FORBIDDEN = "Permission denied."  # Django's words
 # Why a stream was ended by stream-closed ({"reason": ..., "detail": ...}).
 CLOSED_NOT_AUTHENTICATED = (
     "not_authenticated",
@@ -43,6 +51,18 @@ WWW_AUTHENTICATE = {"WWW-Authenticate": 'Token realm="api"'}
 
 def throttled_detail(wait: int) -> str:
     return f"Request was throttled. Expected available in {wait} seconds."  # DRF's words
+
+
+def too_many_fields_detail(limit: int) -> str:
+    return f"Too many query or form parameters: at most {limit}."
+
+
+def too_many_files_detail(limit: int) -> str:
+    return f"Too many files: at most {limit}."
+
+
+def csrf_failed_detail(reason: str) -> str:
+    return f"CSRF Failed: {reason}"  # DRF's words (SessionAuthentication)
 
 
 def too_many_streams_detail(limit: int) -> str:
@@ -110,7 +130,7 @@ def throttled(left: float) -> Refusal:
 
 def error_body(detail: str, **extra) -> bytes:
     """The JSON error body: `{"detail": ...}` (and any `extra` members)."""
-    return to_json({"detail": detail, **extra}).encode()
+    return to_json(error_data(detail, **extra)).encode()
 
 
 def error_response(answer: Refusal, **extra) -> HttpResponse:

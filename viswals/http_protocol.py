@@ -30,6 +30,12 @@ from asyncio import TimerHandle
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from users.error_bodies import (
+    body_stalled_detail,
+    error_data,
+    head_timeout_detail,
+    head_too_large_detail,
+)
 from users.stream.extensions import ABORT_EXTENSION, ENDLESS_EXTENSION
 from viswals.logging import RequestWithoutQuery
 
@@ -92,7 +98,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         level = logging.INFO if self._head_bytes else logging.DEBUG
         self.logger.log(level, "closed a connection without a request head in %gs (408)",
                         self._head_timeout)  # fmt: skip
-        self._answer_and_close(408, f"No complete request head within {self._head_timeout:g} s.")
+        self._answer_and_close(408, head_timeout_detail(self._head_timeout))
 
     def _body_timed_out(self) -> None:
         self._read_timer = None
@@ -106,9 +112,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.info("closed a connection whose request body stalled for %gs (408)",
                          self._body_idle_timeout)  # fmt: skip
         if not cycle.response_started:
-            self._answer_and_close(
-                408, f"The request body stalled: nothing for {self._body_idle_timeout:g} s."
-            )
+            self._answer_and_close(408, body_stalled_detail(self._body_idle_timeout))
         else:
             self.transport.close()
         # The application's next receive() gets http.disconnect; what it sends is dropped.
@@ -198,14 +202,12 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse_head(self) -> None:
         self.logger.info("refused a request head over %d bytes (431)", MAX_HEAD_BYTES)
-        self._answer_and_close(
-            431, f"Request headers too large: at most {MAX_HEAD_BYTES} bytes in all."
-        )
+        self._answer_and_close(431, head_too_large_detail(MAX_HEAD_BYTES))
 
     def _answer_and_close(self, status: int, detail: str) -> None:
         self._disarm()
         reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
-        body = json.dumps({"detail": detail}).encode()
+        body = json.dumps(error_data(detail)).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n%s" % (status, reason, len(body), body)

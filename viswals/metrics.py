@@ -200,21 +200,22 @@ def scrape_refusal(request):
     from django.conf import settings
     from django.http import JsonResponse
 
+    from users.error_bodies import error_data
+
     token = settings.METRICS_TOKEN
     if not token:
         return JsonResponse(
-            {
-                "detail": "/metrics is disabled: set METRICS_TOKEN on the server and scrape "
+            error_data(
+                "/metrics is disabled: set METRICS_TOKEN on the server and scrape "
                 "with the header 'Authorization: Bearer <METRICS_TOKEN>'."
-            },
+            ),
             status=403,
         )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
         return None
     response = JsonResponse(
-        {"detail": "Send the metrics token: 'Authorization: Bearer <METRICS_TOKEN>'."},
-        status=401,
+        error_data("Send the metrics token: 'Authorization: Bearer <METRICS_TOKEN>'."), status=401
     )
     response["WWW-Authenticate"] = 'Bearer realm="metrics"'
     return response

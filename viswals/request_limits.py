@@ -24,6 +24,14 @@ from django.db import connections
 from django.http.cookie import parse_cookie
 from django.utils.module_loading import import_string
 
+from users.error_bodies import (
+    CONTENT_LENGTH_NOT_A_NUMBER,
+    body_too_large_detail,
+    error_data,
+    head_too_large_detail,
+    imports_busy_detail,
+)
+
 logger = logging.getLogger(__name__)
 
 # The admin's "Import users" page (ingest.admin.IngestRunAdmin.import_view).
@@ -39,9 +47,8 @@ def _body_limit(path: str) -> int:
 
 
 def _refusal(status: int, detail: str, headers=()) -> tuple[dict, dict]:
-    # The API's error shapes (users.api.exceptions): a 400 is a map of lists.
-    error = {"non_field_errors": [detail]} if status == 400 else {"detail": detail}
-    body = json.dumps(error).encode()
+    # The API's error shapes: a 400 is a map of lists.
+    body = json.dumps(error_data(detail, status=status)).encode()
     start = {
         "type": "http.response.start",
         "status": status,
@@ -123,10 +130,11 @@ async def _receive_import(app, scope, receive, send, length: int | None):
         return await _limited(app, scope, receive, send, _body_limit(scope["path"]), length)
     if not _large_bodies.take():
         return await _refuse(
-            send, 503, "Too many imports are being uploaded to this server at once; "
-            f"try again in {LARGE_BODY_RETRY_AFTER} seconds.",
+            send,
+            503,
+            imports_busy_detail(LARGE_BODY_RETRY_AFTER),
             [(b"retry-after", str(LARGE_BODY_RETRY_AFTER).encode())],
-        )  # fmt: skip
+        )
     try:
         limit = settings.ADMIN_IMPORT_MAX_BYTES + settings.ADMIN_IMPORT_MULTIPART_SLACK
         return await _limited(app, scope, receive, send, limit, length)
@@ -142,16 +150,14 @@ def request_limits(app):
             return await app(scope, receive, send)
         head = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
         if head > settings.REQUEST_MAX_HEADER_BYTES:
-            return await _refuse(
-                send, 431, f"Request headers too large: at most "
-                f"{settings.REQUEST_MAX_HEADER_BYTES} bytes in all."
-            )  # fmt: skip
+            too_large = head_too_large_detail(settings.REQUEST_MAX_HEADER_BYTES)
+            return await _refuse(send, 431, too_large)
         limit = _body_limit(scope["path"])
         length = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit():
-                    return await _refuse(send, 400, "Content-Length is not a number.")
+                    return await _refuse(send, 400, CONTENT_LENGTH_NOT_A_NUMBER)
                 length = int(value)
         if scope["path"] == IMPORT_PATH and (length is None or length > limit):
             return await _receive_import(app, scope, receive, send, length)
@@ -163,7 +169,7 @@ def request_limits(app):
 async def _limited(app, scope, receive, send, limit: int, length: int | None):
     """Run the application with a body of at most `limit` bytes: 413 at once when Content-Length
     says more, or as soon as a chunked body passes it."""
-    too_large = f"Request body too large: at most {limit} bytes."
+    too_large = body_too_large_detail(limit)
     if length is not None:
         if length > limit:
             return await _refuse(send, 413, too_large)

@@ -43,6 +43,17 @@ def wait_for_batches(run: IngestRun, count: int, timeout: float = 30) -> None:
     )
 
 
+def wait_for_run_closed(run: IngestRun, timeout: float = 30) -> None:
+    """The worker records a failed batch, then closes its run in a second step."""
+    wait_until(
+        lambda: (
+            IngestRun.objects.filter(id=run.id).exclude(status=IngestRun.Status.PUBLISHED).exists()
+        ),
+        timeout,
+        "worker did not close the run in time",
+    )
+
+
 def test_publish_stores_good_rows_and_reports_bad_ones(
     celery_worker_process, write_csv, tmp_path, redis_client
 ):
@@ -212,6 +223,7 @@ def test_a_batch_that_keeps_failing_is_recorded_as_failed(celery_worker_process)
     batch = IngestBatch.objects.get(run=run, number=1)
     assert batch.status == IngestBatch.Status.FAILED
     assert batch.payload == {"rows": [42], "rejects": []}
+    wait_for_run_closed(run)
     run.refresh_from_db()
     assert run.status == IngestRun.Status.FAILED
     assert run.batches_failed == 1
@@ -227,6 +239,7 @@ def test_a_message_that_is_not_a_batch_is_recorded_as_failed(celery_worker_proce
     batch = IngestBatch.objects.get(run=run, number=1)
     assert batch.status == IngestBatch.Status.FAILED
     assert batch.error.startswith("unreadable batch message")
+    wait_for_run_closed(run)
     run.refresh_from_db()
     assert run.status == IngestRun.Status.FAILED
 

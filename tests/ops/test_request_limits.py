@@ -220,7 +220,7 @@ def test_a_body_that_keeps_coming_and_keep_alive_between_requests_are_not_cut_of
     with open_socket(server) as sock:
         sock.sendall(post_head(server, f"Content-Length: {len(payload)}".encode()))
         for byte in payload:  # slower in all than the idle timeout, never idle that long
-            time.sleep(BODY_IDLE_TIMEOUT * 2.5 / len(payload))  # paced: slow, never idle long
+            time.sleep(BODY_IDLE_TIMEOUT * 1.5 / len(payload))  # paced: slow, never idle long
             sock.sendall(bytes([byte]))
         first = read_response(sock)
         assert first.startswith(b"HTTP/1.1 401 ")  # anonymous: the API's answer, not a 408

@@ -107,7 +107,12 @@ def test_a_development_key_needs_debug_on():
         ("", "is not set"),
         ("insecure-test-only-key", "shorter than 50 characters"),
         ("ab" * 40, "fewer than 5 different characters"),
-        ("django-insecure-" + random_secret_key(), "starts with 'django-insecure-'"),
+        # A fresh key every run: its id names it without the key, the same in every process.
+        pytest.param(
+            "django-insecure-" + random_secret_key(),
+            "starts with 'django-insecure-'",
+            id="django-insecure-random-starts with 'django-insecure-'",
+        ),
         (
             "change-me-to-a-long-random-string-of-at-least-fifty-characters-0123456789",
             "published",

@@ -40,7 +40,7 @@ def shape_lines(caplog, logger: str) -> list[str]:
 def test_list_past_the_timeout_is_a_503_logged_with_its_shape_only(
     reader_client, user_factory, settings, caplog
 ):
-    from users.api.exceptions import QUERY_TIMEOUT
+    from users.refusals import QUERY_TIMEOUT
 
     user_factory(last_name="Smith")
     settings.API_QUERY_TIMEOUT_MS = 200

@@ -25,24 +25,27 @@ from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotAuthenticated
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
-from users.refusals import NOT_FOUND, QUERY_TIMEOUT, SERVER_ERROR, not_authenticated_detail
+from users.refusals import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    MALFORMED_MULTIPART,
+    NOT_FOUND,
+    SERVER_ERROR,
+    body_too_large_detail,
+    csrf_failed_detail,
+    error_data,
+    not_authenticated_detail,
+    too_many_fields_detail,
+    too_many_files_detail,
+)
 
 logger = logging.getLogger(__name__)
-
-
-class QueryTimedOut(APIException):
-    """503: PostgreSQL cancelled the read at API_QUERY_TIMEOUT_MS (users.selectors.bounded_read).
-    Not the client's error as such, and retrying the same query will not help; narrowing it will."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = QUERY_TIMEOUT
-    default_code = "query_timeout"
 
 
 def api_exception_handler(exc, context) -> Response:
@@ -61,10 +64,10 @@ def api_exception_handler(exc, context) -> Response:
     if isinstance(exc, NotAuthenticated) and "request" in context:
         # "Not provided" is wrong for a client that sent `Authorization: Bearer ...`.
         authorization = context["request"].META.get("HTTP_AUTHORIZATION")
-        response.data = {"detail": not_authenticated_detail(authorization)}
+        response.data = error_data(not_authenticated_detail(authorization))
     if response is None:
         logger.exception("api: unhandled error", exc_info=exc)
-        response = Response({"detail": SERVER_ERROR}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+        response = Response(error_data(SERVER_ERROR), status=status.HTTP_500_INTERNAL_SERVER_ERROR)
     elif response.status_code == status.HTTP_400_BAD_REQUEST:
         response.data = bad_request_body(response.data)
     return response
@@ -75,8 +78,10 @@ def bad_request_body(data) -> dict:
     body it cannot parse, and a bare list for a ValidationError raised without a field."""
     if isinstance(data, dict) and set(data) == {"detail"}:
         data = [data["detail"]]
-    if isinstance(data, list | str):
-        return {api_settings.NON_FIELD_ERRORS_KEY: data if isinstance(data, list) else [data]}
+    if isinstance(data, str):
+        return error_data(data, status=400)
+    if isinstance(data, list):
+        return {api_settings.NON_FIELD_ERRORS_KEY: data}
     return data
 
 
@@ -88,15 +93,13 @@ def request_data_refusal(exc) -> tuple[int, dict] | None:
     Django raises these as SuspiciousOperation from wherever the data is first read: DRF let
     them through as 500s, Django's own handler gives its HTML 400 page (handler400 below)."""
     if isinstance(exc, RequestDataTooBig):  # behind the ASGI limit, only without it (WSGI, tests)
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return 413, {"detail": f"Request body too large: at most {limit} bytes."}
+        return 413, error_data(body_too_large_detail(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
     if isinstance(exc, TooManyFieldsSent):
-        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
-        detail = f"Too many query or form parameters: at most {limit}."
+        detail = too_many_fields_detail(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS)
     elif isinstance(exc, TooManyFilesSent):
-        detail = f"Too many files: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES}."
+        detail = too_many_files_detail(settings.DATA_UPLOAD_MAX_NUMBER_FILES)
     elif isinstance(exc, SuspiciousMultipartForm):
-        detail = "Malformed multipart body."
+        detail = MALFORMED_MULTIPART
     else:
         return None
     return 400, bad_request_body(detail)
@@ -115,7 +118,7 @@ def bad_request(request, exception=None):
 @csrf_exempt  # a POST or DELETE to a wrong path is told 404, not refused for want of CSRF
 def not_found(request, *args, **kwargs) -> JsonResponse:
     """Any other path under /users (a non-numeric id, say): 404 in JSON."""
-    return JsonResponse({"detail": NOT_FOUND}, status=404)
+    return JsonResponse(error_data(NOT_FOUND), status=404)
 
 
 def csrf_failure(request, reason: str = "") -> HttpResponse:
@@ -124,7 +127,7 @@ def csrf_failure(request, reason: str = "") -> HttpResponse:
     (the API views are exempt; this is for any route under /users that is not). Django's page
     elsewhere."""
     if _under_users(request.path):
-        return JsonResponse({"detail": f"CSRF Failed: {reason}"}, status=403)
+        return JsonResponse(error_data(csrf_failed_detail(reason)), status=403)
     return django_csrf_failure(request, reason)
 
 
@@ -147,7 +150,7 @@ def json_errors_middleware(get_response):
     return middleware
 
 
-_DETAILS = {400: "Bad request.", 403: "Permission denied.", 404: NOT_FOUND, 500: SERVER_ERROR}
+_DETAILS = {400: BAD_REQUEST, 403: FORBIDDEN, 404: NOT_FOUND, 500: SERVER_ERROR}
 
 
 def _under_users(path: str) -> bool:
@@ -165,4 +168,4 @@ def _as_json_error(request, response):
     detail = _DETAILS.get(response.status_code, f"{response.reason_phrase}.")
     if response.status_code == 400:
         return JsonResponse(bad_request_body(detail), status=400)
-    return JsonResponse({"detail": detail}, status=response.status_code)
+    return JsonResponse(error_data(detail), status=response.status_code)

@@ -20,14 +20,13 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from users import selectors, services
-from users.api.exceptions import QueryTimedOut
 from users.api.pagination import UserCursorPagination
 from users.api.query_params import KnownQueryParamsOnly
 from users.api.schema import ERROR, QUERY_ERROR, QUERY_TIMEOUT_ERROR, VALIDATION_ERROR
 from users.api.serializers import UserSerializer
 from users.consistency import request_read_alias
 from users.filters import UserFilter
-from users.refusals import NOT_FOUND
+from users.refusals import NOT_FOUND, QUERY_TIMEOUT, error_data
 from viswals.db_router import read_with_fallback
 
 logger = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ class UserViewSet(
                 settings.API_QUERY_TIMEOUT_MS,
                 ",".join(sorted(request.query_params)) or "none",
             )
-            response = Response({"detail": QueryTimedOut.default_detail}, status=503)
+            response = Response(error_data(QUERY_TIMEOUT), status=503)
             # The line above is this answer's log line: Django's own ("Service Unavailable")
             # would add a second one, without the shape.
             response._has_been_logged = True
