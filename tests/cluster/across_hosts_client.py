@@ -10,6 +10,7 @@ hosts are compared with PostgreSQL. Everything it saw goes to RESULTS (JSON)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import subprocess
@@ -174,15 +175,21 @@ def reads_agree(connection, webs: list[str], reader: dict) -> dict:
 def _address(stored: str) -> str:
     """An address as the users table stores it (encrypted, users.email_index), decrypted with
     the keys of this host's environment (the web hosts' own)."""
+    from users.crypto import email_decrypt, is_token
+
+    _django_ready()
+    return email_decrypt(stored) if is_token(stored) else stored
+
+
+@functools.cache
+def _django_ready() -> None:
+    """Settings loaded once (django.setup() configures logging again on every call)."""
     import os
 
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "viswals.settings")
     django.setup()
-    from users.crypto import email_decrypt, is_token
-
-    return email_decrypt(stored) if is_token(stored) else stored
 
 
 if __name__ == "__main__":
