@@ -48,7 +48,7 @@ _NGRAM_PREFIX = b"email-ngram\x00"
 # tens of thousands of trigrams and few domains, and an HMAC costs ~2 µs, 25 per address.
 # Bounded: cleared when full.
 _BUCKET_CACHE_MAX = 1 << 17
-_buckets: dict[bytes, dict[str, int]] = {}
+_buckets: dict[bytes, dict] = {}
 
 
 class StoredEmail(NamedTuple):
@@ -79,30 +79,34 @@ def _digest(key: bytes, stored: str) -> bytes:
     return hmac.digest(key, message, "sha256")[:DIGEST_BYTES]
 
 
-def _bucket_cache(key: bytes) -> dict:
-    cache = _buckets.get(key)
+def _cache(store: dict[bytes, dict], key: bytes) -> dict:
+    cache = store.get(key)
     if cache is None or len(cache) >= _BUCKET_CACHE_MAX:
-        cache = _buckets[key] = {}
+        cache = store[key] = {}
     return cache
 
 
-def _ngrams(key: bytes, form: str) -> list[int]:
-    """The distinct buckets of `form`'s trigrams under `key` (in no order: GIN needs none).
+def _bucket(key: bytes, trigram: str) -> int:
+    digest = hmac.digest(key, _NGRAM_PREFIX + _encoded(trigram), "sha256")
+    return int.from_bytes(digest[:_NGRAM_BYTES], "big")
+
+
+def _trigram_values(cache: dict, form: str, value_of) -> set | frozenset:
+    """The distinct values (`value_of(trigram)`, kept in `cache`) of `form`'s trigrams.
 
     An address's trigrams are those of its local part up to the domain's first character, and
     those of "@domain", which few domains share among millions of users: those are kept per
     domain, so a row hashes (or looks up) only its local part's."""
-    cache = _bucket_cache(key)
     local, at, domain = form.rpartition("@")
     if at and domain:
-        domain_buckets = cache.get(at + domain)
-        if domain_buckets is None:
-            domain_buckets = cache[at + domain] = frozenset(_buckets_of(cache, key, at + domain))
-        return list(domain_buckets.union(_buckets_of(cache, key, local + at + domain[0])))
-    return list(set(_buckets_of(cache, key, form)))
+        domain_values = cache.get(at + domain)
+        if domain_values is None:
+            domain_values = cache[at + domain] = frozenset(_values_of(cache, at + domain, value_of))
+        return domain_values.union(_values_of(cache, local + at + domain[0], value_of))
+    return set(_values_of(cache, form, value_of))
 
 
-def _buckets_of(cache: dict, key: bytes, form: str) -> list[int]:
+def _values_of(cache: dict, form: str, value_of) -> list:
     trigrams = [form[at : at + NGRAM_CHARS] for at in range(len(form) - NGRAM_CHARS + 1)]
     try:  # the common case, every trigram seen before
         return [cache[trigram] for trigram in trigrams]
@@ -110,14 +114,18 @@ def _buckets_of(cache: dict, key: bytes, form: str) -> list[int]:
         pass
     for trigram in trigrams:
         if trigram not in cache:
-            digest = hmac.digest(key, _NGRAM_PREFIX + _encoded(trigram), "sha256")
-            cache[trigram] = int.from_bytes(digest[:_NGRAM_BYTES], "big")
+            cache[trigram] = value_of(trigram)
     return [cache[trigram] for trigram in trigrams]
+
+
+def _ngrams(key: bytes, form: str) -> list[int]:
+    """The distinct buckets of `form`'s trigrams under `key` (in no order: GIN needs none)."""
+    return list(_trigram_values(_cache(_buckets, key), form, lambda t: _bucket(key, t)))
 
 
 # The ingest COPY's form of the buckets: each trigram's bucket as an int4[] element in
 # PostgreSQL's binary array format (its length, 4, then its value), per key; and per "@domain".
-_elements: dict[bytes, dict[str, bytes]] = {}
+_elements: dict[bytes, dict] = {}
 _ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has nulls, element type, count, lower bound
 _EMPTY_ARRAY = struct.pack(">iii", 0, 0, 23)
 _ELEMENT = struct.Struct(">ii")
@@ -126,32 +134,12 @@ _ELEMENT = struct.Struct(">ii")
 def _packed_ngrams(key: bytes, form: str) -> bytes:
     """The distinct buckets of `form`'s trigrams as a binary int4[] (what _ngrams gives, packed
     as PostgreSQL's array_send writes it)."""
-    cache = _elements.get(key)
-    if cache is None or len(cache) >= _BUCKET_CACHE_MAX:
-        cache = _elements[key] = {}
-    local, at, domain = form.rpartition("@")
-    if at and domain:
-        domain_elements = cache.get(at + domain)
-        if domain_elements is None:
-            domain_elements = cache[at + domain] = frozenset(_elements_of(cache, key, at + domain))
-        elements = domain_elements.union(_elements_of(cache, key, local + at + domain[0]))
-    else:
-        elements = set(_elements_of(cache, key, form))
+    elements = _trigram_values(
+        _cache(_elements, key), form, lambda t: _ELEMENT.pack(4, _bucket(key, t))
+    )
     if not elements:
         return _EMPTY_ARRAY
     return _ARRAY_HEADER.pack(1, 0, 23, len(elements), 1) + b"".join(elements)
-
-
-def _elements_of(cache: dict, key: bytes, form: str) -> list[bytes]:
-    trigrams = [form[at : at + NGRAM_CHARS] for at in range(len(form) - NGRAM_CHARS + 1)]
-    try:  # the common case, every trigram seen before
-        return [cache[trigram] for trigram in trigrams]
-    except KeyError:
-        pass
-    buckets = _buckets_of(_bucket_cache(key), key, form)
-    for trigram, bucket in zip(trigrams, buckets, strict=True):
-        cache[trigram] = _ELEMENT.pack(4, bucket)
-    return [cache[trigram] for trigram in trigrams]
 
 
 def stored_emails_packed(addresses: list[str]) -> list[tuple[str, bytes, bytes | None, str]]:
