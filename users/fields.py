@@ -3,13 +3,15 @@
 In Python a user's `email_address` is always the plaintext; in PostgreSQL it is a token
 (users.crypto), written with its blind indexes (users.email_index): whatever saves a user, a
 save(), create() or bulk_create(), goes through `pre_save` here, which fills the index columns
-the model declares after this one. Lookups on the column compare tokens, which never match an
-address: searches go through the indexes (users.selectors).
+the model declares after this one. A lookup on the column would compare tokens, which never
+match an address (a filter that silently finds nothing): all but `isnull` are refused, and
+searches go through the indexes (users.selectors).
 """
 
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import FieldError
 from django.db import models
 
 from users.crypto import email_decrypt, email_encrypt, is_token
@@ -38,6 +40,14 @@ class EncryptedEmailField(models.TextField):
         if value is None or is_token(value):
             return value
         return super().get_db_prep_save(email_encrypt(value), connection)
+
+    def get_lookup(self, lookup_name):
+        if lookup_name != "isnull":
+            raise FieldError(
+                f"email_address is encrypted: no `{lookup_name}` lookup; search through "
+                "users.selectors (user_filter_email_address, user_contains)"
+            )
+        return super().get_lookup(lookup_name)
 
     def formfield(self, **kwargs):
         # One line of at most an address's length, not the TextField's text area.

@@ -161,3 +161,14 @@ def test_admin_search_without_substring_search_finds_whole_addresses(
 def test_a_text_longer_than_any_address_finds_nothing(reader_client, user_factory):
     user_factory(email_address="a@example.com")
     assert ids(reader_client.get("/users", {"email": "example" * 40})) == []
+
+
+def test_a_lookup_on_the_encrypted_column_is_refused_not_silently_empty(user_factory):
+    from django.core.exceptions import FieldError
+
+    user_factory(email_address="ada@example.com")
+    with pytest.raises(FieldError, match="email_address is encrypted"):
+        User.objects.filter(email_address="ada@example.com").exists()
+    with pytest.raises(FieldError, match="icontains"):
+        list(User.objects.filter(email_address__icontains="ada"))
+    assert User.objects.filter(email_address__isnull=False).count() == 1

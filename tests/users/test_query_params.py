@@ -7,6 +7,7 @@ import pytest
 
 from users.api.views import UserViewSet
 from users.models import User
+from users.selectors import user_filter_email_address
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +65,9 @@ def test_writes_with_an_unknown_parameter_change_nothing(writer_client, user_fac
     assert (deleted.status_code, created.status_code) == (400, 400)
     assert set(deleted.json()) == {"force"} and set(created.json()) == {"dry_run"}
     assert User.objects.filter(id=user.id).exists()
-    assert not User.objects.filter(email_address="ada@example.com").exists()
+    assert not user_filter_email_address(
+        queryset=User.objects.all(), address="ada@example.com"
+    ).exists()
 
 
 def test_a_create_posted_from_a_filtered_page_of_the_browsable_api_is_accepted(writer_client):
