@@ -285,8 +285,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publisher confirms on AMQP: publish() returns only once the broker has the message.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
-# Seconds to try connecting to one node (Celery's default, named for the line below).
-CELERY_BROKER_CONNECTION_TIMEOUT = 4.0
+# Seconds to try connecting to one node (Celery's default 4): how long a node whose host is down
+# holds up a failover to the next.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=4.0)
 if ";" in CELERY_BROKER_URL:
     # A connection that opens on first use (the producer pool's: a worker's start-up hello, a
     # retry's publish) gets kombu's connect timeout as the time for all its attempts: a first

@@ -24,9 +24,10 @@ def test_a_worker_whose_first_broker_does_not_answer_consumes_from_the_next(
     # The Procfile's worker (mingle on: its start-up hello goes through a connection of the
     # producer pool, which used to spend its whole connect timeout on the first node).
     urls = f"amqp://guest:guest@127.0.0.1:{silent_port}//;{settings.CELERY_BROKER_URL}"
+    # A 1 s connect timeout (4 s by default): the same moves, in a quarter of the time.
     worker = Worker(
         tmp_path / "worker.log", ingest_queue, f"urls-{RUN_ID}", all_steps=True,
-        CELERY_BROKER_URL=urls,
+        CELERY_BROKER_URL=urls, CELERY_BROKER_CONNECTION_TIMEOUT="1",
     )  # fmt: skip
     try:
         path = write_csv(f"{HEADER}\n1,Ann,Lee,ann@example.com,1600000000000,-1,-1,-1\n")
