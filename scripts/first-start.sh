@@ -18,22 +18,27 @@ port=${1:-8080}
 here=$(dirname "$0")
 umask 077
 mkdir -p "$state"
-secrets="$state/secrets.env"
-touch "$secrets"
-
-for name in DJANGO_SECRET_KEY METRICS_TOKEN; do
+# ensure_secret FILE NAME BYTES [PREFIX] [NOTE]: NAME given in the environment wins; else the
+# one kept in FILE; else a new random one (BYTES of base64url, after PREFIX) appended to FILE.
+ensure_secret() {
+  file=$1 name=$2 bytes=$3 prefix=${4:-} note=${5:-}
   eval "given=\${$name:-}"
-  stored=$(sed -n "s/^$name=//p" "$secrets" | head -n 1)
+  stored=$(sed -n "s/^$name=//p" "$file" | head -n 1)
   if [ -n "$given" ] && [ "$given" != "$stored" ]; then
     echo "setup: $name: given in the environment or .env (used instead of any made here)"
   elif [ -n "$stored" ]; then
     echo "setup: $name: reusing the one made on the first start"
   else
-    value=$(python -c 'import secrets; print(secrets.token_urlsafe(50))')
-    echo "$name=$value" >>"$secrets"
-    echo "setup: $name: made (random, kept in the volume at $secrets)"
+    value=$(python -c "import secrets; print(secrets.token_urlsafe($bytes))")
+    echo "$name=$prefix$value" >>"$file"
+    echo "setup: $name: made (random, kept in the volume at $file$note)"
   fi
-done
+}
+
+secrets="$state/secrets.env"
+touch "$secrets"
+ensure_secret "$secrets" DJANGO_SECRET_KEY 50
+ensure_secret "$secrets" METRICS_TOKEN 50
 
 # The email keys (EMAIL_ENCRYPTION_KEYS, a one-key ring "k1:<key>", and EMAIL_BLIND_INDEX_KEY:
 # 32 random bytes each, viswals/email_keys.py) are made the same way into a file of their own:
@@ -41,20 +46,8 @@ done
 # (and rotated) apart from the other secrets.
 email_keys="$state/email-keys.env"
 touch "$email_keys"
-for name in EMAIL_ENCRYPTION_KEYS EMAIL_BLIND_INDEX_KEY; do
-  eval "given=\${$name:-}"
-  stored=$(sed -n "s/^$name=//p" "$email_keys" | head -n 1)
-  if [ -n "$given" ] && [ "$given" != "$stored" ]; then
-    echo "setup: $name: given in the environment or .env (used instead of any made here)"
-  elif [ -n "$stored" ]; then
-    echo "setup: $name: reusing the one made on the first start"
-  else
-    value=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')
-    [ "$name" = EMAIL_BLIND_INDEX_KEY ] || value="k1:$value"
-    echo "$name=$value" >>"$email_keys"
-    echo "setup: $name: made (random, kept in the volume at $email_keys; back it up)"
-  fi
-done
+ensure_secret "$email_keys" EMAIL_ENCRYPTION_KEYS 32 "k1:" "; back it up"
+ensure_secret "$email_keys" EMAIL_BLIND_INDEX_KEY 32 "" "; back it up"
 [ -z "${SECRETS_ONLY:-}" ] || exit 0
 
 run() { sh "$here/entrypoint.sh" "$@"; }
