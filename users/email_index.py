@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import hmac
 import struct
-from typing import NamedTuple
 
 from django.conf import settings
 
-from users.crypto import EMAIL_CONTEXT, email_encrypt, email_normal_form, encrypt_many
+from users.crypto import EMAIL_CONTEXT, email_normal_form, encrypt_many
 
 # 128 bits: no two addresses share a digest in practice, so the exact filter needs no check.
 DIGEST_BYTES = 16
@@ -51,16 +50,7 @@ _BUCKET_CACHE_MAX = 1 << 17
 _buckets: dict[bytes, dict] = {}
 
 
-class StoredEmail(NamedTuple):
-    """The four columns a user row holds for its address (EMAIL_COLUMNS' order)."""
-
-    token: str
-    digest: bytes
-    ngrams: list[int] | None
-    index_key: str
-
-
-# The columns beside `email_address` that StoredEmail fills, in its order.
+# The columns beside `email_address` that hold its blind indexes (email_index_values' order).
 EMAIL_INDEX_COLUMNS = ("email_digest", "email_ngrams", "email_index_key")
 
 
@@ -143,35 +133,28 @@ def _packed_ngrams(key: bytes, form: str) -> bytes:
 
 
 def stored_emails_packed(addresses: list[str]) -> list[tuple[str, bytes, bytes | None, str]]:
-    """stored_email of each address (in its stored form), its buckets packed as a binary int4[]
-    (users.services' COPY): the keys looked up once, the nonces drawn once."""
+    """The four columns a user row holds for each address, already in its stored form
+    (users.validation.clean_email, as ingest validates it): the token, the digest, the buckets
+    packed as a binary int4[] (users.services' COPY) and the blind-index key's id, under the
+    current keys, looked up once, with the nonces drawn once."""
     key_id, key = settings.EMAIL_BLIND_INDEX_KEYS[0]
     substrings = settings.EMAIL_SUBSTRING_SEARCH
     tokens = encrypt_many([_encoded(a) for a in addresses], context=EMAIL_CONTEXT)
-    hmac_digest = hmac.digest
-    rows = []
-    for address, token in zip(addresses, tokens, strict=True):
-        form = search_form(address)
-        digest = hmac_digest(key, _EXACT_PREFIX + _encoded(form), "sha256")[:DIGEST_BYTES]
-        packed = _packed_ngrams(key, form) if substrings else None
-        rows.append((token, digest, packed, key_id))
-    return rows
-
-
-def stored_email(address: str) -> StoredEmail:
-    """The columns for `address`, already in its stored form (users.validation.clean_email, as
-    ingest and the API validate it), under the current encryption and blind-index keys."""
-    token = email_encrypt(address)
-    return StoredEmail(token, *_index_values(address))
+    return [
+        (
+            token,
+            _digest(key, address),
+            _packed_ngrams(key, search_form(address)) if substrings else None,
+            key_id,
+        )
+        for address, token in zip(addresses, tokens, strict=True)
+    ]
 
 
 def email_index_values(address: str) -> tuple[bytes, list[int] | None, str]:
     """The index columns alone for an address in any form (normalised first): what a save
     through the ORM (users.fields) and a rotation of the blind-index key store."""
-    return _index_values(email_normal_form(address))
-
-
-def _index_values(stored: str) -> tuple[bytes, list[int] | None, str]:
+    stored = email_normal_form(address)
     key_id, key = settings.EMAIL_BLIND_INDEX_KEYS[0]
     ngrams = _ngrams(key, search_form(stored)) if settings.EMAIL_SUBSTRING_SEARCH else None
     return _digest(key, stored), ngrams, key_id
