@@ -24,6 +24,7 @@ from users.selectors import (
     user_created_window_by_id,
     user_filter_email_address,
     user_filter_first_name,
+    user_name_walk_mark,
     user_ordering_key_unindexed,
     user_substring_plan,
 )
@@ -222,13 +223,24 @@ class UserFilter(django_filters.FilterSet):
         # estimate, which flips between the two (10 ms or 670 ms for name=ash at 5M users).
         # Either plan is forced on the planner; same rows, same order, same cursors.
         if _given(data.get("name")) or _given(data.get("email")):
-            plan = user_substring_plan(queryset=queryset, field=field, page=_PAGE_SIZE)
-            if plan == "walk":
+            # In last-name order, a `name` substring is checked on the index walked
+            # (users.selectors.user_name_walk) and rows are read for its matches alone, unless
+            # an exact last name narrows the walk to its own range already.
+            named = None
+            if field == "last_name" and _given(name := (data.get("name") or "").strip()):
+                if not _given(data.get("last_name")):
+                    named = user_contains(queryset=unfiltered, name=True, email=False, text=name)
+            plan = user_substring_plan(queryset=queryset, field=field, page=_PAGE_SIZE, named=named)
+            if plan.how == "walk":
                 self._substrings_indexed = False
                 try:
                     queryset = super().filter_queryset(unfiltered)
                 finally:
                     self._substrings_indexed = True
+                if named is not None:
+                    queryset = user_name_walk_mark(
+                        queryset=queryset, text=name, ids_per_match=plan.ids_per_match
+                    )
             else:
                 key = user_ordering_key_unindexed(field)
                 queryset = queryset.alias(**{ORDERING_KEY_ALIAS: key})
@@ -264,7 +276,7 @@ class UserFilter(django_filters.FilterSet):
     def filter_first_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return user_filter_first_name(queryset=queryset, name=value)
 
-    # `UPPER(last_name) = UPPER(value)`: the leading expression of users_upper_last_name_id_idx,
+    # `UPPER(last_name) = UPPER(value)`: the leading expression of users_last_name_names_idx,
     # which also orders `ordering=last_name`, so this filter is one index range under every
     # ordering (in id order within it).
     def filter_last_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:

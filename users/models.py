@@ -52,8 +52,15 @@ class User(models.Model):
             models.Index(fields=["created_at", "id"], name="users_created_at_id_idx"),
             # `ordering=last_name` sorts by UPPER(last_name) then id (keyset pagination), and
             # the exact `last_name` filter compares UPPER(last_name): one index serves both, so
-            # a last name is one range scan under every ordering (users.filters).
-            models.Index(Upper("last_name"), "id", name="users_upper_last_name_id_idx"),
+            # a last name is one range scan under every ordering (users.filters). It holds both
+            # names too, so a `name` substring is checked along it without reading the table
+            # (an index-only walk for a page's ids, users.selectors.user_name_walk).
+            models.Index(
+                Upper("last_name"),
+                "id",
+                include=["first_name", "last_name"],
+                name="users_last_name_names_idx",
+            ),
             # An exact last name of the deleted (or of the merged) users by creation time: one
             # range of these, in the page's order. Partial: only the few percent of users
             # deleted or merged are indexed (and pay for it on ingest), where a full index

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -23,6 +23,7 @@ from django.db.models import (
     DateTimeField,
     ExpressionWrapper,
     F,
+    FloatField,
     Func,
     IntegerField,
     Max,
@@ -221,28 +222,90 @@ def user_matches_search(user: User, text: str) -> bool:
 
 
 def user_rows_rechecked(
-    *, queryset: QuerySet[User], text: str, wanted: int, scan_limit: int,
-    after: Callable[[User], Q] | None = None,
+    *, queryset: QuerySet[User], text: str | None, wanted: int, scan_limit: int,
+    after: Callable[[User], Q] | None = None, walk: QuerySet | None = None,
+    first_chunk: int | None = None,
 ) -> tuple[list[User], User | None, bool]:  # fmt: skip
-    """The first `wanted` matches among `queryset`'s candidates (user_matches_search), in its
-    order, reading at most about `scan_limit` candidates; with the last candidate read and
-    whether the candidates ran out. `after(row)`: the rows past a row (keyset lists); without
-    it, chunks by offset (the admin's pages, at most MAX_PAGES deep)."""
+    """The first `wanted` matches among `queryset`'s candidates (user_matches_search; with
+    `text` None, every row of `queryset` is one), in its order, reading at most about
+    `scan_limit` candidates; with the last candidate read and whether the candidates ran out.
+    `after(row)`: the rows past a row (keyset lists); without it, chunks by offset (the admin's
+    pages, at most MAX_PAGES deep).
+
+    `walk` (user_name_walk, ordered and cut by the cursor as `queryset` is): where the
+    candidates' ids are read from, in chunks (an index-only walk), each chunk's rows then read
+    from `queryset` by primary key; a candidate is then an id walked. `first_chunk`: how many
+    candidates the first read takes (else `wanted`); each next one reads twice as many."""
     found: list[User] = []
-    examined, chunk, last = 0, wanted, None
+    examined, chunk, last = 0, first_chunk or wanted, None
     while True:
-        part = queryset.filter(after(last)) if after and last else queryset
+        source = queryset if walk is None else walk
+        part = source.filter(after(last)) if after and last else source
         start = 0 if after else examined
-        rows = list(part[start : start + chunk])
-        examined += len(rows)
-        found.extend(row for row in rows if user_matches_search(row, text))
-        if rows:
-            last = rows[-1]
-        if len(rows) < chunk:
+        read = list(part[start : start + chunk])
+        examined += len(read)
+        rows = read if walk is None else _rows_by_id(queryset=queryset, ids=read)
+        found.extend(row for row in rows if text is None or user_matches_search(row, text))
+        if read:
+            last = read[-1]
+        if len(read) < chunk:
             return found, last, True
         if len(found) >= wanted or examined >= scan_limit:
             return found, last, False
         chunk = min(chunk * 2, max(scan_limit - examined, 1))
+
+
+def _rows_by_id(*, queryset: QuerySet[User], ids: list) -> list[User]:
+    """The rows of `queryset` among the users `ids` (rows with an id, read by primary key), in
+    their order."""
+    rows = {row.id: row for row in queryset.order_by().filter(id__in=[user.id for user in ids])}
+    return [rows[user.id] for user in ids if user.id in rows]
+
+
+# A list ordered by last name with a `name` substring (users.filters.UserFilter) may be read
+# ids first: its text under this alias. users_last_name_names_idx holds both names beside the
+# order's keys, so the ids of the users whose name holds the text are walked on the index alone
+# (user_name_walk), and only their rows are read, for the list's other filters.
+NAME_WALK_ALIAS = "name_walk_text"
+# The ids such a list expects to walk per user of its page (SubstringPlan.ids_per_match): the
+# size of its first chunk, so that a page is mostly read in one walk.
+NAME_WALK_IDS_PER_MATCH_ALIAS = "name_walk_ids_per_match"
+# What reading a user's entry on an index-only walk costs against reading its row in the table
+# (0.4 µs to check the name on an entry, against ~5 µs to fetch a row at random at 5M users).
+INDEX_ONLY_ENTRY_COST = 0.1
+
+
+def user_name_walk(*, queryset: QuerySet[User]) -> QuerySet[User] | None:
+    """For a list read ids first (NAME_WALK_ALIAS): its users whose name holds the text,
+    compared on the index's copy of the names, as (id, last_name) rows (what a cursor needs),
+    so that PostgreSQL walks users_last_name_names_idx alone; else None."""
+    annotation = queryset.query.annotations.get(NAME_WALK_ALIAS)
+    if annotation is None:
+        return None
+    users = User.objects.using(queryset.db)
+    found = user_contains(
+        queryset=users, name=True, email=False, text=annotation.value, indexed=False
+    )
+    return found.values_list("id", "last_name", named=True)
+
+
+def user_name_walk_mark(*, queryset: QuerySet[User], text: str, ids_per_match: float):
+    """`queryset`, to be read ids first along the last-name index for the name `text`
+    (user_name_walk), `ids_per_match` ids expected per user of a page."""
+    return queryset.alias(
+        **{
+            NAME_WALK_ALIAS: Value(text, output_field=CharField()),
+            NAME_WALK_IDS_PER_MATCH_ALIAS: Value(ids_per_match, output_field=FloatField()),
+        }
+    )
+
+
+def user_name_walk_chunk(*, queryset: QuerySet[User], wanted: int) -> int:
+    """How many ids the first walk of a list read ids first reads, for `wanted` users: its
+    expected ids per user, with a quarter more for the estimate's error."""
+    annotation = queryset.query.annotations.get(NAME_WALK_IDS_PER_MATCH_ALIAS)
+    per_match = annotation.value if annotation is not None else 1.0
+    return max(wanted, min(round(wanted * per_match * 1.25), wanted * RECHECK_SCAN_PAGES))
 
 
 def user_search(
@@ -255,7 +318,7 @@ def user_search(
     search_text_usable first."""
     queryset = user_list() if queryset is None else queryset
     found = user_contains(queryset=queryset, name=True, email=True, text=text)
-    if user_substring_plan(queryset=found, field="id", page=page) == "walk":
+    if user_substring_plan(queryset=found, field="id", page=page).how == "walk":
         return user_contains(queryset=queryset, name=True, email=True, text=text, indexed=False)
     return found
 
@@ -268,7 +331,7 @@ ORDERING_KEY_ALIAS = "sort_key"
 def user_ordering_key(field: str) -> Expression:
     """What a list ordered by `field` sorts by (the API's `ordering`, the admin's columns): last
     names case-insensitively, as UPPER(last_name), the expression that the exact `last_name`
-    filter compares and users_upper_last_name_id_idx holds; other fields as they are."""
+    filter compares and users_last_name_names_idx holds; other fields as they are."""
     return Upper(field) if field == "last_name" else F(field)
 
 
@@ -328,18 +391,38 @@ def user_matches_estimate(*, queryset: QuerySet[User]) -> tuple[float, float]:
     return matches, max(float(users), matches, 1.0)
 
 
-def user_substring_plan(*, queryset: QuerySet[User], field: str, page: int) -> str:
+class SubstringPlan(NamedTuple):
+    """user_substring_plan's choice: "walk" or "sort", and for a walk of ids along the last-name
+    index, how many ids it walks per match of the whole list (else 1)."""
+
+    how: str
+    ids_per_match: float = 1.0
+
+
+def user_substring_plan(
+    *, queryset: QuerySet[User], field: str, page: int, named: QuerySet[User] | None = None
+) -> SubstringPlan:
     """How a list with substring filters (`name`, `email`) ordered by `field` is best read:
     "walk" its ordering's index with the filters (rows read: page / the matches' share), or
     "sort" its matches found through the trigram indexes (rows read: the matches), whichever
     reads fewer, rows walked weighed by WALK_COST. By user_matches_estimate, not the planner's
     estimate; the caller then leaves the planner only that plan (user_contains(indexed=False)
-    for a walk, user_ordering_key_unindexed for a sort)."""
+    for a walk, user_ordering_key_unindexed for a sort).
+
+    `named`: the users the list's `name` substring alone finds, given where the walk is of ids
+    along the last-name index (NAME_WALK_ALIAS): entries walked then cost
+    INDEX_ONLY_ENTRY_COST, and rows are read only for the ids of those users."""
     matches, users = user_matches_estimate(queryset=queryset)
     if matches < 1:
-        return "sort"
+        return SubstringPlan("sort")
     walked = page * users / matches
-    return "walk" if walked * WALK_COST.get(field, 1.0) < matches else "sort"
+    ids_per_match = 1.0
+    if named is not None:
+        named_matches, _ = user_matches_estimate(queryset=named)
+        ids_per_match = named_matches / matches
+        walked = page * users / named_matches * INDEX_ONLY_ENTRY_COST + page * ids_per_match
+    how = "walk" if walked * WALK_COST.get(field, 1.0) < matches else "sort"
+    return SubstringPlan(how, ids_per_match)
 
 
 # The alias a filter sets on a list whose page is read in two steps (users.api.pagination,

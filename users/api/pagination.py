@@ -26,6 +26,8 @@ from users.selectors import (
     PAGE_IDS_FIRST_ALIAS,
     RECHECK_SCAN_PAGES,
     email_recheck_text,
+    user_name_walk,
+    user_name_walk_chunk,
     user_ordering_key,
     user_page_ids_first,
     user_rows_rechecked,
@@ -67,6 +69,7 @@ class UserCursorPagination(BasePagination):
         # keep); in reading order.
         first_read = last_read = None
         text = email_recheck_text(queryset)
+        walk = user_name_walk(queryset=queryset)
         if PAGE_IDS_FIRST_ALIAS in queryset.query.annotations:  # the filters' choice
             rows = user_page_ids_first(
                 queryset=queryset,
@@ -75,13 +78,22 @@ class UserCursorPagination(BasePagination):
                 descending=direction == "-",
             )
             more = len(rows) > self.page_size
-        elif text is not None:  # candidates of an email substring: decrypted and checked
+        elif text is not None or walk is not None:
+            # Candidates: of an email substring (decrypted and checked), or ids walked along
+            # the last-name index for a name (their rows read for the other filters).
+            first_chunk = None
+            if walk is not None:
+                walk = walk.alias(**{_SORT_KEY: user_ordering_key(self.field)}).filter(after)
+                walk = walk.order_by(f"{direction}{_SORT_KEY}", f"{direction}id")
+                first_chunk = user_name_walk_chunk(queryset=queryset, wanted=self.page_size + 1)
             rows, last_read, ran_out = user_rows_rechecked(
                 queryset=queryset,
                 text=text,
                 wanted=self.page_size + 1,
                 scan_limit=self.page_size * RECHECK_SCAN_PAGES,
                 after=lambda row: self._after(self._key(row), backwards=backwards),
+                walk=walk,
+                first_chunk=first_chunk,
             )
             more = len(rows) > self.page_size or not ran_out
             if len(rows) > self.page_size:
