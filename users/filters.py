@@ -250,7 +250,11 @@ class UserFilter(django_filters.FilterSet):
         window = data.get("created_after") is not None or data.get("created_before") is not None
         others = [name for name in self.filters if name not in _WINDOW_PARAMETERS]
         if field == "id" and window and not any(_given(data.get(name)) for name in others):
-            queryset = user_created_window_by_id(queryset=queryset)
+            queryset = user_created_window_by_id(
+                queryset=queryset,
+                created_after=data.get("created_after"),
+                created_before=data.get("created_before"),
+            )
         return queryset
 
     def filter_name(self, queryset: QuerySet, name: str, value: str) -> QuerySet:

@@ -105,6 +105,26 @@ class User(models.Model):
         return self.merged_at is not None
 
 
+# A block of user ids: ids >> USER_ID_BLOCK_BITS (1,024 ids each), as UserCreatedSpan keeps them.
+USER_ID_BLOCK_BITS = 10
+
+
+class UserCreatedSpan(models.Model):
+    """The earliest and the latest creation time among the users of one block of ids (`block`:
+    id >> USER_ID_BLOCK_BITS). Kept by a trigger on users_user (migration 0011) that widens a
+    block's span on every insert and update, in one statement per write statement; never
+    narrowed, so a deleted or changed user may leave a span wider than its users: still a
+    true bound. A created_at window listed in id order reads only the ids of the blocks it
+    overlaps (users.selectors.user_created_window_by_id)."""
+
+    block = models.BigIntegerField(primary_key=True)
+    low = models.DateTimeField()
+    high = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"ids block {self.block}: created {self.low:%Y-%m-%d} to {self.high:%Y-%m-%d}"
+
+
 class StaleCacheEntry(models.Model):
     """A user whose Redis entry may be older than PostgreSQL: a write committed while Redis
     could not be reached. users.services.cache_repair_stale deletes these entries once Redis

@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -45,7 +45,7 @@ from users.access import (
     token_from_authorization,
 )
 from users.email_index import email_digests, email_holds, email_ngram_sets
-from users.models import ApiToken, StaleCacheEntry, User
+from users.models import USER_ID_BLOCK_BITS, ApiToken, StaleCacheEntry, User, UserCreatedSpan
 from users.payloads import user_payload
 from users.refusals import INVALID_TOKEN, MALFORMED_AUTHORIZATION
 from users.validation import EMAIL_MAX_LENGTH
@@ -430,10 +430,14 @@ def user_substring_plan(
 # (an index-only scan, no table rows read), then those users' rows by primary key.
 PAGE_IDS_FIRST_ALIAS = "page_ids_first"
 
-# A created_at window in id order is read through users_created_at_id_idx, ids first, while the
-# planner expects it to hold at most this fraction of the users; beyond, the primary key is
-# walked with the window as a filter (user_created_window_by_id).
+# A created_at window in id order walks the primary key through the ids of the blocks it
+# overlaps (UserCreatedSpan) while the planner expects more than this share of those ids to be
+# the window's; else its page's ids are read from users_created_at_id_idx
+# (user_created_window_by_id).
 CREATED_WINDOW_WALK_ABOVE = 0.5
+# Past this many blocks of ids (ids spread thinly over their range, a block or so per user),
+# the spans are not read: reading them would cost more than walking the window.
+CREATED_SPAN_BLOCKS_MAX = 100_000
 
 
 def _planner_rows(queryset: QuerySet) -> float:
@@ -442,23 +446,59 @@ def _planner_rows(queryset: QuerySet) -> float:
     return float(plan[0]["Plan"]["Plan Rows"])
 
 
-def user_created_window_by_id(*, queryset: QuerySet[User]) -> QuerySet[User]:
+def user_created_window_ids(
+    *, created_after: datetime | None, created_before: datetime | None, using: str
+) -> tuple[int, int] | None:
+    """The lowest and the highest id a user created in the window may have: those of the first
+    and the last block of ids whose span of creation times (UserCreatedSpan) meets the window,
+    (1, 0) where none does; None where the spans are too many to read (CREATED_SPAN_BLOCKS_MAX)."""
+    table = UserCreatedSpan._meta.db_table
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
+        (blocks,) = cursor.fetchone()
+    if blocks > CREATED_SPAN_BLOCKS_MAX:
+        return None
+    spans = UserCreatedSpan.objects.using(using)
+    if created_after is not None:
+        spans = spans.filter(high__gte=created_after)
+    if created_before is not None:
+        spans = spans.filter(low__lt=created_before)
+    found = spans.aggregate(first=Min("block"), last=Max("block"))
+    first, last = found["first"], found["last"]
+    if first is None:
+        return 1, 0
+    return first << USER_ID_BLOCK_BITS, ((last + 1) << USER_ID_BLOCK_BITS) - 1
+
+
+def user_created_window_by_id(
+    *, queryset: QuerySet[User], created_after: datetime | None, created_before: datetime | None
+) -> QuerySet[User]:
     """`queryset`, narrowed by a created_at window alone and listed in id order, set to be read
     with a plan bounded by the window's size rather than by where its rows sit among the ids.
 
     The planner walks the primary key filtering by the window, a bet that matches are spread
     along the ids; they are not (ids and creation times grow together), so a window of the
-    last year was reached after 4.5M older users at 5M users (1.4 s). Instead, unless the
-    planner expects the window to hold nearly every user, the page's ids are read from
-    users_created_at_id_idx (an index-only scan of the window, ~0.1 µs a user, sorted for the
-    page's ids, PAGE_IDS_FIRST_ALIAS) and their rows fetched by primary key. Ids and creation
-    times cannot be tied by a rule (API users get ids from 10^15 with any created_at, a CSV may
-    carry any id), so no id range is derived from the window; the primary-key walk is kept for
-    a window of nearly the whole table, where it meets a match at almost every row."""
+    last year was reached after 4.5M older users at 5M users (1.4 s), and one of every year but
+    the first after 500k. Ids and creation times cannot be tied by a rule (API users get ids
+    from 10^15 with any created_at, a CSV may carry any id), but the creation times each block
+    of 1,024 ids holds are kept (UserCreatedSpan): the window's users have ids within the
+    blocks it meets. Where the window holds most of those ids (CREATED_WINDOW_WALK_ABOVE, by
+    the planner's estimates), the primary key is walked through them alone (an exact
+    narrowing), meeting a match at almost every row; else the page's ids
+    are read from users_created_at_id_idx (an index-only scan of the window, ~0.1 µs a user,
+    sorted for the page's ids, PAGE_IDS_FIRST_ALIAS) and their rows fetched by primary key."""
     window = _planner_rows(queryset)
-    users = _planner_rows(queryset.model.objects.using(queryset.db).all())
-    if window > users * CREATED_WINDOW_WALK_ABOVE:
-        return queryset
+    walked = queryset
+    users = queryset.model.objects.using(queryset.db).all()
+    ids = user_created_window_ids(
+        created_after=created_after, created_before=created_before, using=queryset.db
+    )
+    if ids is not None:
+        walked = queryset.filter(id__gte=ids[0], id__lte=ids[1])
+        users = users.filter(id__gte=ids[0], id__lte=ids[1])
+    # The window lies within those ids: where the planner expects fewer, it misjudges the range.
+    if window > max(_planner_rows(users), window) * CREATED_WINDOW_WALK_ABOVE:
+        return walked
     # `id + 0`: the same values in the same order, on an expression the primary key does not
     # hold, so the page's ids are sorted from the window rather than walked for.
     unindexed_id = user_ordering_key_unindexed("id")
