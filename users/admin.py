@@ -72,21 +72,15 @@ class BoundedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        count, exact = selectors.user_count_bounded(
+        text = selectors.email_recheck_text(self.object_list)
+        if text is not None:  # candidates of an email search: only the checked ones count
+            count, _ = selectors.user_matches_counted(
+                queryset=self.object_list, text=text, exact_up_to=EXACT_COUNT_UP_TO
+            )
+            return count
+        count, _ = selectors.user_count_bounded(
             queryset=self.object_list, exact_up_to=EXACT_COUNT_UP_TO
         )
-        text = selectors.email_recheck_text(self.object_list)
-        if text is not None and exact and count:
-            # Candidates of an email search, few enough to count exactly: only the checked
-            # ones count (their addresses alone read and decrypted). Beyond, the estimate of
-            # the candidates stands (false ones are rare).
-            found, _, _ = selectors.user_rows_rechecked(
-                queryset=self.object_list.order_by("pk").only("id", "email_address"),
-                text=text,
-                wanted=count,
-                scan_limit=count,
-            )
-            return len(found)
         return count
 
     def page(self, number):

@@ -547,12 +547,34 @@ def user_count_bounded(*, queryset: QuerySet[User], exact_up_to: int) -> tuple[i
     exact = queryset[: exact_up_to + 1].count()
     if exact <= exact_up_to:
         return exact, True
+    return _count_estimate(queryset=queryset, at_least=exact_up_to + 1), False
+
+
+def user_matches_counted(
+    *, queryset: QuerySet[User], text: str, exact_up_to: int
+) -> tuple[int, bool]:
+    """user_count_bounded for a list of email candidates (EMAIL_RECHECK_ALIAS): the matches
+    among them, exactly when there are at most `exact_up_to` candidates, in one read of their
+    ids, addresses and name hits (not a count, then a second read to check them); else the
+    planner's estimate of the candidates (false ones are rare)."""
+    queryset = queryset.order_by("pk")
+    columns = ["id", "email_address"]
+    if NAME_HIT_ALIAS in queryset.query.annotations:
+        columns.append(NAME_HIT_ALIAS)
+    candidates = list(queryset.values_list(*columns, named=True)[: exact_up_to + 1])
+    if len(candidates) <= exact_up_to:
+        return sum(user_matches_search(row, text) for row in candidates), True
+    return _count_estimate(queryset=queryset.order_by(), at_least=exact_up_to + 1), False
+
+
+def _count_estimate(*, queryset: QuerySet[User], at_least: int) -> int:
+    """The planner's estimate of the users `queryset` holds (an EXPLAIN), at least `at_least`."""
     if not queryset.query.has_filters():
         estimate = user_count()[0]
     else:
         plan = json.loads(queryset.explain(format="json"))
         estimate = int(plan[0]["Plan"]["Plan Rows"])
-    return max(estimate, exact_up_to + 1), False
+    return max(estimate, at_least)
 
 
 def user_created_years() -> range:

@@ -172,7 +172,10 @@ def test_admin_counts_stop_at_the_cap_and_pages_at_the_limit(
     # (The plain list's count beyond the cap is the table's statistics, selectors.user_count.)
     for params in ({"deleted": "no"}, {"q": "example"}, {"created_at__year": "2020"}):
         response, queries = _queries_of(admin_client, LIST, **params)
+        # A count, or for a search (email candidates) the read that counts them, stops there.
         counts = [sql for sql in queries if "COUNT(" in sql]
+        if "q" in params:
+            counts += [sql for sql in queries if '"email_address" AS "email_address"' in sql]
         assert counts and all("LIMIT 6" in sql for sql in counts), counts  # never the whole set
         cl = response.context["cl"]
         assert cl.result_count >= 6 and cl.paginator.num_pages == 2
