@@ -162,6 +162,22 @@ _stream_lock = threading.Lock()
 _stream_clients: dict[tuple, Any] = {}
 
 
+# A call to the stream's Redis is tried again at most this many times, after 50, 100 and 200 ms
+# (jittered): enough for a pooled connection that Redis dropped (a restart) to be replaced,
+# while a write's request or task waits at most about 0.4 s for a Redis that refuses
+# connections (redis-py's default, 10 tries up to 1 s apart, held each one ~3.7 s; the write
+# stands either way and the missed event is logged). Not under Sentinel (stream_client).
+STREAM_RETRIES = 3
+
+
+def stream_retry():
+    """The stream client's retry policy (STREAM_RETRIES)."""
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.retry import Retry
+
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), STREAM_RETRIES)
+
+
 def stream_client():
     """The stream's Redis (settings.STREAM_REDIS), strings decoded: one thread-safe client per
     process and settings, shared by every thread."""
@@ -175,9 +191,10 @@ def stream_client():
             if client is None:
                 options = {**settings.STREAM_REDIS, "decode_responses": True}
                 if settings.REDIS_SENTINEL:
+                    # redis-py's default retries (~3.7 s) ride out the Sentinels' failover.
                     client = sentinel_primary(**options)
                 else:
-                    client = redis.Redis(**options)
+                    client = redis.Redis(**options, retry=stream_retry())
                 _stream_clients[key] = client
     return client
 

@@ -93,3 +93,22 @@ def test_the_image_ships_the_lua_scripts():
     for candidate in (path, *path.parents):
         if str(candidate) != ".":
             assert not any(fnmatch(str(candidate), pattern) for pattern in ignored), candidate
+
+
+def test_a_stream_redis_that_refuses_connections_fails_a_call_within_half_a_second(settings):
+    """The stream client's own retry policy (users.redis.STREAM_RETRIES), not redis-py's
+    default (~3.7 s): a write's request or task is held briefly when the stream's Redis is away."""
+    import time
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from tests.support.servers import free_port
+
+    settings.REDIS_SENTINEL = None
+    settings.STREAM_REDIS = {**settings.STREAM_REDIS, "host": "127.0.0.1", "port": free_port()}
+    client = users_redis.stream_client()
+    assert client.get_retry().get_retries() == users_redis.STREAM_RETRIES
+    started = time.monotonic()
+    with pytest.raises(RedisConnectionError):
+        client.ping()
+    assert time.monotonic() - started < 0.5
