@@ -143,7 +143,12 @@ def test_the_migration_encrypts_a_plaintext_table_and_the_way_back_decrypts_it(u
             cursor.execute("SELECT email_address FROM users_user ORDER BY id")
             return [row[0] for row in cursor.fetchall()]
 
-    latest = "0009_email_blind_indexes"
+    # Back to the newest migration after (0010 and on too), as every later test expects.
+    (latest,) = [
+        name
+        for app, name in MigrationExecutor(connection).loader.graph.leaf_nodes()
+        if app == "users"
+    ]
     try:
         migrate("0006_created_at_id_index")  # the way back: every address decrypted
         assert raw() == [u.email_address for u in users]
