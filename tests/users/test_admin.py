@@ -270,3 +270,15 @@ def test_admin_search_walked_or_sorted_lists_the_same_users(
         like = [sql for sql in queries if "LIKE" in sql and "TABLESAMPLE" not in sql]
         assert like and all(("|| COALESCE('', '')" in sql) == (cost == 0.0) for sql in like), like
     assert pages[0] == pages[1] and len(pages[0]) == 5
+
+
+def test_the_list_checkbox_is_djangos_own_html(user_factory):
+    """UserAdmin.action_checkbox writes Django's checkbox widget directly (the widget's
+    template costs ~0.3 ms a row); a name with markup in it is escaped the same way."""
+    from django.contrib import admin as django_admin
+
+    from users.admin import UserAdmin
+
+    user = user_factory(first_name='<b>O\'Neil & "Co"</b>', last_name="Lee")
+    ours = UserAdmin(User, django_admin.site)
+    assert ours.action_checkbox(user) == django_admin.ModelAdmin.action_checkbox(ours, user)

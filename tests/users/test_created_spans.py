@@ -118,7 +118,7 @@ def walk_ids(client, url: str) -> list[int]:
 
 @pytest.mark.parametrize("walk_above", [0.0, 10.0])  # the ids walked, or read from created_at
 @pytest.mark.parametrize("ordering", ["id", "-id"])
-@pytest.mark.parametrize("page_size", [1, 3])
+@pytest.mark.parametrize("page_size", [2])
 @pytest.mark.parametrize(
     "after, before",
     [(day(2019), None), (None, day(2015, 3)), (day(2017), day(2018)), (day(2030), None)],

@@ -643,7 +643,9 @@ def test_created_window_of_nearly_every_user_walks_the_primary_key(reader_client
     with CaptureQueriesContext(connection) as captured:
         response = reader_client.get("/users?created_after=2000-01-01T00:00:00Z")
     assert ids(response) == sorted(user.id for user in created_window)
-    (page,) = [q["sql"] for q in captured if '"users_user"' in q["sql"] and "EXPLAIN" not in q["sql"]]
+    (page,) = [
+        q["sql"] for q in captured if '"users_user"' in q["sql"] and "EXPLAIN" not in q["sql"]
+    ]
     assert " IN (SELECT" not in page, page
 
 
