@@ -557,14 +557,15 @@ def user_matches_counted(
     among them, exactly when there are at most `exact_up_to` candidates, in one read of their
     ids, addresses and name hits (not a count, then a second read to check them); else the
     planner's estimate of the candidates (false ones are rare)."""
-    queryset = queryset.order_by("pk")
+    # In no order: any exact_up_to + 1 of them tell "more", and a scan stops there.
+    queryset = queryset.order_by()
     columns = ["id", "email_address"]
     if NAME_HIT_ALIAS in queryset.query.annotations:
         columns.append(NAME_HIT_ALIAS)
     candidates = list(queryset.values_list(*columns, named=True)[: exact_up_to + 1])
     if len(candidates) <= exact_up_to:
         return sum(user_matches_search(row, text) for row in candidates), True
-    return _count_estimate(queryset=queryset.order_by(), at_least=exact_up_to + 1), False
+    return _count_estimate(queryset=queryset, at_least=exact_up_to + 1), False
 
 
 def _count_estimate(*, queryset: QuerySet[User], at_least: int) -> int:
