@@ -73,18 +73,30 @@ class BoundedCountPaginator(Paginator):
     whose pages stop at MAX_PAGES. The count is exact wherever the admin decides something by
     it (one page or several, "show all" up to list_max_show_all)."""
 
+    # An email search's matches, when it has at most EXACT_COUNT_UP_TO candidates: counted and
+    # listed by these ids (primary-key reads), not by running the search again.
+    match_ids: list[int] | None = None
+
     @cached_property
     def count(self) -> int:
         text = selectors.email_recheck_text(self.object_list)
         if text is not None:  # candidates of an email search: only the checked ones count
-            count, _ = selectors.user_matches_counted(
-                queryset=self.object_list, text=text, exact_up_to=EXACT_COUNT_UP_TO
+            self.match_ids = selectors.user_matches_ids(
+                queryset=self.object_list, text=text, up_to=EXACT_COUNT_UP_TO
             )
-            return count
+            if self.match_ids is not None:
+                return len(self.match_ids)
+            return selectors.user_count_estimate(
+                queryset=self.object_list.order_by(), at_least=EXACT_COUNT_UP_TO + 1
+            )
         count, _ = selectors.user_count_bounded(
             queryset=self.object_list, exact_up_to=EXACT_COUNT_UP_TO
         )
         return count
+
+    def matches(self):
+        """The list narrowed to the matches counted (match_ids), in its order."""
+        return self.object_list.filter(id__in=self.match_ids)
 
     def page(self, number):
         text = selectors.email_recheck_text(self.object_list)
@@ -94,6 +106,8 @@ class BoundedCountPaginator(Paginator):
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         top = bottom + self.per_page
+        if self.match_ids is not None:
+            return self._get_page(list(self.matches()[bottom:top]), number, self)
         found, _, _ = selectors.user_rows_rechecked(
             queryset=self.object_list, text=text, wanted=top, scan_limit=top * 4 + 1000
         )
@@ -137,6 +151,9 @@ class UserChangeList(ChangeList):
         # candidates are checked there too (BoundedCountPaginator.page checks the others).
         text = selectors.email_recheck_text(self.queryset)
         if text is not None and not isinstance(self.result_list, list):
+            if self.paginator.match_ids is not None:
+                self.result_list = list(self.paginator.matches())
+                return
             wanted = self.list_max_show_all
             self.result_list, _, _ = selectors.user_rows_rechecked(
                 queryset=self.queryset, text=text, wanted=wanted, scan_limit=wanted * 4 + 1000

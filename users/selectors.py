@@ -547,28 +547,25 @@ def user_count_bounded(*, queryset: QuerySet[User], exact_up_to: int) -> tuple[i
     exact = queryset[: exact_up_to + 1].count()
     if exact <= exact_up_to:
         return exact, True
-    return _count_estimate(queryset=queryset, at_least=exact_up_to + 1), False
+    return user_count_estimate(queryset=queryset, at_least=exact_up_to + 1), False
 
 
-def user_matches_counted(
-    *, queryset: QuerySet[User], text: str, exact_up_to: int
-) -> tuple[int, bool]:
-    """user_count_bounded for a list of email candidates (EMAIL_RECHECK_ALIAS): the matches
-    among them, exactly when there are at most `exact_up_to` candidates, in one read of their
-    ids, addresses and name hits (not a count, then a second read to check them); else the
-    planner's estimate of the candidates (false ones are rare)."""
-    # In no order: any exact_up_to + 1 of them tell "more", and a scan stops there.
+def user_matches_ids(*, queryset: QuerySet[User], text: str, up_to: int) -> list[int] | None:
+    """The ids of the matches among a list of email candidates (EMAIL_RECHECK_ALIAS) when it
+    holds at most `up_to` candidates, in one read of their ids, addresses and name hits; None
+    when it holds more (user_count_estimate then, false candidates being rare)."""
+    # In no order: any up_to + 1 of them tell "more", and a scan stops there.
     queryset = queryset.order_by()
     columns = ["id", "email_address"]
     if NAME_HIT_ALIAS in queryset.query.annotations:
         columns.append(NAME_HIT_ALIAS)
-    candidates = list(queryset.values_list(*columns, named=True)[: exact_up_to + 1])
-    if len(candidates) <= exact_up_to:
-        return sum(user_matches_search(row, text) for row in candidates), True
-    return _count_estimate(queryset=queryset, at_least=exact_up_to + 1), False
+    candidates = list(queryset.values_list(*columns, named=True)[: up_to + 1])
+    if len(candidates) > up_to:
+        return None
+    return [row.id for row in candidates if user_matches_search(row, text)]
 
 
-def _count_estimate(*, queryset: QuerySet[User], at_least: int) -> int:
+def user_count_estimate(*, queryset: QuerySet[User], at_least: int) -> int:
     """The planner's estimate of the users `queryset` holds (an EXPLAIN), at least `at_least`."""
     if not queryset.query.has_filters():
         estimate = user_count()[0]
