@@ -836,6 +836,32 @@ def test_name_in_last_name_order_walked_on_the_index_alone(
     assert len(more) % 2 == 0  # further chunks: a walk and a read each
 
 
+@pytest.mark.parametrize("ordering", ["last_name", "-last_name"])
+def test_name_walk_past_its_scan_limit_serves_short_pages_that_lose_nobody(
+    reader_client, substring_people, monkeypatch, ordering
+):
+    """A walk of ids that meets few users passing the other filters stops after its scan
+    limit (RECHECK_SCAN_PAGES pages' worth of ids) with a short page and a `next` link past the
+    last id walked; following the links finds every user once, in order."""
+    monkeypatch.setattr("users.selectors.WALK_COST", {"last_name": 0.0})
+    monkeypatch.setattr("users.api.pagination.RECHECK_SCAN_PAGES", 1)
+    monkeypatch.setattr("users.selectors.RECHECK_SCAN_PAGES", 1)  # the first walk's cap
+    url = f"/users?name=ash&deleted=false&email=ashley&ordering={ordering}&page_size=1"
+    pages, seen = 0, []
+    while url:
+        body = reader_client.get(url).json()
+        pages += 1
+        seen += [user["id"] for user in body["results"]]
+        url = body["next"] and "{0.path}?{0.query}".format(urlsplit(body["next"]))
+    expected = [
+        u
+        for u in substring_people
+        if "ASH" in f"{u.first_name} {u.last_name}".upper() and "ASHLEY" in u.email_address.upper()
+    ]
+    assert seen == _expected_order(expected, ordering)
+    assert pages > len(expected)  # short (empty) pages among them
+
+
 def test_name_in_last_name_order_sorted_when_rare(reader_client, substring_people, monkeypatch):
     monkeypatch.setattr("users.selectors.WALK_COST", {"last_name": 10.0**9})
     (sql,) = _list_queries(reader_client, "/users?name=ash&ordering=last_name")
