@@ -4,32 +4,14 @@ admin's; `email_address` by digest; substring search can be turned off."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import pytest
 from django.db import connection
 
+from tests.support.pages import ids
+from tests.support.pages import walk_pages as walk
 from users.models import User
 
 LIST = "/admin/users/user/"
-
-
-def ids(response) -> list[int]:
-    assert response.status_code == 200, response.content
-    return [user["id"] for user in response.json()["results"]]
-
-
-def walk(client, url: str) -> tuple[list[int], int]:
-    """Every id the `next` links serve, and how many pages that took."""
-    seen: list[int] = []
-    pages = 0
-    while url:
-        response = client.get(url)
-        seen += ids(response)
-        pages += 1
-        next_url = response.json()["next"]
-        url = next_url and "{0.path}?{0.query}".format(urlsplit(next_url))
-    return seen, pages
 
 
 @pytest.fixture

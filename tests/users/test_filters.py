@@ -9,6 +9,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from tests.support.pages import ids, walk_pages
+
 pytestmark = pytest.mark.django_db
 
 
@@ -21,20 +23,9 @@ def token(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def ids(response) -> list[int]:
-    assert response.status_code == 200, response.content
-    return [user["id"] for user in response.json()["results"]]
-
-
 def walk(client, url: str) -> list[int]:
     """Follow `next` links to the end; return the ids in the order they were served."""
-    seen: list[int] = []
-    while url:
-        response = client.get(url)
-        seen += ids(response)
-        next_url = response.json()["next"]
-        url = next_url and "{0.path}?{0.query}".format(urlsplit(next_url))
-    return seen
+    return walk_pages(client, url)[0]
 
 
 @pytest.fixture
@@ -847,12 +838,7 @@ def test_name_walk_past_its_scan_limit_serves_short_pages_that_lose_nobody(
     monkeypatch.setattr("users.api.pagination.RECHECK_SCAN_PAGES", 1)
     monkeypatch.setattr("users.selectors.RECHECK_SCAN_PAGES", 1)  # the first walk's cap
     url = f"/users?name=ash&deleted=false&email=ashley&ordering={ordering}&page_size=1"
-    pages, seen = 0, []
-    while url:
-        body = reader_client.get(url).json()
-        pages += 1
-        seen += [user["id"] for user in body["results"]]
-        url = body["next"] and "{0.path}?{0.query}".format(urlsplit(body["next"]))
+    seen, pages = walk_pages(reader_client, url)
     expected = [
         u
         for u in substring_people
